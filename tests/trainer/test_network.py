@@ -1,0 +1,142 @@
+"""MultiLayerNet: whole-network gradients, init rules, weight decay and state."""
+
+import numpy as np
+import pytest
+
+from trainer.layers import BatchNorm, Dropout, Sigmoid
+from trainer.network import MultiLayerNet, numerical_gradient, relative_error
+
+
+def make_net(**overrides) -> MultiLayerNet:
+    options = dict(
+        input_size=6,
+        hidden_sizes=(5, 4),
+        output_size=3,
+        activation="tanh",
+        dtype=np.float64,
+        rng=np.random.default_rng(3),
+    )
+    options.update(overrides)
+    return MultiLayerNet(**options)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"batchnorm": True},
+        {"dropout_ratio": 0.3},
+        {"weight_decay": 0.1},
+        {"weight_decay": 0.1, "weight_decay_type": "l1"},
+        {"batchnorm": True, "dropout_ratio": 0.3, "weight_decay": 0.05, "activation": "sigmoid"},
+    ],
+    ids=["plain", "batchnorm", "dropout", "l2", "l1", "all"],
+)
+def test_backprop_matches_numerical_gradient(overrides, rng):
+    net = make_net(**overrides)
+    x = rng.standard_normal((7, 6))
+    labels = np.array([0, 1, 2, 0, 1, 2, 0])
+    dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
+
+    def fix_masks():
+        for i, layer in enumerate(dropouts):
+            layer.rng = np.random.default_rng(100 + i)
+
+    def loss() -> float:
+        fix_masks()
+        return net.loss(x, labels, train=True)
+
+    fix_masks()
+    net.gradient(x, labels)
+    analytic = [g.copy() for g in net.grads]
+    numeric = numerical_gradient(loss, net.params)
+    for a, n in zip(analytic, numeric, strict=True):
+        assert relative_error(a, n) < 1e-6
+
+
+def test_layer_stack_order():
+    net = make_net(batchnorm=True, dropout_ratio=0.5, activation="sigmoid")
+    names = [type(layer).__name__ for layer in net.layers]
+    assert names == [
+        "Affine", "BatchNorm", "Sigmoid", "Dropout",
+        "Affine", "BatchNorm", "Sigmoid", "Dropout",
+        "Affine",
+    ]  # fmt: skip
+    assert isinstance(net.layers[1], BatchNorm) and isinstance(net.layers[2], Sigmoid)
+
+
+@pytest.mark.parametrize(
+    ("init", "scale", "expected"),
+    [("he", 1.0, np.sqrt(2 / 400)), ("xavier", 1.0, np.sqrt(1 / 400)), ("std", 0.01, 0.01),
+     ("he", 0.5, 0.5 * np.sqrt(2 / 400))],
+)  # fmt: skip
+def test_init_rule_sets_weight_std(init, scale, expected):
+    net = MultiLayerNet(
+        input_size=400,
+        hidden_sizes=(400,),
+        output_size=400,
+        init=init,
+        init_scale=scale,
+        rng=np.random.default_rng(0),
+    )
+    assert net.affines[0].params["W"].std() == pytest.approx(expected, rel=0.02)
+    assert not net.affines[0].params["b"].any()
+
+
+def test_weight_decay_applies_to_weights_only():
+    net = make_net(weight_decay=0.0, batchnorm=True)
+    decayed = make_net(weight_decay=0.5, batchnorm=True)
+    x = np.random.default_rng(0).standard_normal((4, 6))
+    labels = np.array([0, 1, 2, 1])
+    net.gradient(x, labels)
+    decayed.gradient(x, labels)
+    for layer, other in zip(net.layers, decayed.layers, strict=True):
+        for key in layer.grads:
+            diff = other.grads[key] - layer.grads[key]
+            if key == "W":
+                np.testing.assert_allclose(diff, 0.5 * layer.params["W"], atol=1e-12)
+            else:
+                np.testing.assert_array_equal(diff, 0.0)
+
+
+def test_l2_penalty_value():
+    net = make_net(weight_decay=0.2)
+    total = sum(np.sum(a.params["W"] ** 2) for a in net.affines)
+    assert net.penalty() == pytest.approx(0.1 * total)
+
+
+def test_state_round_trip_includes_batchnorm_statistics(rng):
+    net = make_net(batchnorm=True)
+    saved = net.state()
+    net.gradient(rng.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1]))
+    for p, g in zip(net.params, net.grads, strict=True):
+        p -= g
+    bn = net.layers[1]
+    assert not np.array_equal(bn.running_mean, saved[len(net.params)])
+    net.load_state(saved)
+    for a, b in zip(net.state(), saved, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_same_seed_gives_same_weights_across_dtypes():
+    a = make_net(dtype=np.float32, rng=np.random.default_rng(5))
+    b = make_net(dtype=np.float64, rng=np.random.default_rng(5))
+    for pa, pb in zip(a.params, b.params, strict=True):
+        assert pa.dtype == np.float32
+        np.testing.assert_array_equal(pa, pb.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"activation": "swish"}, "activation"),
+        ({"init": "lecun"}, "init"),
+        ({"init_scale": 0.0}, "init_scale"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"weight_decay_type": "l3"}, "weight_decay_type"),
+        ({"hidden_sizes": (0,)}, "sizes"),
+    ],
+)
+def test_rejects_bad_arguments(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_net(**overrides)

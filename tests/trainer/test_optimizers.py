@@ -1,0 +1,102 @@
+"""One contract suite over every optimizer, and Adam against hand-computed steps."""
+
+import numpy as np
+import pytest
+
+from trainer.optimizers import OPTIMIZERS, Adam, make_optimizer
+
+# Step sizes that suit f(x, y) = x²/20 + y² (the book's comparison uses similar ones).
+LEARNING_RATES = {
+    "sgd": 0.95,
+    "momentum": 0.1,
+    "nesterov": 0.1,
+    "adagrad": 1.5,
+    "rmsprop": 0.1,
+    "adam": 0.3,
+}
+
+
+def f(p: np.ndarray) -> float:
+    return p[0] ** 2 / 20 + p[1] ** 2
+
+
+def grad_f(p: np.ndarray) -> np.ndarray:
+    return np.array([p[0] / 10, 2 * p[1]])
+
+
+def descend(name: str, steps: int) -> list[np.ndarray]:
+    optimizer = make_optimizer(name, learning_rate=LEARNING_RATES[name])
+    p = np.array([-7.0, 2.0])
+    path = [p.copy()]
+    for _ in range(steps):
+        optimizer.update([p], [grad_f(p)])
+        path.append(p.copy())
+    return path
+
+
+def test_every_optimizer_is_in_the_contract_suite():
+    assert set(LEARNING_RATES) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_minimizes_the_book_test_function(name):
+    path = descend(name, 200)
+    start, end = f(path[0]), f(path[-1])
+    assert end < 1e-3 * start
+    assert np.all(np.isfinite(path))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_is_deterministic(name):
+    np.testing.assert_array_equal(descend(name, 30), descend(name, 30))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_shapes_match_parameters(name, rng):
+    params = [rng.standard_normal((3, 4)), rng.standard_normal(4)]
+    grads = [rng.standard_normal((3, 4)), rng.standard_normal(4)]
+    optimizer = make_optimizer(name)
+    optimizer.update(params, grads)
+    states = [
+        value
+        for value in vars(optimizer).values()
+        if isinstance(value, list) and value and isinstance(value[0], np.ndarray)
+    ]
+    for state in states:
+        assert [s.shape for s in state] == [p.shape for p in params]
+    assert states or name == "sgd"
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_keeps_float32_parameters_float32(name, rng):
+    p = rng.standard_normal((3, 3)).astype(np.float32)
+    g = rng.standard_normal((3, 3)).astype(np.float32)
+    optimizer = make_optimizer(name)
+    updates = optimizer._updates([p], [g])
+    assert all(u.dtype == np.float32 for u in updates)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_rejects_non_positive_learning_rate(name):
+    with pytest.raises(ValueError, match="learning_rate"):
+        make_optimizer(name, learning_rate=0.0)
+
+
+def test_unknown_optimizer_is_rejected():
+    with pytest.raises(ValueError, match="sgd, momentum"):
+        make_optimizer("lion")
+
+
+def test_adam_first_steps_match_hand_computation():
+    # lr 0.1, g = 2 then 4, defaults beta1 0.9, beta2 0.999, eps 1e-8.
+    adam = Adam(learning_rate=0.1)
+    p = np.array([1.0])
+    adam.update([p], [np.array([2.0])])
+    # m = 0.2, v = 0.004; m_hat = 2, v_hat = 4: step = 0.1 * 2 / (2 + 1e-8)
+    assert p[0] == pytest.approx(1.0 - 0.1 * 2 / (2 + 1e-8), abs=1e-12)
+    adam.update([p], [np.array([4.0])])
+    m = 0.9 * 0.2 + 0.1 * 4  # 0.58
+    v = 0.999 * 0.004 + 0.001 * 16  # 0.019996
+    m_hat, v_hat = m / (1 - 0.9**2), v / (1 - 0.999**2)
+    expected = 1.0 - 0.1 * 2 / (2 + 1e-8) - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
+    assert p[0] == pytest.approx(expected, abs=1e-12)

@@ -1,0 +1,146 @@
+"""The training loop: convergence, determinism, divergence, callbacks and early stopping."""
+
+import numpy as np
+import pytest
+
+from trainer.datasets import load_split
+from trainer.network import MultiLayerNet
+from trainer.optimizers import make_optimizer
+from trainer.training import train
+
+
+def run(
+    *,
+    seed=0,
+    optimizer="adam",
+    learning_rate=None,
+    epochs=5,
+    batch_size=50,
+    train_size=300,
+    **options,
+):
+    seeds = np.random.SeedSequence(seed).spawn(3)
+    split = load_split("digits", rng=np.random.default_rng(seeds[0]), train_size=train_size)
+    net_options = {
+        "hidden_sizes": (50, 50),
+        **{k: options.pop(k) for k in list(options) if k in ("batchnorm", "dropout_ratio")},
+    }
+    net = MultiLayerNet(
+        input_size=split.n_features,
+        output_size=split.n_classes,
+        rng=np.random.default_rng(seeds[1]),
+        **net_options,
+    )
+    hyper = {} if learning_rate is None else {"learning_rate": learning_rate}
+    result = train(
+        net,
+        make_optimizer(optimizer, **hyper),
+        split.x_train,
+        split.y_train,
+        split.x_val,
+        split.y_val,
+        epochs=epochs,
+        batch_size=batch_size,
+        rng=np.random.default_rng(seeds[2]),
+        **options,
+    )
+    return result, net, split
+
+
+def test_digits_reaches_95_percent_with_adam_within_30_epochs():
+    seeds = np.random.SeedSequence(0).spawn(3)
+    split = load_split("digits", rng=np.random.default_rng(seeds[0]))
+    net = MultiLayerNet(
+        input_size=64, hidden_sizes=(100, 100), output_size=10, rng=np.random.default_rng(seeds[1])
+    )
+    result = train(
+        net,
+        make_optimizer("adam"),
+        split.x_train,
+        split.y_train,
+        split.x_val,
+        split.y_val,
+        epochs=30,
+        batch_size=100,
+        rng=np.random.default_rng(seeds[2]),
+    )
+    assert result.best_val_accuracy >= 0.95
+    assert net.accuracy(split.x_val, split.y_val) == result.best_val_accuracy  # best restored
+
+
+def test_same_seed_gives_identical_history():
+    a, _, _ = run(seed=3, dropout_ratio=0.2, batchnorm=True)
+    b, _, _ = run(seed=3, dropout_ratio=0.2, batchnorm=True)
+    assert a.history.as_dict() == b.history.as_dict()
+
+
+def test_different_seeds_give_different_histories():
+    a, _, _ = run(seed=3)
+    b, _, _ = run(seed=4)
+    assert a.history.as_dict() != b.history.as_dict()
+
+
+def test_history_has_one_entry_per_epoch():
+    result, _, _ = run(epochs=4)
+    assert result.epochs_run == 4
+    assert result.stop_reason == "completed"
+    assert all(len(v) == 4 for v in result.history.as_dict().values())
+    assert result.best_val_accuracy == max(result.history.val_accuracy)
+    assert result.history.val_accuracy[result.best_epoch - 1] == result.best_val_accuracy
+
+
+def test_non_finite_loss_stops_at_once_without_warnings(recwarn):
+    result, net, _ = run(optimizer="sgd", learning_rate=1e4, epochs=50, divergence_factor=None)
+    assert result.diverged and result.stop_reason == "diverged"
+    assert result.epochs_run < 50
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    if result.epochs_run:
+        assert all(np.all(np.isfinite(p)) for p in net.params)
+
+
+def test_exploding_loss_counts_as_diverged_before_it_overflows():
+    result, _, _ = run(optimizer="sgd", learning_rate=10.0, epochs=20)
+    assert result.diverged and result.epochs_run <= 1
+    slow, _, _ = run(optimizer="sgd", learning_rate=10.0, epochs=20, divergence_factor=None)
+    assert not slow.diverged or slow.epochs_run > result.epochs_run
+
+
+def test_callback_can_stop_training():
+    seen = []
+
+    def stop_after_two(metrics):
+        seen.append(metrics.epoch)
+        return metrics.epoch == 2
+
+    result, _, _ = run(epochs=10, on_epoch_end=stop_after_two)
+    assert seen == [1, 2]
+    assert result.epochs_run == 2 and result.stop_reason == "callback"
+
+
+def test_early_stopping_restores_best_weights():
+    result, net, split = run(epochs=60, patience=2, learning_rate=0.05, optimizer="sgd")
+    assert result.stop_reason == "early_stopping"
+    assert result.epochs_run == result.best_epoch + 2
+    assert net.accuracy(split.x_val, split.y_val) == result.best_val_accuracy
+
+
+def test_learning_rate_decay_is_applied_per_epoch():
+    seeds = np.random.SeedSequence(0).spawn(2)
+    split = load_split("digits", rng=np.random.default_rng(seeds[0]), train_size=100)
+    net = MultiLayerNet(
+        input_size=64, hidden_sizes=(10,), output_size=10, rng=np.random.default_rng(1)
+    )
+    optimizer = make_optimizer("sgd", learning_rate=0.1)
+    train(
+        net, optimizer, split.x_train, split.y_train, split.x_val, split.y_val,
+        epochs=3, batch_size=20, rng=np.random.default_rng(2), lr_decay=0.5,
+    )  # fmt: skip
+    assert optimizer.learning_rate == pytest.approx(0.1 * 0.5**3)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("epochs", 0), ("batch_size", 0), ("patience", 0), ("lr_decay", 1.5)]
+)
+def test_rejects_bad_arguments(option, value):
+    with pytest.raises(ValueError, match=option):
+        run(**{option: value})

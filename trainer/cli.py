@@ -1,0 +1,237 @@
+"""``python -m trainer``: train one configuration and print its per-epoch progress.
+
+``main(argv)`` parses the flags, trains, and returns the exit code: 0 (a diverged run is a
+result, not a failure), 2 for bad input (one line naming the flag, the value and what is
+allowed), 130 when interrupted.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from trainer.datasets import DATASETS, DatasetError, check_dataset_name, load_split
+from trainer.network import ACTIVATIONS, INITS, MultiLayerNet
+from trainer.optimizers import OPTIMIZERS, make_optimizer
+from trainer.training import EpochMetrics, evaluate, train
+
+EXAMPLE = """example:
+  python -m trainer --optimizer adam --lr 0.001 --hidden 100,100 --epochs 20
+  python -m trainer --dataset npz:my_data.npz --dropout 0.2 --json > result.json"""
+
+
+class UsageError(Exception):
+    """A flag's value is not allowed; the message names the flag, the value and the rule."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} (allowed: >= 1)")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} (allowed: a finite number)")
+    return value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} (allowed: comma-separated positive widths, e.g. 100,100,100)"
+        )
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m trainer",
+        description="Train one MultiLayerNet configuration (NumPy, from scratch) and report "
+        "its per-epoch training and validation curves.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("hyperparameters")
+    g.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
+    g.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=_float,
+        default=None,
+        help="step size (default: the optimizer's paper default)",
+    )
+    g.add_argument("--weight-decay", type=_float, default=0.0, help="L2 strength (default 0)")
+    g.add_argument("--weight-decay-type", choices=["l2", "l1"], default="l2")
+    g.add_argument("--dropout", type=_float, default=0.0, help="drop ratio in [0, 1)")
+    g.add_argument("--init", choices=list(INITS), default="he", help="weight-init rule")
+    g.add_argument(
+        "--init-scale",
+        type=_float,
+        default=1.0,
+        help="multiplier on the init rule's std; with --init std, the std itself",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--hidden", type=_hidden, default=(100, 100, 100), help="e.g. 100,100,100")
+    g.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    g.add_argument("--batchnorm", action="store_true", help="BatchNorm before each activation")
+    g.add_argument("--float64", action="store_true", help="compute in float64 (slower)")
+    g = p.add_argument_group("data and training")
+    g.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    g.add_argument("--data-dir", default=None, help="where the IDX files are (MNIST)")
+    g.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=None,
+        help="samples drawn for training + validation (default: all)",
+    )
+    g.add_argument("--validation-fraction", type=_float, default=0.2)
+    g.add_argument("--epochs", type=_positive_int, default=20)
+    g.add_argument("--batch-size", type=_positive_int, default=100)
+    g.add_argument("--patience", type=_positive_int, default=None, help="early stopping")
+    g.add_argument("--lr-decay", type=_float, default=1.0, help="per-epoch LR factor in (0, 1]")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    g.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    return p
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Check the flags whose ranges argparse's types cannot express; raise UsageError."""
+    rules = [
+        ("--learning-rate", args.learning_rate, args.learning_rate is None
+         or args.learning_rate > 0, "> 0"),
+        ("--weight-decay", args.weight_decay, args.weight_decay >= 0, ">= 0"),
+        ("--dropout", args.dropout, 0 <= args.dropout < 1, "0 <= ratio < 1"),
+        ("--init-scale", args.init_scale, args.init_scale > 0, "> 0"),
+        ("--validation-fraction", args.validation_fraction,
+         0 < args.validation_fraction < 1, "0 < fraction < 1"),
+        ("--lr-decay", args.lr_decay, 0 < args.lr_decay <= 1, "0 < factor <= 1"),
+    ]  # fmt: skip
+    for flag, value, ok, allowed in rules:
+        if not ok:
+            raise UsageError(f"argument {flag}: {value} (allowed: {allowed})")
+    try:
+        check_dataset_name(args.dataset)
+    except DatasetError as e:
+        raise UsageError(f"argument --dataset: {e}") from None
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train the configuration ``args`` describes; return the JSON-ready result."""
+    dtype = np.float64 if args.float64 else np.float32
+    seeds = np.random.SeedSequence(args.seed).spawn(3)
+    split = load_split(
+        args.dataset,
+        rng=np.random.default_rng(seeds[0]),
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        validation_fraction=args.validation_fraction,
+        dtype=dtype,
+    )
+    net = MultiLayerNet(
+        input_size=split.n_features,
+        hidden_sizes=args.hidden,
+        output_size=split.n_classes,
+        activation=args.activation,
+        batchnorm=args.batchnorm,
+        dropout_ratio=args.dropout,
+        weight_decay=args.weight_decay,
+        weight_decay_type=args.weight_decay_type,
+        init=args.init,
+        init_scale=args.init_scale,
+        dtype=dtype,
+        rng=np.random.default_rng(seeds[1]),
+    )
+    hyper = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+    optimizer = make_optimizer(args.optimizer, **hyper)
+
+    def progress(m: EpochMetrics) -> None:
+        if not args.quiet:
+            print(
+                f"epoch {m.epoch:3d}/{args.epochs}  train loss {m.train_loss:.4f} "
+                f"acc {m.train_accuracy:.4f}  val loss {m.val_loss:.4f} acc {m.val_accuracy:.4f}",
+                file=sys.stderr if args.json else sys.stdout,
+                flush=True,
+            )
+
+    result = train(
+        net,
+        optimizer,
+        split.x_train,
+        split.y_train,
+        split.x_val,
+        split.y_val,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        rng=np.random.default_rng(seeds[2]),
+        on_epoch_end=progress,
+        patience=args.patience,
+        lr_decay=args.lr_decay,
+    )
+    history = result.history
+    test_accuracy = None
+    if result.epochs_run:  # weights of the best epoch; none when the first epoch diverged
+        with np.errstate(all="ignore"):
+            test_accuracy = evaluate(net, split.x_test, split.y_test)[1]
+    return {
+        "best_val_accuracy": result.best_val_accuracy,
+        "best_epoch": result.best_epoch,
+        "val_accuracy": history.val_accuracy[-1] if history.val_accuracy else None,
+        "train_accuracy": history.train_accuracy[-1] if history.train_accuracy else None,
+        "test_accuracy": test_accuracy,
+        "epochs_run": result.epochs_run,
+        "diverged": result.diverged,
+        "stop_reason": result.stop_reason,
+        "train_seconds": result.train_seconds,
+        "history": history.as_dict(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_ranges(args)
+        result = run(args)
+    except UsageError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except DatasetError as e:
+        print(f"{parser.prog}: error: argument --dataset: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result))
+    else:
+        status = "diverged" if result["diverged"] else result["stop_reason"]
+        test = result["test_accuracy"]
+        print(
+            f"best val acc {result['best_val_accuracy']:.4f} at epoch {result['best_epoch']}, "
+            f"test acc {'n/a' if test is None else f'{test:.4f}'} "
+            f"({status}, {result['epochs_run']} epochs, {result['train_seconds']:.2f} s)"
+        )
+    return 0

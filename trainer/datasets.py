@@ -1,0 +1,445 @@
+"""Datasets and the seeded, stratified train/validation/test split.
+
+Sources, by name:
+
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); no network.
+- ``mnist`` and ``fashion-mnist``: the standard IDX ``.gz`` files, looked up in ``data_dir``,
+  then ``$HPO_DATA_DIR``, then the cache directory (``$XDG_CACHE_HOME/hpo/<name>``, default
+  ``~/.cache/hpo/<name>``), downloaded there with SHA-256 verification when the network allows.
+- ``npz:PATH``: the user's own arrays: ``x`` (N, ...) and ``y`` (N,) integer labels, optionally
+  ``x_test`` and ``y_test``. Loaded with ``allow_pickle=False``.
+
+``load_split`` turns a source into a ``Split``: a test set (the source's own, else a stratified
+share of it), then a stratified draw of ``train_size`` samples from the rest, divided into
+training and validation. Inputs are standardized with statistics of the training split alone.
+"""
+
+import gzip
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be found, read or used. The message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IDXSource:
+    """Where an IDX dataset's four files come from."""
+
+    base_url: str
+    train_images: RemoteFile
+    train_labels: RemoteFile
+    test_images: RemoteFile
+    test_labels: RemoteFile
+
+    @property
+    def files(self) -> tuple[RemoteFile, ...]:
+        return (self.train_images, self.train_labels, self.test_images, self.test_labels)
+
+
+IDX_SOURCES: dict[str, IDXSource] = {
+    "mnist": IDXSource(
+        base_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
+        train_images=RemoteFile(
+            "train-images-idx3-ubyte.gz",
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        train_labels=RemoteFile(
+            "train-labels-idx1-ubyte.gz",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        ),
+        test_images=RemoteFile(
+            "t10k-images-idx3-ubyte.gz",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+        test_labels=RemoteFile(
+            "t10k-labels-idx1-ubyte.gz",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
+    ),
+    "fashion-mnist": IDXSource(
+        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        train_images=RemoteFile(
+            "train-images-idx3-ubyte.gz",
+            "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+        ),
+        train_labels=RemoteFile(
+            "train-labels-idx1-ubyte.gz",
+            "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+        ),
+        test_images=RemoteFile(
+            "t10k-images-idx3-ubyte.gz",
+            "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+        ),
+        test_labels=RemoteFile(
+            "t10k-labels-idx1-ubyte.gz",
+            "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+        ),
+    ),
+}
+
+DATASETS = ("digits", *IDX_SOURCES, "npz:PATH")
+"""The dataset names ``load_dataset`` accepts, for messages and help texts."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Raw arrays: inputs flattened to (N, D) float64, labels (N,) int64 in [0, n_classes)."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """Standardized arrays ready for training; ``x_*`` are (N, D), ``y_*`` (N,) int64."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hpo"
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise DatasetError unless ``name`` is a known dataset or ``npz:PATH`` with a PATH."""
+    if name == "digits" or name in IDX_SOURCES:
+        return
+    if name.startswith("npz:") and len(name) > 4:
+        return
+    raise DatasetError(f"unknown dataset {name!r} (allowed: {', '.join(DATASETS)})")
+
+
+def load_dataset(name: str, *, data_dir: str | Path | None = None) -> Dataset:
+    """Load the dataset called ``name`` (see the module docstring for the names)."""
+    check_dataset_name(name)
+    if name == "digits":
+        return _load_digits()
+    if name in IDX_SOURCES:
+        return load_idx_dataset(name, IDX_SOURCES[name], data_dir=data_dir)
+    return load_npz(name[4:])
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    bunch = load_digits()
+    return Dataset(
+        "digits", bunch.data.astype(np.float64), bunch.target.astype(np.int64), None, None, 10
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX files
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (gzipped when the name ends in ``.gz``) of unsigned bytes.
+
+    The format: two zero bytes, a type code (0x08 for unsigned bytes), the number of dimensions,
+    then each dimension as a big-endian uint32, then the data.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"{path}: cannot read IDX file ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number)")
+    if raw[2] != 0x08:
+        raise DatasetError(f"{path}: IDX type code {raw[2]:#04x} (allowed: 0x08, unsigned byte)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
+    if len(shape) != ndim or len(raw) - header != int(np.prod(shape)):
+        raise DatasetError(f"{path}: IDX data size does not match its header shape {shape}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _search_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
+    dirs = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir))
+    if os.environ.get("HPO_DATA_DIR"):
+        dirs.append(Path(os.environ["HPO_DATA_DIR"]))
+    dirs.append(cache_dir() / name)
+    # A directory may hold the files directly or in a subdirectory named after the dataset.
+    return [p for d in dirs for p in (d, d / name)]
+
+
+def download(url: str, sha256: str, dest: Path, *, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``dest`` if its SHA-256 is ``sha256``; raise DatasetError otherwise.
+
+    The file is written next to ``dest`` and moved into place only once verified.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
+            while chunk := response.read(1 << 16):
+                digest.update(chunk)
+                f.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        partial.unlink(missing_ok=True)
+        raise DatasetError(f"cannot download {url} ({getattr(e, 'reason', e)})") from None
+    if digest.hexdigest() != sha256:
+        partial.unlink(missing_ok=True)
+        raise DatasetError(
+            f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
+        )
+    shutil.move(partial, dest)
+
+
+def load_idx_dataset(
+    name: str, source: IDXSource, *, data_dir: str | Path | None = None
+) -> Dataset:
+    """Find (or download into the cache) the four IDX files of ``source`` and load them."""
+    dirs = _search_dirs(name, data_dir)
+    paths = {}
+    for remote in source.files:
+        found = next((d / remote.name for d in dirs if (d / remote.name).is_file()), None)
+        paths[remote.name] = found
+    missing = [r for r in source.files if paths[r.name] is None]
+    if missing:
+        target = dirs[0] if data_dir is not None else cache_dir() / name
+        try:
+            for remote in missing:
+                paths[remote.name] = target / remote.name
+                download(source.base_url + remote.name, remote.sha256, target / remote.name)
+        except DatasetError as e:
+            names = ", ".join(r.name for r in missing)
+            raise DatasetError(
+                f"dataset {name!r}: {names} not found in {', '.join(map(str, dirs[::2]))} "
+                f"and the download failed ({e}); put the files from {source.base_url} in "
+                f"{target} or pass --data-dir"
+            ) from None
+    x = read_idx(paths[source.train_images.name])
+    y = read_idx(paths[source.train_labels.name])
+    x_test = read_idx(paths[source.test_images.name])
+    y_test = read_idx(paths[source.test_labels.name])
+    return _validated(name, x, y, x_test, y_test)
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's own .npz
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Load ``x``, ``y`` and optional ``x_test``, ``y_test`` from an ``.npz`` archive."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file (expected an .npz archive with arrays x and y)")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path}: not a readable .npz archive (not a zip file)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as e:
+        # allow_pickle=False refuses object arrays with a ValueError.
+        raise DatasetError(f"{path}: cannot read arrays without pickle ({e})") from None
+    except (OSError, EOFError, KeyError) as e:
+        raise DatasetError(f"{path}: not a readable .npz archive ({e})") from None
+    allowed = {"x", "y", "x_test", "y_test"}
+    unknown = sorted(set(arrays) - allowed)
+    if unknown:
+        raise DatasetError(f"{path}: unknown array {unknown[0]!r} (allowed: x, y, x_test, y_test)")
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DatasetError(f"{path}: missing array {key!r} (required: x, y)")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DatasetError(f"{path}: x_test and y_test must be given together or not at all")
+    return _validated(
+        str(path), arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test")
+    )
+
+
+def _validated_pair(where: str, xname: str, x, yname: str, y) -> tuple[np.ndarray, np.ndarray]:
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DatasetError(f"{where}: {xname} has dtype {x.dtype} (allowed: numeric)")
+    if x.ndim < 2:
+        raise DatasetError(f"{where}: {xname} has shape {x.shape} (allowed: (N, features...))")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{where}: {yname} has dtype {y.dtype} (allowed: integer labels)")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DatasetError(
+            f"{where}: {yname} has shape {y.shape} (allowed: ({len(x)},), one label per row "
+            f"of {xname})"
+        )
+    if len(y) and y.min() < 0:
+        raise DatasetError(f"{where}: {yname} contains {y.min()} (allowed: labels >= 0)")
+    x = x.reshape(len(x), -1).astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DatasetError(f"{where}: {xname} contains NaN or infinity (allowed: finite values)")
+    return x, y.astype(np.int64)
+
+
+def _validated(name: str, x, y, x_test, y_test) -> Dataset:
+    x, y = _validated_pair(name, "x", x, "y", y)
+    if len(x) == 0:
+        raise DatasetError(f"{name}: x has no rows (allowed: at least one sample per class)")
+    n_classes = int(y.max()) + 1
+    if n_classes < 2:
+        raise DatasetError(f"{name}: y has a single class (allowed: at least 2 classes)")
+    if x_test is not None:
+        x_test, y_test = _validated_pair(name, "x_test", x_test, "y_test", y_test)
+        if x_test.shape[1] != x.shape[1]:
+            raise DatasetError(
+                f"{name}: x_test has {x_test.shape[1]} features (allowed: {x.shape[1]}, as x)"
+            )
+        if len(y_test) and y_test.max() >= n_classes:
+            raise DatasetError(
+                f"{name}: y_test contains {y_test.max()} (allowed: labels below {n_classes}, "
+                "the classes of y)"
+            )
+    return Dataset(name, x, y, x_test, y_test, n_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting
+
+
+def stratified_take(
+    y: np.ndarray, n_take: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the indices of ``y`` into ``n_take`` taken and the rest, keeping class proportions.
+
+    Each class gives its share of ``n_take``, rounded by largest remainder so that the counts add
+    up exactly. Returns (taken, rest), each sorted by a random permutation.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    quotas = n_take * counts / len(y)
+    take = np.floor(quotas).astype(np.int64)
+    short = n_take - int(take.sum())
+    if short > 0:
+        # Largest remainders first; ties go to the larger class, then to the lower label.
+        order = np.lexsort((classes, -counts, -(quotas - take)))
+        take[order[:short]] += 1
+    taken, rest = [], []
+    for c, k in zip(classes, take, strict=True):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        taken.append(idx[:k])
+        rest.append(idx[k:])
+    taken = np.concatenate(taken)
+    rest = np.concatenate(rest)
+    return rng.permutation(taken), rng.permutation(rest)
+
+
+def split_dataset(
+    data: Dataset,
+    *,
+    rng: np.random.Generator,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    train_size: int | None = None,
+    dtype=np.float32,
+) -> Split:
+    """Split ``data`` into standardized training, validation and test arrays.
+
+    Args:
+        data: the raw dataset.
+        rng: the generator for every draw of the split.
+        validation_fraction: the share of the training pool held out for validation.
+        test_fraction: the share held out for testing when the source has no test set.
+        train_size: draw this many samples (stratified) for training plus validation; None uses
+            the whole pool. The book's search used 500 MNIST images: 400 train, 100 validation.
+        dtype: the dtype of the returned inputs.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1). Got {validation_fraction}.")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1). Got {test_fraction}.")
+    x, y = data.x, data.y
+    if data.x_test is not None:
+        x_test, y_test = data.x_test, data.y_test
+    else:
+        test_idx, pool = stratified_take(y, round(test_fraction * len(y)), rng)
+        x_test, y_test = x[test_idx], y[test_idx]
+        x, y = x[pool], y[pool]
+    if train_size is not None:
+        if not 2 <= train_size <= len(y):
+            raise DatasetError(
+                f"train_size {train_size} is out of range (allowed: 2 to {len(y)}, the samples "
+                f"of {data.name} outside the test set)"
+            )
+        taken, _ = stratified_take(y, train_size, rng)
+        x, y = x[taken], y[taken]
+    n_val = round(validation_fraction * len(y))
+    if n_val < 1 or n_val >= len(y):
+        raise DatasetError(
+            f"{data.name}: {len(y)} samples leave no room for both a training and a validation "
+            f"split at validation_fraction {validation_fraction}"
+        )
+    val_idx, train_idx = stratified_take(y, n_val, rng)
+    x_train, y_train = x[train_idx], y[train_idx]
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std == 0] = 1.0  # constant features (digits' blank border pixels) stay at zero
+
+    def standardize(a: np.ndarray) -> np.ndarray:
+        return ((a - mean) / std).astype(dtype)
+
+    return Split(
+        name=data.name,
+        x_train=standardize(x_train),
+        y_train=y_train,
+        x_val=standardize(x[val_idx]),
+        y_val=y[val_idx],
+        x_test=standardize(x_test),
+        y_test=y_test,
+        n_classes=data.n_classes,
+    )
+
+
+def load_split(
+    name: str,
+    *,
+    rng: np.random.Generator,
+    data_dir: str | Path | None = None,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    train_size: int | None = None,
+    dtype=np.float32,
+) -> Split:
+    """``load_dataset`` then ``split_dataset``: the one call a training run needs."""
+    return split_dataset(
+        load_dataset(name, data_dir=data_dir),
+        rng=rng,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        train_size=train_size,
+        dtype=dtype,
+    )

@@ -1,0 +1,241 @@
+"""The network's layers, each with its forward and backward pass side by side.
+
+Every layer implements ``forward(x, *, train)`` and ``backward(dout)``. A layer with parameters
+keeps them in ``params`` (a small dict of arrays) and the gradients of the last backward pass in
+``grads``, a dict with the same keys whose arrays are allocated once and overwritten in place, so
+an optimizer may hold on to them. Backward never writes into ``dout``.
+
+Shapes: ``N`` is the batch size, ``D`` the input width, ``M`` the output width, ``C`` the number of
+classes.
+"""
+
+import numpy as np
+
+
+class Layer:
+    """Base of all layers: no parameters unless a subclass declares them."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Affine(Layer):
+    """Fully connected layer ``out = x @ W + b``.
+
+    Args:
+        W: weights, shape (D, M).
+        b: biases, shape (M,).
+    """
+
+    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+        super().__init__()
+        self.params = {"W": W, "b": b}
+        self.grads = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
+        self.x: np.ndarray | None = None  # (N, D), kept for dW
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        self.x = x
+        out = x @ self.params["W"]  # (N, M)
+        out += self.params["b"]
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        np.matmul(self.x.T, dout, out=self.grads["W"])  # (D, M)
+        np.sum(dout, axis=0, out=self.grads["b"])  # (M,)
+        return dout @ self.params["W"].T  # (N, D)
+
+
+class ReLU(Layer):
+    """Rectified linear unit ``max(0, x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask: np.ndarray | None = None  # (N, D) bool, where x > 0
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.mask
+
+
+class LeakyReLU(Layer):
+    """``x`` where positive, ``alpha * x`` elsewhere (Maas et al., 2013)."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        super().__init__()
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"The 'alpha' parameter of LeakyReLU must be in [0, 1). Got {alpha}.")
+        self.alpha = alpha
+        self.slope: np.ndarray | None = None  # (N, D): 1 where x > 0, alpha elsewhere
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        self.slope = np.where(x > 0, x.dtype.type(1.0), x.dtype.type(self.alpha))
+        return x * self.slope
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.slope
+
+
+class Sigmoid(Layer):
+    """Logistic function ``1 / (1 + exp(-x))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: np.ndarray | None = None  # (N, D)
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        # exp(-x) overflows for x << 0; the result (0) is still right, so silence the warning.
+        with np.errstate(over="ignore"):
+            self.out = 1.0 / (1.0 + np.exp(-x))
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.out * (1.0 - self.out)
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: np.ndarray | None = None  # (N, D)
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * (1.0 - self.out * self.out)
+
+
+class BatchNorm(Layer):
+    """Batch Normalization (Ioffe & Szegedy, 2015) over the feature axis.
+
+    Training normalizes with the batch's mean and (biased) variance and updates exponential
+    running averages; inference normalizes with those running averages. ``gamma`` and ``beta``
+    are learned.
+
+    Args:
+        size: D, the number of features.
+        momentum: weight of the old running average in each update.
+        eps: added to the variance before the square root.
+        dtype: the arrays' dtype.
+    """
+
+    def __init__(
+        self, size: int, *, momentum: float = 0.9, eps: float = 1e-5, dtype=np.float32
+    ) -> None:
+        super().__init__()
+        self.params = {"gamma": np.ones(size, dtype=dtype), "beta": np.zeros(size, dtype=dtype)}
+        self.grads = {"gamma": np.zeros(size, dtype=dtype), "beta": np.zeros(size, dtype=dtype)}
+        self.running_mean = np.zeros(size, dtype=dtype)  # (D,)
+        self.running_var = np.ones(size, dtype=dtype)  # (D,)
+        self.momentum = momentum
+        self.eps = eps
+        self.x_hat: np.ndarray | None = None  # (N, D), the normalized input
+        self.inv_std: np.ndarray | None = None  # (D,)
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        if train:
+            mean = x.mean(axis=0)  # (D,)
+            centered = x - mean  # (N, D)
+            var = np.mean(centered * centered, axis=0)  # (D,)
+            self.inv_std = 1.0 / np.sqrt(var + self.eps)
+            self.x_hat = centered * self.inv_std
+            m = self.momentum
+            self.running_mean *= m
+            self.running_mean += (1.0 - m) * mean
+            self.running_var *= m
+            self.running_var += (1.0 - m) * var
+            x_hat = self.x_hat
+        else:
+            x_hat = (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
+        return self.params["gamma"] * x_hat + self.params["beta"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        x_hat, n = self.x_hat, dout.shape[0]
+        np.sum(dout * x_hat, axis=0, out=self.grads["gamma"])
+        np.sum(dout, axis=0, out=self.grads["beta"])
+        dx_hat = dout * self.params["gamma"]  # (N, D)
+        # The gradient through the batch mean and variance, simplified to one expression.
+        return (self.inv_std / n) * (
+            n * dx_hat - dx_hat.sum(axis=0) - x_hat * np.sum(dx_hat * x_hat, axis=0)
+        )
+
+
+class Dropout(Layer):
+    """Inverted dropout (Srivastava et al., 2014).
+
+    In training each unit is kept with probability ``1 - ratio`` and the kept units are scaled by
+    ``1 / (1 - ratio)``, so the expected activation is unchanged and inference is the identity (the
+    book instead scales by ``1 - ratio`` at inference; the two nets compute the same function).
+
+    Args:
+        ratio: the probability of dropping a unit, in [0, 1).
+        rng: the generator the masks are drawn from.
+    """
+
+    def __init__(self, ratio: float, *, rng: np.random.Generator) -> None:
+        super().__init__()
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"The 'ratio' parameter of Dropout must be in [0, 1). Got {ratio}.")
+        self.ratio = ratio
+        self.rng = rng
+        self.mask: np.ndarray | None = None  # (N, D): 0 or 1 / (1 - ratio)
+
+    def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
+        if not train or self.ratio == 0.0:
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.ratio
+        self.mask = keep * x.dtype.type(1.0 / (1.0 - self.ratio))
+        return x * self.mask
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout if self.mask is None else dout * self.mask
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the mean cross-entropy against integer labels.
+
+    Not a layer of the stack: ``forward`` takes the labels too and returns a scalar.
+    """
+
+    def __init__(self) -> None:
+        self.probs: np.ndarray | None = None  # (N, C)
+        self.labels: np.ndarray | None = None  # (N,) int
+
+    def forward(self, scores: np.ndarray, labels: np.ndarray) -> float:
+        """Mean cross-entropy of ``scores`` (N, C) against ``labels`` (N,) in [0, C)."""
+        log_probs = log_softmax(scores)
+        self.probs = np.exp(log_probs)
+        self.labels = labels
+        return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
+
+    def backward(self) -> np.ndarray:
+        """Gradient of the mean loss with respect to the scores, shape (N, C)."""
+        n = len(self.labels)
+        dscores = self.probs.copy()
+        dscores[np.arange(n), self.labels] -= 1.0
+        dscores /= n
+        return dscores
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of ``scores`` (N, C), stable for large scores."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def cross_entropy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of ``scores`` (N, C) against integer ``labels`` (N,)."""
+    return float(-np.mean(log_softmax(scores)[np.arange(len(labels)), labels]))

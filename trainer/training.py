@@ -1,0 +1,194 @@
+"""The training loop: shuffled minibatch epochs with per-epoch metrics and a callback.
+
+``train`` runs epochs in which every training sample is seen exactly once, in an order drawn from
+the generator passed in. After each epoch it measures loss and accuracy on the training and
+validation splits (in inference mode: no dropout, BatchNorm's running statistics), calls
+``on_epoch_end``, which may stop training (the study prunes through it), and applies early
+stopping and learning-rate decay. A non-finite loss, or one ten thousand times the first batch's,
+stops training at once as ``diverged``.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trainer.layers import cross_entropy
+from trainer.network import MultiLayerNet
+from trainer.optimizers import Optimizer
+
+EVAL_BATCH = 4096
+"""Rows per forward pass when measuring a whole split; bounds memory on large datasets."""
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch measured. ``epoch`` counts from 1."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass
+class History:
+    """Per-epoch curves; entry ``i`` is epoch ``i + 1``."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+    def append(self, m: EpochMetrics) -> None:
+        self.train_loss.append(m.train_loss)
+        self.train_accuracy.append(m.train_accuracy)
+        self.val_loss.append(m.val_loss)
+        self.val_accuracy.append(m.val_accuracy)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {
+            "train_loss": list(self.train_loss),
+            "train_accuracy": list(self.train_accuracy),
+            "val_loss": list(self.val_loss),
+            "val_accuracy": list(self.val_accuracy),
+        }
+
+
+STOP_REASONS = ("completed", "early_stopping", "callback", "diverged")
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``train``.
+
+    ``best_epoch`` (from 1) is the epoch of the highest validation accuracy, 0 when no epoch
+    finished; ``stop_reason`` is one of ``STOP_REASONS``; ``train_seconds`` counts the training
+    loop alone, not data loading.
+    """
+
+    history: History
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    diverged: bool
+    stop_reason: str
+    train_seconds: float
+
+
+def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy (without the weight-decay term) and accuracy on ``x`` (N, D)."""
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(x), EVAL_BATCH):
+        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        scores = net.predict(xb)
+        loss_sum += cross_entropy(scores, yb) * len(yb)
+        correct += int(np.count_nonzero(np.argmax(scores, axis=1) == yb))
+    return loss_sum / len(x), correct / len(x)
+
+
+def train(
+    net: MultiLayerNet,
+    optimizer: Optimizer,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    on_epoch_end: Callable[[EpochMetrics], bool | None] | None = None,
+    patience: int | None = None,
+    restore_best: bool = True,
+    lr_decay: float = 1.0,
+    divergence_factor: float | None = 1e4,
+) -> TrainResult:
+    """Train ``net`` in place.
+
+    Args:
+        net: the network.
+        optimizer: its update rule.
+        x_train, y_train: training inputs (N, D) and labels (N,).
+        x_val, y_val: validation inputs (M, D) and labels (M,).
+        epochs: the most epochs to run, >= 1.
+        batch_size: samples per step, >= 1; the last batch of an epoch may be smaller.
+        rng: the generator for the shuffling (and nothing else).
+        on_epoch_end: called with each epoch's metrics; a truthy return stops training.
+        patience: stop once validation accuracy has not improved for this many epochs; None
+            never stops early.
+        restore_best: at the end, put back the weights of the best validation epoch.
+        lr_decay: multiply the optimizer's learning rate by this after every epoch (1 = none).
+        divergence_factor: also call the run diverged once a batch's loss exceeds this multiple
+            of the first batch's loss (a run whose loss grows ten-thousandfold only overflows
+            later, after wasting its epochs); None keeps only the non-finite check.
+
+    Returns:
+        The history and the outcome; a diverged run is a result, not an error.
+    """
+    if epochs < 1:
+        raise ValueError(f"The 'epochs' parameter must be >= 1. Got {epochs}.")
+    if batch_size < 1:
+        raise ValueError(f"The 'batch_size' parameter must be >= 1. Got {batch_size}.")
+    if patience is not None and patience < 1:
+        raise ValueError(f"The 'patience' parameter must be >= 1 or None. Got {patience}.")
+    if not 0.0 < lr_decay <= 1.0:
+        raise ValueError(f"The 'lr_decay' parameter must be in (0, 1]. Got {lr_decay}.")
+
+    history = History()
+    best_epoch, best_val, best_state = 0, -1.0, None
+    stop_reason, diverged = "completed", False
+    n = len(x_train)
+    params, grads = net.params, net.grads
+    loss_limit = math.inf
+    start = time.perf_counter()
+    # A diverging net overflows; the loss check below reports it once, instead of a warning
+    # per array operation.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(n)
+            for first in range(0, n, batch_size):
+                idx = order[first : first + batch_size]
+                loss = net.gradient(x_train[idx], y_train[idx])
+                if not (math.isfinite(loss) and loss <= loss_limit):
+                    diverged = True
+                    break
+                if loss_limit == math.inf and divergence_factor is not None:
+                    loss_limit = divergence_factor * max(loss, 1.0)
+                optimizer.update(params, grads)
+            if diverged:
+                stop_reason = "diverged"
+                break
+            train_loss, train_acc = evaluate(net, x_train, y_train)
+            val_loss, val_acc = evaluate(net, x_val, y_val)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                diverged, stop_reason = True, "diverged"
+                break
+            metrics = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc)
+            history.append(metrics)
+            if val_acc > best_val:
+                best_epoch, best_val = epoch, val_acc
+                if restore_best:
+                    best_state = net.state()
+            if on_epoch_end is not None and on_epoch_end(metrics):
+                stop_reason = "callback"
+                break
+            if patience is not None and epoch - best_epoch >= patience:
+                stop_reason = "early_stopping"
+                break
+            optimizer.learning_rate *= lr_decay
+    if best_state is not None and (diverged or best_epoch != len(history.val_accuracy)):
+        net.load_state(best_state)
+    train_seconds = time.perf_counter() - start
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_val_accuracy=max(best_val, 0.0),
+        epochs_run=len(history.val_accuracy),
+        diverged=diverged,
+        stop_reason=stop_reason,
+        train_seconds=train_seconds,
+    )
