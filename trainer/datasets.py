@@ -121,6 +121,8 @@ class Split:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    mean: np.ndarray  # (D,), the training split's, subtracted from every input
+    std: np.ndarray  # (D,), the training split's (1 for constant features)
 
     @property
     def n_features(self) -> int:
@@ -421,6 +423,8 @@ def split_dataset(
         x_test=standardize(x_test),
         y_test=y_test,
         n_classes=data.n_classes,
+        mean=mean,
+        std=std,
     )
 
 

@@ -106,6 +106,20 @@ class MultiLayerNet:
         if any(int(s) != s or s < 1 for s in sizes):
             raise ValueError(f"Layer sizes must be positive integers. Got {sizes}.")
         self.dtype = np.dtype(dtype)
+        # What it takes to build this net again (a checkpoint stores it beside the weights).
+        self.architecture = {
+            "input_size": int(input_size),
+            "hidden_sizes": [int(h) for h in hidden_sizes],
+            "output_size": int(output_size),
+            "activation": activation,
+            "batchnorm": bool(batchnorm),
+            "dropout_ratio": float(dropout_ratio),
+            "weight_decay": float(weight_decay),
+            "weight_decay_type": weight_decay_type,
+            "init": init,
+            "init_scale": float(init_scale),
+            "dtype": self.dtype.name,
+        }
         self.weight_decay = float(weight_decay)
         self.weight_decay_type = weight_decay_type
 

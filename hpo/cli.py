@@ -1,0 +1,320 @@
+"""``python -m hpo``: the command line of the study service.
+
+``main(argv)`` parses, dispatches to a plain function, and turns the ``HPOError`` family into one
+line on stderr and an exit code: 0 success, 2 bad usage or input, 1 runtime failure, 130
+interrupted.
+"""
+
+import argparse
+import json
+import sys
+import textwrap
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import HPOError, UsageError
+from hpo.results import best_trial_summary, retrain_best, top_trials
+from hpo.service import Counts, load_hpo_study, run_study, run_worker
+from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
+from hpo.storage import mask_password, open_storage, resolve_url
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(text: str, *, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} (allowed: >= {minimum})")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} (allowed: > 0 seconds)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m hpo",
+        description="Hyperparameter optimization of from-scratch NumPy networks, on Optuna.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            examples:
+              python -m hpo run                      # the packaged default study on digits
+              python -m hpo run default --trials 100 --workers 2
+              python -m hpo best --json
+            storage: --storage URL, else $HPO_STORAGE, else sqlite:///hpo.db here."""),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def storage_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", metavar="URL", help="default: $HPO_STORAGE or sqlite:///hpo.db")
+
+    p = command(
+        "run",
+        "Create or resume a study and run trials until it has the target of finished trials.",
+        "python -m hpo run default --trials 60 --workers 2",
+    )
+    p.add_argument("spec", nargs="?", default="default", help="a .toml path or a packaged spec")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the spec's name)")
+    storage_flag(p)
+    p.add_argument(
+        "--trials",
+        type=lambda t: _count(t, minimum=0),
+        metavar="N",
+        help="finished trials (complete + pruned) the study should reach in total",
+    )
+    p.add_argument("--timeout", type=_seconds, metavar="SEC", help="start no trial after SEC")
+    p.add_argument("--workers", type=lambda t: _count(t, minimum=1), default=1, metavar="N",
+                   help="worker processes (default 1)")  # fmt: skip
+    p.add_argument("--seed", type=int, help="the sampler's and the trials' seed")
+    p.add_argument("--sampler", choices=SAMPLERS)
+    p.add_argument("--pruner", choices=PRUNERS)
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = command(
+        "worker",
+        "Join an existing study (spec and target read from the storage) until its target.",
+        "python -m hpo worker --study default --storage postgresql://hpo@db-host/hpo",
+    )
+    p.add_argument("--study", metavar="NAME", required=True)
+    storage_flag(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_worker)
+
+    p = command("specs", "List the packaged study specs.", "python -m hpo specs")
+    p.set_defaults(func=cmd_specs)
+
+    p = command(
+        "studies", "List the studies in a storage with their trial counts.",
+        "python -m hpo studies --storage sqlite:///hpo.db",
+    )  # fmt: skip
+    storage_flag(p)
+    p.set_defaults(func=cmd_studies)
+
+    p = command(
+        "best",
+        "Show a study's best trial; optionally retrain it and export its weights.",
+        "python -m hpo best --study default --retrain --export best.npz",
+    )
+    p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
+    storage_flag(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain on train+validation and measure test accuracy")  # fmt: skip
+    p.add_argument("--export", metavar="PATH.npz", help="write weights and configuration")
+    p.set_defaults(func=cmd_best)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+class ProgressBar:
+    """A tqdm bar of finished trials against the target, with pruned/failed/best."""
+
+    def __init__(self, *, quiet: bool, label: str) -> None:
+        self.quiet, self.label, self.bar = quiet, label, None
+
+    def __call__(self, counts: Counts, target: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=target, initial=0, desc=self.label, unit="trial", file=sys.stderr,
+                dynamic_ncols=True, smoothing=0.1,
+            )  # fmt: skip
+        self.bar.n = min(counts.finished, target)
+        best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
+        self.bar.set_postfix_str(
+            f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
+            f"running {counts.running}, best {best}",
+            refresh=False,
+        )
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _spec_with_overrides(args: argparse.Namespace):
+    spec = load_spec(args.spec)
+    overrides = {k: getattr(args, k) for k in ("sampler", "pruner", "seed")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not overrides:
+        return spec
+    raw = spec.to_dict()
+    raw["search"].update(overrides)
+    return spec_from_dict(raw, source=spec.source, default_name=spec.name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _spec_with_overrides(args)
+    url = resolve_url(args.storage)
+    bar = ProgressBar(quiet=args.quiet, label=args.study or spec.name)
+    try:
+        summary = run_study(
+            spec, storage_url=url, study_name=args.study, trials=args.trials,
+            timeout=args.timeout, workers=args.workers, progress=bar,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    study, _ = load_hpo_study(storage_url=url, study_name=summary.study_name)
+    _print_summary(study, summary.counts, url)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    url = resolve_url(args.storage)
+    bar = ProgressBar(quiet=args.quiet, label=args.study)
+    try:
+        summary = run_worker(storage_url=url, study_name=args.study, progress=bar)
+    finally:
+        bar.close()
+    print(f"worker done: {summary.finished_here} trials finished while it ran; study "
+          f"{summary.study_name!r} has {summary.counts.finished} finished")  # fmt: skip
+    return 0
+
+
+def cmd_specs(args: argparse.Namespace) -> int:
+    specs = packaged_specs()
+    width = max(map(len, specs), default=0)
+    for name, description in specs.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    url = resolve_url(args.storage)
+    storage = open_storage(url, heartbeat=False, must_exist=True)
+    rows = [("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")]
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        by = {state: sum(t.state == state for t in trials) for state in TrialState}
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        stamps = [t.datetime_complete or t.datetime_start for t in trials]
+        stamps = [t for t in stamps if t is not None]
+        dataset = study.user_attrs.get("hpo:spec", {}).get("data", {}).get("dataset", "?")
+        rows.append((
+            s.study_name, dataset, str(by[TrialState.COMPLETE]), str(by[TrialState.PRUNED]),
+            str(by[TrialState.FAIL]), str(by[TrialState.RUNNING]),
+            f"{max(values):.4f}" if values else "-",
+            max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else "-",
+        ))  # fmt: skip
+    if len(rows) == 1:
+        print(f"no studies in {mask_password(url)}")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _study_name_or_only(url: str, name: str | None) -> str:
+    if name:
+        return name
+    storage = open_storage(url, heartbeat=False, must_exist=True)
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
+    if len(names) == 1:
+        return names[0]
+    raise UsageError(
+        f"{mask_password(url)}: --study is needed (allowed: "
+        f"{', '.join(names) if names else 'none yet: create one with hpo run'})"
+    )
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    url = resolve_url(args.storage)
+    name = _study_name_or_only(url, args.study)
+    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    summary = best_trial_summary(study)
+    if args.retrain or args.export:
+        summary = retrain_best(study, spec, export=args.export)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"study {summary['study']!r}: best trial #{summary['trial']}, validation accuracy "
+          f"{summary['value']:.4f} at epoch {summary.get('best_epoch')}")  # fmt: skip
+    for key, value in summary["params"].items():
+        print(f"  {key:<14} {value}")
+    if summary.get("test_accuracy") is not None:
+        print(f"test accuracy (retrained on train+validation): {summary['test_accuracy']:.4f}")
+    if args.export:
+        print(f"exported: {args.export}")
+    return 0
+
+
+def _print_summary(study: optuna.Study, counts: Counts, url: str) -> None:
+    print(
+        f"\nstudy {study.study_name!r}: {counts.finished} finished ({counts.complete} complete, "
+        f"{counts.pruned} pruned of which {counts.diverged} diverged), {counts.failed} failed"
+    )
+    rows = top_trials(study, 5)
+    if rows:
+        names = sorted({k for r in rows for k in r["params"]})
+        header = ["#", "val acc", "epoch", *names]
+        table = [header] + [
+            [str(r["trial"]), f"{r['value']:.4f}", str(r["best_epoch"]),
+             *(_fmt(r["params"].get(n)) for n in names)]
+            for r in rows
+        ]  # fmt: skip
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        print("top configurations:")
+        for row in table:
+            print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    print(f"storage: {mask_password(url)}")
+    print(f"more: python -m hpo best --study {study.study_name!r} --storage '{mask_password(url)}'"
+          f"; python -m hpo dashboard --storage '{mask_password(url)}'")  # fmt: skip
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except HPOError as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog} {args.command}: interrupted; finished trials are kept, run the "
+              "same command to resume", file=sys.stderr)  # fmt: skip
+        return 130

@@ -1,0 +1,232 @@
+"""One trial: suggest a configuration from the spec's space, train it, report every epoch.
+
+``suggest`` asks the trial for each searched parameter in the order of ``spec.PARAMS`` (the
+optimizer before its own hyperparameters, which are suggested only for the optimizers they
+belong to). ``configuration`` completes the suggestion with the spec's fixed values and the
+defaults. ``train_configuration`` builds and trains the net; ``run_trial`` does it for an Optuna
+trial, turning ``on_epoch_end`` into reports and pruning.
+
+Pruning costs. Optuna's SQLite storage pays a transaction for each ``trial.report`` and reads the
+study again for each ``trial.should_prune``: about 5 ms an epoch, as much as a small net's epoch
+of training. For the median pruner, which only compares against completed trials, the decision
+is taken here against a snapshot of the completed trials read once when the trial starts, and
+the epoch values are written to the storage in one transaction when the trial ends. The
+successive-halving and Hyperband pruners keep state in the storage as trials run, so they report
+and ask every epoch.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.spec import PARAMS, StudySpec
+from hpo.storage import write_trial_records
+from trainer.datasets import Split
+from trainer.network import MultiLayerNet
+from trainer.optimizers import make_optimizer
+from trainer.training import EpochMetrics, TrainResult, train
+
+DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",
+    "weight_decay": 0.0,
+    "dropout_ratio": 0.0,
+    "init_scale": 1.0,
+    "init": "he",
+}
+"""Values of parameters that the space neither searches nor fixes (the optimizer's own
+hyperparameters then take the paper defaults; activation and batchnorm come from [model])."""
+
+
+def trial_seed(study_seed: int, trial_number: int) -> np.random.SeedSequence:
+    """The seed of trial ``trial_number``: one trial's draws do not depend on another's."""
+    return np.random.SeedSequence([study_seed, trial_number])
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> None:
+    """Suggest every searched parameter that applies to this trial."""
+    optimizer = None
+    for p in spec.space:
+        when = PARAMS[p.name].when
+        if when is not None and (optimizer or _fixed_or_default(spec, "optimizer")) not in when:
+            continue
+        if p.kind == "choice":
+            value = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.kind == "float":
+            value = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+        else:
+            continue
+        if p.name == "optimizer":
+            optimizer = value
+
+
+def _fixed_or_default(spec: StudySpec, name: str) -> Any:
+    p = spec.param(name)
+    if p is not None and p.kind == "fixed":
+        return p.value
+    if name in ("activation", "batchnorm"):
+        return getattr(spec.model, name)
+    return DEFAULTS.get(name)
+
+
+def configuration(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The full configuration of a trial with ``params``: suggested, fixed, then default values.
+
+    Keys: every name of ``PARAMS`` that applies to the trial's optimizer (the optimizer's own
+    hyperparameters only when set).
+    """
+    config = {}
+    for name in PARAMS:
+        value = params[name] if name in params else _fixed_or_default(spec, name)
+        if value is not None:
+            config[name] = value
+    optimizer = config["optimizer"]
+    for name, rule in PARAMS.items():
+        if rule.when is not None and optimizer not in rule.when:
+            config.pop(name, None)
+    return config
+
+
+def train_configuration(
+    spec: StudySpec,
+    config: dict[str, Any],
+    split: Split,
+    seed: np.random.SeedSequence,
+    *,
+    on_epoch_end=None,
+    x_train: np.ndarray | None = None,
+    y_train: np.ndarray | None = None,
+    restore_best: bool = True,
+) -> tuple[MultiLayerNet, TrainResult]:
+    """Build the net ``config`` describes and train it on ``split`` (or on the given arrays)."""
+    init_seed, shuffle_seed = seed.spawn(2)
+    net = MultiLayerNet(
+        input_size=split.n_features,
+        hidden_sizes=spec.model.hidden,
+        output_size=split.n_classes,
+        activation=config["activation"],
+        batchnorm=config["batchnorm"],
+        dropout_ratio=config["dropout_ratio"],
+        weight_decay=config["weight_decay"],
+        weight_decay_type=spec.model.weight_decay_type,
+        init=config["init"],
+        init_scale=config["init_scale"],
+        rng=np.random.default_rng(init_seed),
+    )
+    hyper = {k: config[k] for k in ("learning_rate", "momentum", "rho", "beta1", "beta2")
+             if k in config}  # fmt: skip
+    result = train(
+        net,
+        make_optimizer(config["optimizer"], **hyper),
+        split.x_train if x_train is None else x_train,
+        split.y_train if y_train is None else y_train,
+        split.x_val,
+        split.y_val,
+        epochs=spec.training.epochs,
+        batch_size=spec.training.batch_size,
+        rng=np.random.default_rng(shuffle_seed),
+        on_epoch_end=on_epoch_end,
+        patience=spec.training.patience,
+        lr_decay=spec.training.lr_decay,
+        restore_best=restore_best,
+    )
+    return net, result
+
+
+class _CompletedTrialsView:
+    """The part of a Study that percentile pruners read, frozen at the trial's start."""
+
+    def __init__(self, completed: list[FrozenTrial]) -> None:
+        self._completed = completed
+        self.direction = StudyDirection.MAXIMIZE
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return list(self._completed)
+
+
+def local_pruning_supported(pruner: optuna.pruners.BasePruner) -> bool:
+    """Pruners that decide from completed trials alone, and so can decide in-process."""
+    return isinstance(pruner, optuna.pruners.MedianPruner | optuna.pruners.NopPruner)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What became of a trial: its state and the training result behind it."""
+
+    number: int
+    state: TrialState
+    value: float | None
+    result: TrainResult
+    wall_seconds: float
+
+
+def run_trial(
+    study: optuna.Study, trial: optuna.Trial, spec: StudySpec, split: Split
+) -> TrialOutcome:
+    """Train ``trial``'s configuration, report every epoch, and tell the study the outcome.
+
+    The value is the best epoch's validation accuracy. A pruned trial and a diverged one (which
+    reports 0 accuracy at the epoch it diverged, so that samplers learn to avoid it) end as
+    PRUNED; ``user_attrs`` hold the curves and the facts of the run.
+    """
+    start = time.perf_counter()
+    suggest(trial, spec)
+    config = configuration(spec, trial.params)
+    seed = trial_seed(spec.search.seed, trial.number)
+    pruner = study.pruner
+    local = local_pruning_supported(pruner)
+    values: dict[int, float] = {}
+    if local:
+        view = _CompletedTrialsView(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        frozen = FrozenTrial(
+            number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
+            datetime_complete=None, params={}, distributions={}, user_attrs={},
+            system_attrs={}, intermediate_values=values, trial_id=trial._trial_id,
+        )  # fmt: skip
+
+    def on_epoch_end(m: EpochMetrics) -> bool:
+        values[m.epoch] = m.val_accuracy
+        if local:
+            return pruner.prune(view, frozen)
+        trial.report(m.val_accuracy, m.epoch)
+        return trial.should_prune()
+
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        _, result = train_configuration(spec, config, split, seed, on_epoch_end=on_epoch_end)
+        if result.diverged:
+            if local:
+                values[result.epochs_run + 1] = 0.0
+            else:
+                trial.report(0.0, result.epochs_run + 1)
+        write_trial_records(
+            study,
+            trial._trial_id,
+            user_attrs=result_attrs(result, seed),
+            intermediate_values=values if local else {},
+        )
+    if result.diverged or result.stop_reason == "callback":
+        state, value = TrialState.PRUNED, None
+    else:
+        state, value = TrialState.COMPLETE, result.best_val_accuracy
+    study.tell(trial, value, state=state)
+    return TrialOutcome(trial.number, state, value, result, time.perf_counter() - start)
+
+
+def result_attrs(result: TrainResult, seed: np.random.SeedSequence) -> dict[str, Any]:
+    """The trial's user attributes: the facts of its run and its per-epoch curves."""
+    history = result.history
+    best = result.best_epoch
+    return {
+        "best_epoch": best,
+        "epochs_run": result.epochs_run,
+        "diverged": result.diverged,
+        "train_seconds": round(result.train_seconds, 4),
+        "train_accuracy": history.train_accuracy[best - 1] if best else None,
+        "seed": list(seed.entropy),
+        "curves": history.as_dict(),
+    }

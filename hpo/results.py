@@ -1,0 +1,108 @@
+"""Reading results back: the top trials, the best one, and retraining it for a test accuracy."""
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import RunError, UsageError
+from hpo.objective import configuration, train_configuration, trial_seed
+from hpo.spec import StudySpec
+from trainer.checkpoint import save_checkpoint
+from trainer.training import evaluate
+
+TEST_ACCURACY_ATTR = "hpo:test_accuracy"
+
+
+def top_trials(study: optuna.Study, k: int) -> list[dict[str, Any]]:
+    """The ``k`` completed trials of highest value, best first (ties: the earlier trial)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done.sort(key=lambda t: (-t.value, t.number))
+    return [
+        {
+            "trial": t.number,
+            "value": t.value,
+            "best_epoch": t.user_attrs.get("best_epoch"),
+            "train_accuracy": t.user_attrs.get("train_accuracy"),
+            "params": dict(t.params),
+        }
+        for t in done[:k]
+    ]
+
+
+def best_trial_summary(study: optuna.Study) -> dict[str, Any]:
+    """``study``, ``trial``, ``value``, ``params`` (and ``test_accuracy`` when known)."""
+    top = top_trials(study, 1)
+    if not top:
+        raise RunError(f"study {study.study_name!r} has no completed trial yet")
+    best = top[0]
+    summary = {
+        "study": study.study_name,
+        "trial": best["trial"],
+        "value": best["value"],
+        "params": best["params"],
+        "best_epoch": best["best_epoch"],
+    }
+    known = study.user_attrs.get(TEST_ACCURACY_ATTR, {})
+    if known.get("trial") == best["trial"]:
+        summary["test_accuracy"] = known["test_accuracy"]
+    return summary
+
+
+def retrain_best(
+    study: optuna.Study, spec: StudySpec, *, export: str | None = None
+) -> dict[str, Any]:
+    """Retrain the best configuration on training + validation data, measure test accuracy.
+
+    The retrained net runs for the best trial's best epoch count (there is no validation data
+    left to choose epochs by) with the best trial's seed. The test accuracy is stored on the
+    study; ``export`` writes the weights, the standardization and the configuration.
+    """
+    from hpo.service import load_study_split
+
+    summary = best_trial_summary(study)
+    if export is not None and not Path(export).parent.is_dir():
+        raise UsageError(f"--export: directory {Path(export).parent} does not exist")
+    trial = study.get_trials(deepcopy=False)[summary["trial"]]
+    config = configuration(spec, trial.params)
+    split = load_study_split(spec)
+    epochs = max(1, int(summary["best_epoch"] or spec.training.epochs))
+    retrain_spec = _with_epochs(spec, epochs)
+    net, result = train_configuration(
+        retrain_spec,
+        config,
+        split,
+        trial_seed(spec.search.seed, trial.number),
+        x_train=np.concatenate([split.x_train, split.x_val]),
+        y_train=np.concatenate([split.y_train, split.y_val]),
+        restore_best=False,
+    )
+    if result.diverged:
+        raise RunError(f"retraining trial #{trial.number} diverged; no test accuracy")
+    test_accuracy = evaluate(net, split.x_test, split.y_test)[1]
+    study.set_user_attr(
+        TEST_ACCURACY_ATTR,
+        {"trial": trial.number, "test_accuracy": test_accuracy, "epochs": epochs},
+    )
+    if export is not None:
+        save_checkpoint(
+            export,
+            net,
+            mean=split.mean,
+            std=split.std,
+            extra={
+                "study": study.study_name,
+                "trial": trial.number,
+                "config": config,
+                "test_accuracy": test_accuracy,
+                "dataset": spec.data.dataset,
+            },
+        )
+    return {**summary, "test_accuracy": test_accuracy}
+
+
+def _with_epochs(spec: StudySpec, epochs: int) -> StudySpec:
+    return replace(spec, training=replace(spec.training, epochs=epochs, patience=None))

@@ -1,0 +1,433 @@
+"""The study service: create or resume a study, run workers until the trial target, summarize.
+
+A study is an Optuna study in an RDB storage whose user attributes hold the spec it was created
+with (``hpo:spec``), the fingerprint of its objective (``hpo:fingerprint``) and the trial target
+(``hpo:target``). ``run_study`` creates it (or checks that the spec matches) and runs workers;
+``run_worker`` joins an existing one. Every worker process opens its own storage.
+
+The target counts finished trials (complete and pruned). A worker claims a trial under a lock
+(on SQLite, an exclusive file lock): it fails stale trials, counts finished and running trials,
+and asks for a new trial only while their sum is below the target; so several workers together
+reach the target exactly.
+"""
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import RunError, UsageError
+from hpo.objective import TrialOutcome, run_trial
+from hpo.spec import StudySpec, spec_from_dict
+from hpo.storage import creation_lock, mask_password, open_storage
+from trainer.datasets import DatasetError, Split, load_split
+
+SPEC_ATTR = "hpo:spec"
+FINGERPRINT_ATTR = "hpo:fingerprint"
+TARGET_ATTR = "hpo:target"
+MAX_CONSECUTIVE_ERRORS = 3
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Counts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    diverged: int = 0
+    best_value: float | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def count_trials(study: optuna.Study) -> Counts:
+    """Trial counts by state, the diverged ones among the pruned, and the best value."""
+    trials = study.get_trials(deepcopy=False)
+    by_state = {s: 0 for s in TrialState}
+    best = None
+    diverged = 0
+    for t in trials:
+        by_state[t.state] += 1
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
+            best = t.value
+        if t.state == TrialState.PRUNED and t.user_attrs.get("diverged"):
+            diverged += 1
+    return Counts(
+        complete=by_state[TrialState.COMPLETE],
+        pruned=by_state[TrialState.PRUNED],
+        failed=by_state[TrialState.FAIL],
+        running=by_state[TrialState.RUNNING],
+        waiting=by_state[TrialState.WAITING],
+        diverged=diverged,
+        best_value=best,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers and pruners
+
+
+def make_sampler(spec: StudySpec, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; each worker seeds its own from the study seed and its index."""
+    search = spec.search
+    seed = int(np.random.SeedSequence([search.seed, worker_index]).generate_state(1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if search.sampler == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=search.startup_trials, constant_liar=True
+            )
+        if search.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if search.sampler == "cmaes":
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, n_startup_trials=search.startup_trials, warn_independent_sampling=False
+            )
+        if search.sampler == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        if search.sampler == "grid":
+            return optuna.samplers.GridSampler(grid_space(spec), seed=seed)
+    raise ValueError(f"unknown sampler {search.sampler!r}")
+
+
+def grid_space(spec: StudySpec) -> dict[str, list]:
+    """The grid sampler's search space: choices as they are, stepped ranges enumerated."""
+    space = {}
+    for p in spec.space:
+        if p.kind == "choice":
+            space[p.name] = list(p.choices)
+        elif p.kind == "float":
+            n = round((p.high - p.low) / p.step)
+            space[p.name] = [round(p.low + i * p.step, 12) for i in range(n + 1)]
+    return space
+
+
+def grid_size(spec: StudySpec) -> int:
+    return int(np.prod([len(v) for v in grid_space(spec).values()]))
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    search, epochs = spec.search, spec.training.epochs
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=min(search.startup_trials, 5), n_warmup_steps=search.warmup_epochs
+        )
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, search.warmup_epochs), max_resource=epochs, reduction_factor=3
+        )
+    if search.pruner == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=max(1, search.warmup_epochs), reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating, loading and claiming
+
+
+def create_or_load_study(
+    spec: StudySpec, *, storage_url: str, study_name: str, target: int, worker_index: int = 0
+) -> optuna.Study:
+    """Create the study (storing the spec) or load it, refusing a different objective."""
+    storage = open_storage(storage_url)
+    with creation_lock(storage_url):
+        try:
+            study = optuna.load_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=make_sampler(spec, worker_index=worker_index),
+                pruner=make_pruner(spec),
+            )
+        except KeyError:
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                direction="maximize",
+                sampler=make_sampler(spec, worker_index=worker_index),
+                pruner=make_pruner(spec),
+            )
+        stored = study.user_attrs.get(FINGERPRINT_ATTR)
+        if stored is not None and stored != spec.objective_fingerprint():
+            raise UsageError(
+                f"{spec.source}: study {study_name!r} in {mask_password(storage_url)} was created "
+                "with a different data, model, training or space section; its trials would not "
+                "be comparable (allowed: the same spec, or another --study name)"
+            )
+        if stored is None and study.get_trials(deepcopy=False):
+            raise UsageError(
+                f"study {study_name!r} in {mask_password(storage_url)} was not created by hpo "
+                "(allowed: another --study name)"
+            )
+        study.set_user_attr(SPEC_ATTR, spec.to_dict())
+        study.set_user_attr(FINGERPRINT_ATTR, spec.objective_fingerprint())
+        study.set_user_attr(TARGET_ATTR, target)
+    return study
+
+
+def load_hpo_study(
+    *, storage_url: str, study_name: str, worker_index: int = 0, must_exist: bool = True
+) -> tuple[optuna.Study, StudySpec]:
+    """Open an existing hpo study and the spec stored with it."""
+    storage = open_storage(storage_url, must_exist=must_exist)
+    try:
+        frozen = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UsageError(
+            f"{mask_password(storage_url)}: no study named {study_name!r} "
+            f"(allowed: {', '.join(names) if names else 'none yet: create one with hpo run'})"
+        ) from None
+    raw = frozen.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise UsageError(f"study {study_name!r} was not created by hpo (no stored spec)")
+    spec = spec_from_dict(raw, source=f"{study_name} (stored spec)", default_name=study_name)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=make_sampler(spec, worker_index=worker_index),
+        pruner=make_pruner(spec),
+    )
+    return study, spec
+
+
+def claim_trial(study: optuna.Study, storage_url: str, target: int) -> optuna.Trial | None:
+    """A new trial, or None once finished plus running trials reach ``target``."""
+    with creation_lock(storage_url):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        counts = count_trials(study)
+        if counts.finished + counts.running >= target:
+            return None
+        with warnings.catch_warnings():
+            # hpo runs its own ask/tell loop with the heartbeat thread around each trial.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            return study.ask()
+
+
+def load_study_split(spec: StudySpec) -> Split:
+    """The study's data, split with the spec's data seed (the same split for every trial)."""
+    d = spec.data
+    try:
+        return load_split(
+            d.dataset,
+            rng=np.random.default_rng(d.seed),
+            data_dir=d.data_dir,
+            validation_fraction=d.validation_fraction,
+            test_fraction=d.test_fraction,
+            train_size=d.train_size,
+        )
+    except DatasetError as e:
+        raise UsageError(f"{spec.source}: data.dataset: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def worker_loop(
+    study: optuna.Study,
+    spec: StudySpec,
+    split: Split,
+    *,
+    storage_url: str,
+    target: int,
+    deadline: float | None,
+    on_trial: Callable[[TrialOutcome], None] | None = None,
+) -> int:
+    """Claim and run trials until the target or the deadline; return how many ran here.
+
+    On KeyboardInterrupt the trial in flight is told FAIL (not left RUNNING) and the interrupt
+    propagates. An unexpected error fails its trial; three in a row end the loop with RunError.
+    """
+    ran, errors = 0, 0
+    while deadline is None or time.monotonic() < deadline:
+        trial = claim_trial(study, storage_url, target)
+        if trial is None:
+            break
+        try:
+            outcome = run_trial(study, trial, spec, split)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping undisturbed
+            _fail(study, trial, "interrupted")
+            raise
+        except Exception as e:  # a bug or a resource failure: record it and go on
+            _fail(study, trial, f"{type(e).__name__}: {e}")
+            errors += 1
+            if errors >= MAX_CONSECUTIVE_ERRORS:
+                raise RunError(
+                    f"{errors} trials in a row failed; the last with {type(e).__name__}: {e}"
+                ) from e
+            continue
+        errors = 0
+        ran += 1
+        if on_trial is not None:
+            on_trial(outcome)
+    return ran
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        study._storage.set_trial_system_attr(trial._trial_id, "hpo:fail_reason", reason[:500])
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def _worker_process(
+    storage_url: str, study_name: str, target: int, deadline_in: float | None, index: int
+) -> None:
+    """Entry point of a spawned worker process (see ``run_study``)."""
+    deadline = None if deadline_in is None else time.monotonic() + deadline_in
+    try:
+        study, spec = load_hpo_study(
+            storage_url=storage_url, study_name=study_name, worker_index=index
+        )
+        split = load_study_split(spec)
+        worker_loop(study, spec, split, storage_url=storage_url, target=target, deadline=deadline)
+    except KeyboardInterrupt:
+        os._exit(130)
+    except Exception as e:
+        print(f"hpo worker {index}: error: {e}", flush=True)
+        os._exit(1)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    study_name: str
+    storage_url: str
+    counts: Counts
+    finished_here: int  # trials finished while this command ran (by any worker)
+    seconds: float
+    interrupted: bool = False
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage_url: str,
+    study_name: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    progress: Callable[[Counts, int], None] | None = None,
+) -> RunSummary:
+    """Create or resume the study of ``spec`` and run ``workers`` processes to its target.
+
+    Args:
+        spec: the validated spec.
+        storage_url: where the study lives.
+        study_name: default: the spec's name.
+        trials: the target of finished trials (default: the spec's ``search.trials``).
+        timeout: seconds after which no new trial starts (default: the spec's).
+        workers: worker processes; 1 runs in this process.
+        progress: called with the counts and the target after every finished trial (one
+            worker) or twice a second (several).
+
+    Raises:
+        UsageError: bad data or storage, before any trial runs.
+        KeyboardInterrupt: after in-flight trials have been failed and workers stopped.
+    """
+    name = study_name or spec.name
+    target = spec.search.trials if trials is None else trials
+    if spec.search.sampler == "grid":
+        target = min(target, grid_size(spec))
+    timeout = spec.search.timeout if timeout is None else timeout
+    split = load_study_split(spec) if workers == 1 else None
+    if split is None:
+        load_study_split(spec)  # fail here, once, rather than in every worker
+    study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+
+    def report(_outcome=None) -> None:
+        if progress is not None:
+            progress(count_trials(study), target)
+
+    before = count_trials(study)
+    report()
+    if workers == 1:
+        worker_loop(
+            study, spec, split, storage_url=storage_url, target=target, deadline=deadline,
+            on_trial=report,
+        )  # fmt: skip
+    else:
+        _run_processes(storage_url, name, target, timeout, workers, report)
+    report()
+    after = count_trials(study)
+    return RunSummary(
+        name, storage_url, after, after.finished - before.finished, time.monotonic() - start
+    )
+
+
+def _run_processes(
+    storage_url: str, name: str, target: int, timeout: float | None, workers: int, report
+) -> None:
+    context = multiprocessing.get_context("spawn")  # never share a connection across fork()
+    processes = [
+        context.Process(
+            target=_worker_process, args=(storage_url, name, target, timeout, i), daemon=False
+        )
+        for i in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    try:
+        while any(p.is_alive() for p in processes):
+            report()
+            for p in processes:
+                p.join(timeout=0.5 / workers)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for p in processes:
+            if p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGINT)
+        for p in processes:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise RunError(f"{len(failed)} of {workers} worker processes failed (exit codes {failed})")
+
+
+def run_worker(
+    *, storage_url: str, study_name: str, progress: Callable[[Counts, int], None] | None = None
+) -> RunSummary:
+    """Join an existing study with this process until its stored target is reached."""
+    study, spec = load_hpo_study(
+        storage_url=storage_url, study_name=study_name, worker_index=os.getpid()
+    )
+    target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
+    split = load_study_split(spec)
+    start = time.monotonic()
+
+    def report(_outcome=None) -> None:
+        if progress is not None:
+            progress(count_trials(study), target)
+
+    before = count_trials(study)
+    worker_loop(
+        study, spec, split, storage_url=storage_url, target=target, deadline=None,
+        on_trial=report,
+    )  # fmt: skip
+    after = count_trials(study)
+    return RunSummary(
+        study_name, storage_url, after, after.finished - before.finished,
+        time.monotonic() - start,
+    )  # fmt: skip
