@@ -172,10 +172,14 @@ class StudySpec:
                 if v is not None
             }
 
+        model = section(self.model)
+        for name in ("activation", "batchnorm"):
+            if self.param(name) is not None:
+                del model[name]  # searched or fixed in [space]; one place only
         return {
             "study": {"name": self.name, "description": self.description},
             "data": section(self.data),
-            "model": section(self.model),
+            "model": model,
             "training": section(self.training),
             "search": section(self.search),
             "space": space,
@@ -228,7 +232,7 @@ class _Table:
             "str": lambda v: isinstance(v, str),
             "bool": lambda v: isinstance(v, bool),
         }
-        if optional and value in ("", 0) and kind != "bool":
+        if optional and (value == "" or (type(value) is int and value == 0)):
             return None  # TOML has no null: "" or 0 means "not set" for optional fields
         if not checks[kind](value):
             names = {"int": "an integer", "number": "a number", "str": "a string",
@@ -249,6 +253,14 @@ class _Table:
     def at_least(self, key: str, value, minimum) -> None:
         if value is not None and value < minimum:
             raise self.fail(key, f"{_show(value)} (allowed: >= {minimum})")
+
+
+def _as_float(source: str, where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(source, where, f"{_show(value)} is not a number")
+    if not math.isfinite(value):
+        raise SpecError(source, where, f"{value} (allowed: a finite number)")
+    return float(value)
 
 
 def _field_names(cls) -> tuple[str, ...]:
@@ -290,6 +302,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         seed=t.get("seed", "int", 0),
     )
     t.at_least("train_size", data.train_size, 2)
+    t.at_least("seed", data.seed, 0)
     for key in ("validation_fraction", "test_fraction"):
         if not 0 < getattr(data, key) < 1:
             raise t.fail(key, f"{getattr(data, key)} (allowed: 0 < fraction < 1)")
@@ -336,6 +349,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         warmup_epochs=t.get("warmup_epochs", "int", 5),
     )
     t.at_least("trials", search.trials, 0)
+    t.at_least("seed", search.seed, 0)
     t.at_least("startup_trials", search.startup_trials, 0)
     t.at_least("warmup_epochs", search.warmup_epochs, 0)
     if search.timeout is not None and search.timeout <= 0:
@@ -365,12 +379,8 @@ def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
         entry = t.raw[name]
         where = f"{t.prefix}.{name}"
         if not isinstance(entry, dict):
-            if (
-                rule.kind == "float"
-                and isinstance(entry, int | float)
-                and not isinstance(entry, bool)
-            ):
-                entry = float(entry)
+            if rule.kind == "float":
+                entry = _as_float(t.source, where, entry)
             if not rule.admits(entry):
                 raise SpecError(t.source, where, f"{_show(entry)} (allowed: {rule.allowed()})")
             params.append(Param(name, "fixed", value=entry))
@@ -382,12 +392,9 @@ def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
             if not isinstance(choices, list) or not choices:
                 raise e.fail("choices", f"{_show(choices)} (allowed: a non-empty list)")
             if rule.kind == "float":
-                choices = [float(c) if isinstance(c, int) and not isinstance(c, bool) else c
-                           for c in choices]  # fmt: skip
+                choices = [_as_float(t.source, f"{where}.choices", c) for c in choices]
             for c in choices:
-                ok = rule.admits(c) if rule.kind == "choice" else (
-                    isinstance(c, float) and rule.admits(c))  # fmt: skip
-                if not ok:
+                if not rule.admits(c):
                     raise e.fail("choices", f"{_show(c)} (allowed: {rule.allowed()})")
             if len(set(map(json.dumps, choices))) != len(choices):
                 raise e.fail("choices", f"{_show(choices)} has duplicates")
@@ -446,7 +453,10 @@ def load_spec(spec: str) -> StudySpec:
     path = Path(spec)
     if path.suffix == ".toml" or path.exists() or "/" in spec:
         if not path.is_file():
-            raise UsageError(f"{spec}: no such study file")
+            raise UsageError(
+                f"{spec}: no such study file (allowed: a .toml path, or a packaged spec: "
+                f"{', '.join(packaged_specs())})"
+            )
         source, default_name = str(path), path.stem
         try:
             text = path.read_text(encoding="utf-8")

@@ -12,6 +12,7 @@ processes started at the same instant do not race on Optuna's ``alembic_version`
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -102,12 +103,31 @@ def check_sqlite_file(url: str, *, must_exist: bool) -> None:
         return
     if path.is_dir():
         raise UsageError(f"{shown}: {path} is a directory (allowed: a SQLite database file)")
-    with open(path, "rb") as f:
-        header = f.read(16)
-    if header and header != b"SQLite format 3\x00":
-        raise UsageError(f"{shown}: {path} is not a SQLite database")
+    # Ask SQLite itself, read-only: opening and closing the file with a plain file descriptor
+    # would drop the POSIX locks that this process's other connections hold on it, which is
+    # how SQLite databases get corrupted.
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            probe.execute("PRAGMA schema_version").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as e:
+        raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         raise UsageError(f"{shown}: {path} is read-only (hpo needs to write trials there)")
+
+
+def _heartbeat_options() -> dict[str, object]:
+    return {
+        "heartbeat_interval": HEARTBEAT_INTERVAL,
+        "grace_period": GRACE_PERIOD,
+        # A trial whose worker died is failed after the grace period and queued again with the
+        # same parameters, at most three times.
+        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=3
+        ),
+    }
 
 
 def open_storage(
@@ -120,30 +140,28 @@ def open_storage(
     """
     shown = mask_password(url)
     try:
-        parsed = make_url(url)
+        make_url(url)
     except Exception:
         raise UsageError(
             f"{shown}: not a storage URL (allowed: sqlite:///PATH, postgresql://USER@HOST/DB)"
         ) from None
     check_sqlite_file(url, must_exist=must_exist)
+    return _open_rdb_storage(url, heartbeat)
+
+
+@functools.cache
+def _open_rdb_storage(url: str, heartbeat: bool) -> optuna.storages.RDBStorage:
+    """One storage (one engine, one pool) per URL and process, however often it is asked for."""
+    shown = mask_password(url)
+    parsed = make_url(url)
     kwargs = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 60}
-    extra = {}
-    if heartbeat:
-        extra = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL,
-            "grace_period": GRACE_PERIOD,
-            # A trial whose worker died is failed after the grace period and queued again with
-            # the same parameters, at most three times.
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=3
-            ),
-        }
     try:
         with creation_lock(url), warnings.catch_warnings():
             # Heartbeats have been "experimental" since Optuna 2.8; hpo relies on them knowingly.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            extra = _heartbeat_options() if heartbeat else {}
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **extra)
     except (ImportError, ModuleNotFoundError) as e:
         raise UsageError(f"{shown}: the database driver is missing ({e}); for PostgreSQL: "

@@ -1,0 +1,267 @@
+"""``python -m hpo``: commands in-process through ``main``, and as subprocesses where it matters
+(two processes at once, SIGINT)."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.cli import main
+from hpo.storage import open_storage
+from tests.hpo.conftest import write_spec
+from trainer.checkpoint import load_checkpoint, predict_raw
+from trainer.datasets import load_dataset
+
+
+def hpo(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hpo", *argv], capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def file_digests(db_path: Path) -> dict[str, str]:
+    """Hashes of the database and its WAL side files, as they are on disk."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(db_path.parent.glob(db_path.name + "*"))
+        if not p.name.endswith(".lock")
+    }
+
+
+def test_run_prints_the_top_configurations_and_the_storage(tiny_spec, db_url, capsys):
+    assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'tiny': 6 finished" in out
+    assert "top configurations:" in out and "learning_rate" in out
+    assert f"storage: {db_url}" in out
+
+
+def test_run_as_a_subprocess_with_two_workers(tiny_spec, db_url):
+    done = hpo("run", str(tiny_spec), "--storage", db_url, "--workers", "2", "--trials", "6",
+               "--quiet", "--no-report")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name="tiny", storage=db_url).get_trials()
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+
+
+def test_two_processes_on_a_fresh_sqlite_file_at_the_same_instant(tiny_spec, tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    argv = [sys.executable, "-m", "hpo", "run", str(tiny_spec), "--storage", url, "--trials",
+            "8", "--quiet", "--no-report"]  # fmt: skip
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+        assert "locked" not in err and "IntegrityError" not in err
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    assert sorted(t.number for t in trials) == list(range(8))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
+@pytest.mark.parametrize(
+    ("spec_text_change", "expected"),
+    [
+        (("[training]", "[training]\nepoch = 3"), "training.epoch: unknown field"),
+        (("epochs = 3", 'epochs = "three"'), 'training.epochs: "three" is not an integer'),
+        (("low = 0.001, high = 0.1", "low = 0.1, high = 0.001"), "space.learning_rate.low"),
+        (("low = 1e-8, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = true"),
+         "space.weight_decay.low: 0.0 with log = true (allowed: low > 0)"),
+        (('"sgd", "momentum", "adam"', '"sgd", "lion"'), 'space.optimizer.choices: "lion"'),
+        (('dataset = "digits"', 'dataset = "npz:/no/such/file.npz"'), "/no/such/file.npz"),
+        (('dataset = "digits"', 'dataset = "cifar"'), "data.dataset: unknown dataset"),
+        (('sampler = "tpe"', 'sampler = "bayes"'), 'search.sampler: unknown value "bayes"'),
+    ],
+)  # fmt: skip
+def test_bad_spec_exits_2_and_leaves_the_database_unchanged(
+    tiny_spec, tmp_path, spec_text_change, expected, capsys
+):
+    db = tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    assert main(["run", str(tiny_spec), "--storage", url, "--trials", "2", "--quiet",
+                 "--no-report"]) == 0  # fmt: skip
+    before = file_digests(db)
+    bad = tmp_path / "bad.toml"
+    old, new = spec_text_change
+    text = tiny_spec.read_text()
+    assert old in text
+    bad.write_text(text.replace(old, new, 1))
+    capsys.readouterr()
+    assert main(["run", str(bad), "--storage", url, "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert err.count("\n") == 1
+    assert file_digests(db) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--sampler", "bayes"], "invalid choice: 'bayes'"),
+        (["--trials", "-1"], "--trials: -1 (allowed: >= 0)"),
+        (["--workers", "0"], "--workers: 0 (allowed: >= 1)"),
+        (["--timeout", "soon"], "'soon' is not a number of seconds"),
+        (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the storage"),
+        (["--storage", "mysql+nodriver://x/y"], "mysql+nodriver://x/y"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(tiny_spec, db_url, argv, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(["run", str(tiny_spec), "--storage", db_url, *argv, "--quiet"]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert err.count("\n") == 1
+
+
+def test_missing_spec_file_and_unknown_packaged_spec(capsys, db_url):
+    assert main(["run", "nowhere/spec.toml", "--storage", db_url]) == 2
+    assert "nowhere/spec.toml: no such study file" in capsys.readouterr().err
+    assert main(["run", "nosuchspec", "--storage", db_url]) == 2
+    assert "nosuchspec: no such packaged spec (allowed: default" in capsys.readouterr().err
+
+
+def test_non_database_file_as_storage_is_refused_untouched(tiny_spec, tmp_path, capsys):
+    junk = tmp_path / "notes.db"
+    junk.write_text("these are my notes, not a database\n")
+    before = junk.read_bytes()
+    assert main(["run", str(tiny_spec), "--storage", f"sqlite:///{junk}", "--quiet"]) == 2
+    assert "is not a SQLite database" in capsys.readouterr().err
+    assert junk.read_bytes() == before
+
+
+def test_different_spec_under_existing_study_exits_2_unchanged(tiny_spec, tmp_path, capsys):
+    db = tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    assert main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet",
+                 "--no-report"]) == 0  # fmt: skip
+    before = file_digests(db)
+    other = write_spec(tmp_path / "other.toml", epochs=9)
+    assert main(["run", str(other), "--storage", url, "--quiet", "--no-report"]) == 2
+    assert "would not be comparable" in capsys.readouterr().err
+    assert file_digests(db) == before
+
+
+def test_specs_lists_the_packaged_default(capsys):
+    assert main(["specs"]) == 0
+    assert capsys.readouterr().out.startswith("default ")
+
+
+def test_studies_table(tiny_spec, db_url, capsys):
+    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "2", "--quiet", "--no-report"])
+    capsys.readouterr()
+    assert main(["studies", "--storage", db_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["STUDY", "DATASET", "COMPLETE"]
+    assert lines[1].split()[:2] == ["tiny", "digits"]
+
+
+def test_studies_on_a_missing_database_exits_2(tmp_path, capsys):
+    assert main(["studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    assert "no such database file" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_best_json_retrain_and_export(tiny_spec, db_url, tmp_path, capsys):
+    main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"])
+    capsys.readouterr()
+    assert main(["best", "--storage", db_url, "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert set(best) >= {"study", "trial", "value", "params"}
+    assert "test_accuracy" not in best
+
+    export = tmp_path / "best.npz"
+    assert main(["best", "--storage", db_url, "--json", "--retrain", "--export", str(export)]) == 0
+    retrained = json.loads(capsys.readouterr().out)
+    assert retrained["trial"] == best["trial"] and 0 <= retrained["test_accuracy"] <= 1
+    assert main(["best", "--storage", db_url, "--json"]) == 0  # now known to the study
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == retrained["test_accuracy"]
+
+    net, meta = load_checkpoint(export)
+    assert meta["extra"]["trial"] == best["trial"]
+    data = load_dataset("digits")
+    accuracy = np.mean(predict_raw(net, meta, data.x) == data.y)
+    # The exported net, given raw digits, does about as well as it did on the test split.
+    assert abs(accuracy - retrained["test_accuracy"]) < 0.15 and accuracy > 0.2
+
+
+def test_best_without_completed_trials_exits_1(tiny_spec, db_url, capsys):
+    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
+    capsys.readouterr()
+    assert main(["best", "--storage", db_url]) == 1
+    assert "no completed trial" in capsys.readouterr().err
+
+
+def test_worker_joins_an_existing_study(tiny_spec, db_url, capsys):
+    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
+    assert main(["run", str(tiny_spec), "--storage", db_url, "--trials", "4", "--quiet",
+                 "--no-report"]) == 0  # fmt: skip
+    capsys.readouterr()
+    # The stored target is now 4 and reached: a worker finds nothing left to do.
+    assert main(["worker", "--study", "tiny", "--storage", db_url, "--quiet"]) == 0
+    assert "0 trials finished while it ran" in capsys.readouterr().out
+
+
+def test_worker_on_unknown_study_exits_2(tiny_spec, db_url, capsys):
+    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
+    capsys.readouterr()
+    assert main(["worker", "--study", "nope", "--storage", db_url]) == 2
+    assert "no study named 'nope' (allowed: tiny)" in capsys.readouterr().err
+
+
+def test_help_of_every_command_has_an_example():
+    for command in ("run", "worker", "specs", "studies", "best"):
+        done = hpo(command, "--help")
+        assert done.returncode == 0 and "example:" in done.stdout, command
+
+
+def test_sigint_keeps_finished_trials_leaves_none_running_and_resumes(tmp_path):
+    spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=40)
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    argv = [sys.executable, "-m", "hpo", "run", str(spec), "--storage", url, "--quiet",
+            "--no-report"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    finished = 0
+    while time.monotonic() < deadline and finished < 2:
+        time.sleep(0.2)
+        if (tmp_path / "slow.db").exists():
+            try:  # open_storage takes the creation lock: no schema race with the run
+                storage = open_storage(url, heartbeat=False)
+                trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
+            except KeyError:
+                continue
+            finished = sum(t.state.is_finished() for t in trials)
+    assert finished >= 2, "the study did not get going"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    kept = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert kept >= 2
+
+    resumed = hpo("run", str(spec), "--storage", url, "--trials", str(kept + 1), "--quiet",
+                  "--no-report")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == kept + 1
+
+
+def test_environment_storage_is_used(tiny_spec, tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("HPO_STORAGE", url)
+    assert main(["run", str(tiny_spec), "--trials", "1", "--quiet", "--no-report"]) == 0
+    assert (tmp_path / "env.db").exists()
+    assert os.environ["HPO_STORAGE"] in capsys.readouterr().out

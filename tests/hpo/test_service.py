@@ -1,0 +1,138 @@
+"""The study service end to end, in-process: creation, resume, target, divergence, seeds."""
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from hpo.errors import UsageError
+from hpo.service import count_trials, load_hpo_study, run_study
+from hpo.spec import load_spec
+from tests.hpo.conftest import write_spec
+
+
+def run(spec_path, url, **options):
+    return run_study(load_spec(str(spec_path)), storage_url=url, **options)
+
+
+def trials_of(url, name="tiny"):
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def test_study_lands_in_sqlite_with_log_distributions(tiny_spec, db_url):
+    summary = run(tiny_spec, db_url)
+    assert summary.counts.finished == 6
+    trials = trials_of(db_url)
+    assert len(trials) == 6
+    lr = next(t for t in trials if "learning_rate" in t.distributions).distributions
+    assert lr["learning_rate"] == FloatDistribution(1e-3, 1e-1, log=True)
+    assert lr["dropout_ratio"] == FloatDistribution(0.0, 0.5, step=0.1)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        curves = t.user_attrs["curves"]
+        assert len(curves["val_accuracy"]) == t.user_attrs["epochs_run"]
+        assert t.value == max(curves["val_accuracy"])
+        assert curves["val_accuracy"][t.user_attrs["best_epoch"] - 1] == t.value
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs_run"] + 1))
+        assert t.user_attrs["train_seconds"] > 0 and t.user_attrs["seed"] == [0, t.number]
+
+
+def test_spec_is_stored_with_the_study(tiny_spec, db_url):
+    run(tiny_spec, db_url, trials=1)
+    _, spec = load_hpo_study(storage_url=db_url, study_name="tiny")
+    assert spec.to_dict() == load_spec(str(tiny_spec)).to_dict()
+
+
+def test_resume_reaches_the_total(tiny_spec, db_url):
+    run(tiny_spec, db_url, trials=3)
+    summary = run(tiny_spec, db_url, trials=7)
+    assert summary.counts.finished == 7
+    assert summary.finished_here == 4
+    assert run(tiny_spec, db_url, trials=7).finished_here == 0  # already there
+
+
+def test_trials_zero_creates_the_study_only(tiny_spec, db_url):
+    summary = run(tiny_spec, db_url, trials=0)
+    assert summary.counts.finished == 0
+    assert trials_of(db_url) == []
+
+
+def test_a_different_spec_under_the_same_name_is_refused(tiny_spec, tmp_path, db_url):
+    run(tiny_spec, db_url, trials=1)
+    other = write_spec(tmp_path / "other.toml", epochs=4)  # same study name, other objective
+    with pytest.raises(UsageError, match="different data, model, training or space"):
+        run(other, db_url, trials=2)
+    assert len(trials_of(db_url)) == 1
+
+
+def test_search_settings_may_change_between_runs(tiny_spec, tmp_path, db_url):
+    run(tiny_spec, db_url, trials=2)
+    other = write_spec(tmp_path / "other.toml", sampler="random", seed=5)
+    assert run(other, db_url, trials=3).counts.finished == 3
+
+
+def test_diverging_configuration_is_recorded_and_the_study_continues(tmp_path, db_url):
+    spec = write_spec(
+        tmp_path / "tiny.toml", lr_low=1e-3, lr_high=1e4, optimizers='"sgd"', trials=12,
+        sampler="random",
+    )  # fmt: skip
+    summary = run(spec, db_url)
+    assert summary.counts.finished == 12
+    diverged = [t for t in trials_of(db_url) if t.user_attrs.get("diverged")]
+    assert diverged, "a learning rate up to 1e4 with SGD should diverge"
+    for t in diverged:
+        assert t.state == TrialState.PRUNED
+        assert t.intermediate_values[t.user_attrs["epochs_run"] + 1] == 0.0
+    assert summary.counts.diverged == len(diverged)
+    assert summary.counts.complete > 0
+
+
+def test_same_seed_and_spec_give_the_same_trials(tiny_spec, tmp_path):
+    a = f"sqlite:///{tmp_path / 'a.db'}"
+    b = f"sqlite:///{tmp_path / 'b.db'}"
+    run(tiny_spec, a)
+    run(tiny_spec, b)
+
+    def fingerprint(url):
+        return [(t.params, t.state, t.value, t.user_attrs["curves"]) for t in trials_of(url)]
+
+    assert fingerprint(a) == fingerprint(b)
+
+
+def test_another_seed_gives_other_trials(tiny_spec, tmp_path):
+    a = f"sqlite:///{tmp_path / 'a.db'}"
+    b = f"sqlite:///{tmp_path / 'b.db'}"
+    run(tiny_spec, a, trials=2)
+    run(write_spec(tmp_path / "seeded.toml", seed=1), b, trials=2)
+    assert [t.params for t in trials_of(a)] != [t.params for t in trials_of(b)]
+
+
+def test_two_worker_processes_share_the_target(tiny_spec, db_url):
+    summary = run(tiny_spec, db_url, trials=8, workers=2)
+    counts = summary.counts
+    assert counts.finished == 8 and counts.running == 0 and counts.failed == 0
+    numbers = [t.number for t in trials_of(db_url)]
+    assert numbers == list(range(8))
+
+
+def test_grid_sampler_stops_at_the_grid_size(tmp_path, db_url):
+    spec = tmp_path / "grid.toml"
+    spec.write_text(
+        '[study]\nname = "tiny"\n[data]\ntrain_size = 100\n[model]\nhidden = [8]\n'
+        '[training]\nepochs = 1\n[search]\nsampler = "grid"\ntrials = 50\n'
+        '[space]\noptimizer = { choices = ["sgd", "adam"] }\n'
+        "dropout_ratio = { low = 0.0, high = 0.2, step = 0.1 }\n"
+    )
+    summary = run(spec, db_url)
+    assert summary.counts.finished == 6
+    combos = {(t.params["optimizer"], t.params["dropout_ratio"]) for t in trials_of(db_url)}
+    assert len(combos) == 6
+
+
+def test_count_trials_reports_best_value(tiny_spec, db_url):
+    run(tiny_spec, db_url, trials=3)
+    study, _ = load_hpo_study(storage_url=db_url, study_name="tiny")
+    counts = count_trials(study)
+    values = [t.value for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert counts.best_value == max(values)
