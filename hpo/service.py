@@ -34,6 +34,7 @@ SPEC_ATTR = "hpo:spec"
 FINGERPRINT_ATTR = "hpo:fingerprint"
 TARGET_ATTR = "hpo:target"
 MAX_CONSECUTIVE_ERRORS = 3
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -377,14 +378,26 @@ def _run_processes(
     storage_url: str, name: str, target: int, timeout: float | None, workers: int, report
 ) -> None:
     context = multiprocessing.get_context("spawn")  # never share a connection across fork()
+    # Each worker's BLAS gets its share of the cores: N workers with all cores each would
+    # oversubscribe the machine. The children read these variables when they import numpy.
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, threads))
     processes = [
         context.Process(
             target=_worker_process, args=(storage_url, name, target, timeout, i), daemon=False
         )
         for i in range(workers)
     ]
-    for p in processes:
-        p.start()
+    try:
+        for p in processes:
+            p.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         while any(p.is_alive() for p in processes):
             report()
