@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+from threadpoolctl import threadpool_limits
 
 from hpo.errors import RunError, UsageError
 from hpo.objective import TrialOutcome, run_trial
@@ -35,6 +36,10 @@ FINGERPRINT_ATTR = "hpo:fingerprint"
 TARGET_ATTR = "hpo:target"
 MAX_CONSECUTIVE_ERRORS = 3
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+ONE_BLAS_THREAD = 1
+"""Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
+from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by
+tests/benchmarks/bench_trainer.py); more cores are used through more worker processes."""
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -361,10 +366,11 @@ def run_study(
     before = count_trials(study)
     report()
     if workers == 1:
-        worker_loop(
-            study, spec, split, storage_url=storage_url, target=target, deadline=deadline,
-            on_trial=report,
-        )  # fmt: skip
+        with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+            worker_loop(
+                study, spec, split, storage_url=storage_url, target=target, deadline=deadline,
+                on_trial=report,
+            )  # fmt: skip
     else:
         _run_processes(storage_url, name, target, timeout, workers, report)
     report()
@@ -378,11 +384,10 @@ def _run_processes(
     storage_url: str, name: str, target: int, timeout: float | None, workers: int, report
 ) -> None:
     context = multiprocessing.get_context("spawn")  # never share a connection across fork()
-    # Each worker's BLAS gets its share of the cores: N workers with all cores each would
-    # oversubscribe the machine. The children read these variables when they import numpy.
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    # One BLAS thread per worker (see ONE_BLAS_THREAD); the children read these variables when
+    # they import numpy.
     saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, threads))
+    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
     processes = [
         context.Process(
             target=_worker_process, args=(storage_url, name, target, timeout, i), daemon=False
@@ -435,10 +440,11 @@ def run_worker(
             progress(count_trials(study), target)
 
     before = count_trials(study)
-    worker_loop(
-        study, spec, split, storage_url=storage_url, target=target, deadline=None,
-        on_trial=report,
-    )  # fmt: skip
+    with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+        worker_loop(
+            study, spec, split, storage_url=storage_url, target=target, deadline=None,
+            on_trial=report,
+        )  # fmt: skip
     after = count_trials(study)
     return RunSummary(
         study_name, storage_url, after, after.finished - before.finished,

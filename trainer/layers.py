@@ -32,12 +32,14 @@ class Affine(Layer):
     Args:
         W: weights, shape (D, M).
         b: biases, shape (M,).
+        input_grad: whether backward returns dx; a net's first layer skips that matmul.
     """
 
-    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+    def __init__(self, W: np.ndarray, b: np.ndarray, *, input_grad: bool = True) -> None:
         super().__init__()
         self.params = {"W": W, "b": b}
         self.grads = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
+        self.input_grad = input_grad  # False for a first layer: nothing needs dx there
         self.x: np.ndarray | None = None  # (N, D), kept for dW
 
     def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
@@ -46,10 +48,10 @@ class Affine(Layer):
         out += self.params["b"]
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
         np.matmul(self.x.T, dout, out=self.grads["W"])  # (D, M)
-        np.sum(dout, axis=0, out=self.grads["b"])  # (M,)
-        return dout @ self.params["W"].T  # (N, D)
+        np.add.reduce(dout, axis=0, out=self.grads["b"])  # (M,)
+        return dout @ self.params["W"].T if self.input_grad else None  # (N, D)
 
 
 class ReLU(Layer):

@@ -129,7 +129,7 @@ class MultiLayerNet:
             std = init_std(init, fan_in, init_scale)
             # Drawn in float64 so that float32 and float64 nets of one seed start alike.
             W = (std * rng.standard_normal((fan_in, fan_out))).astype(self.dtype)
-            affine = Affine(W, np.zeros(fan_out, dtype=self.dtype))
+            affine = Affine(W, np.zeros(fan_out, dtype=self.dtype), input_grad=i > 0)
             self.layers.append(affine)
             self.affines.append(affine)
             if i == len(sizes) - 2:

@@ -7,8 +7,11 @@ Three implementations train it side by side:
 
 1. hpo's ``trainer.training.train`` (float32), timed by its own ``train_seconds``;
 2. a book-style NumPy net written below (float64, Affine/Relu/SoftmaxWithLoss layers in an
-   OrderedDict, as in "Deep Learning from Scratch" ch. 6), the baseline hpo grew out of;
+   OrderedDict, as in "Deep Learning from Scratch" ch. 6);
 3. PyTorch on the CPU (float32, ``nn.Sequential``, its default thread count), when installed.
+
+hpo's trainer also runs a second time per repeat with BLAS held to one thread, because its
+100-wide matmuls are too small for a second thread to pay off.
 
 Each repeat draws a new split, initial weights and shuffling order from its own seed; within a
 repeat all three start from the same weights and see the batches in the same order, so their
@@ -35,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 # Run as a script, the file's own directory is on sys.path, not the repository's root.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +116,12 @@ def run_hpo(config: BenchConfig, split: Split, seed: int) -> Trial:
         rng=np.random.default_rng(seed + 1),
     )
     return Trial(result.train_seconds, result.best_val_accuracy, result.epochs_run)
+
+
+def run_hpo_one_blas_thread(config: BenchConfig, split: Split, seed: int) -> Trial:
+    """hpo's trainer with BLAS held to one thread: small matmuls gain little from a second."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return run_hpo(config, split, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,9 +325,18 @@ def matmul_gflops(n: int, *, runs: int, dtype=np.float32) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def library_owner(filepath: str) -> str:
+    """The package a shared library ships with, e.g. ``numpy.libs`` or ``torch``."""
+    parts = Path(filepath).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    return str(Path(filepath).parent)
+
+
 def thread_info(torch) -> dict:
     pools = [
-        {
+        {"owner": library_owner(pool["filepath"])}
+        | {
             key: pool.get(key)
             for key in ("prefix", "internal_api", "version", "threading_layer", "architecture")
         }
@@ -343,6 +361,7 @@ def benchmark(*, repeats: int, seed: int, config: BenchConfig = BenchConfig()) -
     torch = import_torch()
     runners: dict[str, Callable[[BenchConfig, Split, int], Trial]] = {
         "hpo": run_hpo,
+        "hpo_1_blas_thread": run_hpo_one_blas_thread,
         "book": run_book,
     }
     if torch is not None:
@@ -352,6 +371,7 @@ def benchmark(*, repeats: int, seed: int, config: BenchConfig = BenchConfig()) -
         rng = np.random.default_rng(s)
         return load_split(config.dataset, rng=rng, train_size=config.train_size)
 
+    load_before = os.getloadavg()[0]
     warmup_seed = seed + 1000 * repeats  # a seed no timed repeat uses
     warmup_split = split_for(warmup_seed)
     for run in runners.values():
@@ -379,6 +399,8 @@ def benchmark(*, repeats: int, seed: int, config: BenchConfig = BenchConfig()) -
         "repeats": repeats,
         "seed": seed,
         "environment": thread_info(torch),
+        # Other processes on the machine show up as outliers; the 1-minute load tells of them.
+        "load_average": [load_before, os.getloadavg()[0]],
         "trials": {name: [asdict(t) for t in ts] for name, ts in trials.items()},
         "hpo_trial_gflop": statistics.median(flops) / 1e9,
         "peak_gflops_2048": matmul_gflops(2048, runs=5),
@@ -395,14 +417,17 @@ def summarize(raw: dict) -> dict:
         }
         for name, ts in raw["trials"].items()
     }
-    hpo = medians["hpo"]["seconds"]
+    hpo, hpo_1 = medians["hpo"]["seconds"], medians["hpo_1_blas_thread"]["seconds"]
+    torch = medians["torch"]["seconds"] if "torch" in medians else None
     achieved = raw["hpo_trial_gflop"] / hpo
     return {
         "medians": medians,
-        "hpo_over_torch": hpo / medians["torch"]["seconds"] if "torch" in medians else None,
+        "hpo_over_torch": None if torch is None else hpo / torch,
+        "hpo_1_blas_thread_over_torch": None if torch is None else hpo_1 / torch,
         "hpo_over_book": hpo / medians["book"]["seconds"],
         "hpo_achieved_gflops": achieved,
         "hpo_share_of_peak": achieved / raw["peak_gflops_2048"],
+        "hpo_1_blas_thread_achieved_gflops": raw["hpo_trial_gflop"] / hpo_1,
     }
 
 
@@ -412,14 +437,15 @@ def format_report(raw: dict, summary: dict) -> str:
     lines = [
         f"Config: {config['dataset']} {raw['n_train']} train / {raw['n_val']} val, "
         f"{len(hidden)}x{hidden[0]} ReLU, He init, batch {config['batch_size']}, "
-        f"{config['epochs']} epochs, SGD lr {config['learning_rate']}, per-epoch eval of "
-        "train+val",
+        f"{config['epochs']} epochs,",
+        f"        SGD lr {config['learning_rate']}, loss and accuracy on train+val every epoch",
         f"Repeats: {raw['repeats']} (interleaved, seeds {raw['seed']} + 1000*r, one warm-up each)",
         "",
         f"{'implementation':<32}{'median s/trial':>15}{'min s':>9}{'max s':>9}{'best val acc':>14}",
     ]
     labels = {
         "hpo": "hpo trainer (NumPy, float32)",
+        "hpo_1_blas_thread": "  same, BLAS held to 1 thread",
         "book": "book-style (NumPy, float64)",
         "torch": f"PyTorch CPU ({env['torch_threads']} threads)",
     }
@@ -436,24 +462,31 @@ def format_report(raw: dict, summary: dict) -> str:
     if summary["hpo_over_torch"] is not None:
         met = "met" if summary["hpo_over_torch"] <= TARGET_HPO_OVER_TORCH else "NOT met"
         lines.append(
-            f"hpo / pytorch time: {summary['hpo_over_torch']:.2f}  "
-            f"(target <= {TARGET_HPO_OVER_TORCH}: {met})"
+            f"hpo / pytorch time: {summary['hpo_over_torch']:.3f}  "
+            f"(target <= {TARGET_HPO_OVER_TORCH}: {met}); with 1 BLAS thread: "
+            f"{summary['hpo_1_blas_thread_over_torch']:.3f}"
         )
     lines += [
-        f"hpo / book-style time: {summary['hpo_over_book']:.2f}",
+        f"hpo / book-style time: {summary['hpo_over_book']:.3f}",
         f"hpo matmul work per trial: {raw['hpo_trial_gflop']:.2f} GFLOP "
         "(fwd+bwd of every step, fwd of every evaluation)",
         f"hpo achieved: {summary['hpo_achieved_gflops']:.1f} GFLOP/s = "
-        f"{100 * summary['hpo_share_of_peak']:.1f}% of peak",
-        f"peak float32 matmul 2048^3: {raw['peak_gflops_2048']:.1f} GFLOP/s; "
-        f"at 100^3: {raw['gflops_100']:.1f} GFLOP/s",
+        f"{100 * summary['hpo_share_of_peak']:.1f}% of peak "
+        f"(1 BLAS thread: {summary['hpo_1_blas_thread_achieved_gflops']:.1f} GFLOP/s)",
+        f"peak float32 matmul (numpy, default threads) 2048^3: "
+        f"{raw['peak_gflops_2048']:.1f} GFLOP/s; at 100^3: {raw['gflops_100']:.1f} GFLOP/s",
         "",
+        f"1-min load average before/after: {raw['load_average'][0]:.2f} / "
+        f"{raw['load_average'][1]:.2f} (this benchmark adds up to {env['cpu_count']}; "
+        "beyond that, other processes add noise: compare medians)",
         f"CPUs: {env['cpu_count']}, numpy {env['numpy']}, torch {env['torch']} "
         f"(torch.get_num_threads() = {env['torch_threads']})",
     ]
     for pool in env["threadpools"]:
-        details = ", ".join(f"{k}={v}" for k, v in pool.items() if k != "prefix" and v is not None)
-        lines.append(f"  threadpool {pool['prefix']}: {details}")
+        details = ", ".join(
+            f"{k}={v}" for k, v in pool.items() if k not in ("owner", "prefix") and v is not None
+        )
+        lines.append(f"  {pool['owner']}: {pool['prefix']} {details}")
     return "\n".join(lines)
 
 
