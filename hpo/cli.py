@@ -13,7 +13,9 @@ import textwrap
 import optuna
 from optuna.trial import TrialState
 
+from hpo.dashboard import serve_dashboard
 from hpo.errors import HPOError, UsageError
+from hpo.report import make_report
 from hpo.results import best_trial_summary, retrain_best, top_trials
 from hpo.service import Counts, load_hpo_study, run_study, run_worker
 from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
@@ -87,8 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="finished trials (complete + pruned) the study should reach in total",
     )
     p.add_argument("--timeout", type=_seconds, metavar="SEC", help="start no trial after SEC")
-    p.add_argument("--workers", type=lambda t: _count(t, minimum=1), default=1, metavar="N",
-                   help="worker processes (default 1)")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=lambda t: _count(t, minimum=1),
+        default=1,
+        metavar="N",
+        help="worker processes (default 1)",
+    )
     p.add_argument("--seed", type=int, help="the sampler's and the trials' seed")
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
@@ -110,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_specs)
 
     p = command(
-        "studies", "List the studies in a storage with their trial counts.",
+        "studies",
+        "List the studies in a storage with their trial counts.",
         "python -m hpo studies --storage sqlite:///hpo.db",
-    )  # fmt: skip
+    )
     storage_flag(p)
     p.set_defaults(func=cmd_studies)
 
@@ -124,10 +132,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
     storage_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--retrain", action="store_true",
-                   help="retrain on train+validation and measure test accuracy")  # fmt: skip
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain on train+validation and measure test accuracy",
+    )
     p.add_argument("--export", metavar="PATH.npz", help="write weights and configuration")
     p.set_defaults(func=cmd_best)
+
+    p = command(
+        "report",
+        "Write a study's self-contained HTML report (figures inline; opens from disk).",
+        "python -m hpo report --study default --out report.html --top 10",
+    )
+    p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
+    storage_flag(p)
+    p.add_argument("--out", metavar="PATH", help="default: hpo-report-STUDY.html here")
+    p.add_argument(
+        "--top",
+        type=lambda t: _count(t, minimum=1),
+        default=10,
+        metavar="K",
+        help="configurations in the table and the learning curves (default 10)",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = command(
+        "dashboard",
+        "Serve optuna-dashboard on the storage (no authentication: loopback by default).",
+        "python -m hpo dashboard --storage sqlite:///hpo.db --port 8080",
+    )
+    storage_flag(p)
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=lambda t: _count(t, minimum=0), default=8080)
+    p.add_argument(
+        "--i-understand-there-is-no-authentication",
+        dest="allow_remote",
+        action="store_true",
+        help="allow a host other than loopback: anyone who reaches it can read and change studies",
+    )
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 
@@ -148,9 +192,14 @@ class ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=target, initial=0, desc=self.label, unit="trial", file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1,
-            )  # fmt: skip
+                total=target,
+                initial=0,
+                desc=self.label,
+                unit="trial",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
         self.bar.n = min(counts.finished, target)
         best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
         self.bar.set_postfix_str(
@@ -182,13 +231,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = ProgressBar(quiet=args.quiet, label=args.study or spec.name)
     try:
         summary = run_study(
-            spec, storage_url=url, study_name=args.study, trials=args.trials,
-            timeout=args.timeout, workers=args.workers, progress=bar,
-        )  # fmt: skip
+            spec,
+            storage_url=url,
+            study_name=args.study,
+            trials=args.trials,
+            timeout=args.timeout,
+            workers=args.workers,
+            progress=bar,
+        )
     finally:
         bar.close()
-    study, _ = load_hpo_study(storage_url=url, study_name=summary.study_name)
+    study, stored_spec = load_hpo_study(storage_url=url, study_name=summary.study_name)
     _print_summary(study, summary.counts, url)
+    if not args.no_report:
+        path = make_report(study, stored_spec, url)
+        print(f"report: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    url = resolve_url(args.storage)
+    name = _study_name_or_only(url, args.study)
+    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    print(make_report(study, spec, url, out=args.out, top_k=args.top))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    url = resolve_url(args.storage)
+    storage = open_storage(url, heartbeat=False, must_exist=True)
+    serve_dashboard(storage, url, host=args.host, port=args.port, allow_remote=args.allow_remote)
     return 0
 
 
@@ -199,8 +271,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         summary = run_worker(storage_url=url, study_name=args.study, progress=bar)
     finally:
         bar.close()
-    print(f"worker done: {summary.finished_here} trials finished while it ran; study "
-          f"{summary.study_name!r} has {summary.counts.finished} finished")  # fmt: skip
+    print(
+        f"worker done: {summary.finished_here} trials finished while it ran; study "
+        f"{summary.study_name!r} has {summary.counts.finished} finished"
+    )
     return 0
 
 
@@ -224,12 +298,18 @@ def cmd_studies(args: argparse.Namespace) -> int:
         stamps = [t.datetime_complete or t.datetime_start for t in trials]
         stamps = [t for t in stamps if t is not None]
         dataset = study.user_attrs.get("hpo:spec", {}).get("data", {}).get("dataset", "?")
-        rows.append((
-            s.study_name, dataset, str(by[TrialState.COMPLETE]), str(by[TrialState.PRUNED]),
-            str(by[TrialState.FAIL]), str(by[TrialState.RUNNING]),
-            f"{max(values):.4f}" if values else "-",
-            max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else "-",
-        ))  # fmt: skip
+        rows.append(
+            (
+                s.study_name,
+                dataset,
+                str(by[TrialState.COMPLETE]),
+                str(by[TrialState.PRUNED]),
+                str(by[TrialState.FAIL]),
+                str(by[TrialState.RUNNING]),
+                f"{max(values):.4f}" if values else "-",
+                max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else "-",
+            )
+        )
     if len(rows) == 1:
         print(f"no studies in {mask_password(url)}")
         return 0
@@ -260,12 +340,14 @@ def cmd_best(args: argparse.Namespace) -> int:
     study, spec = load_hpo_study(storage_url=url, study_name=name)
     summary = best_trial_summary(study)
     if args.retrain or args.export:
-        summary = retrain_best(study, spec, export=args.export)
+        summary = retrain_best(study, spec, url, export=args.export)
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"study {summary['study']!r}: best trial #{summary['trial']}, validation accuracy "
-          f"{summary['value']:.4f} at epoch {summary.get('best_epoch')}")  # fmt: skip
+    print(
+        f"study {summary['study']!r}: best trial #{summary['trial']}, validation accuracy "
+        f"{summary['value']:.4f} at epoch {summary.get('best_epoch')}"
+    )
     for key, value in summary["params"].items():
         print(f"  {key:<14} {value}")
     if summary.get("test_accuracy") is not None:
@@ -285,17 +367,23 @@ def _print_summary(study: optuna.Study, counts: Counts, url: str) -> None:
         names = sorted({k for r in rows for k in r["params"]})
         header = ["#", "val acc", "epoch", *names]
         table = [header] + [
-            [str(r["trial"]), f"{r['value']:.4f}", str(r["best_epoch"]),
-             *(_fmt(r["params"].get(n)) for n in names)]
+            [
+                str(r["trial"]),
+                f"{r['value']:.4f}",
+                str(r["best_epoch"]),
+                *(_fmt(r["params"].get(n)) for n in names),
+            ]
             for r in rows
-        ]  # fmt: skip
+        ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         print("top configurations:")
         for row in table:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     print(f"storage: {mask_password(url)}")
-    print(f"more: python -m hpo best --study {study.study_name!r} --storage '{mask_password(url)}'"
-          f"; python -m hpo dashboard --storage '{mask_password(url)}'")  # fmt: skip
+    print(
+        f"more: python -m hpo best --study '{study.study_name}' --storage '{mask_password(url)}'"
+        f"; python -m hpo dashboard --storage '{mask_password(url)}'"
+    )
 
 
 def _fmt(value) -> str:
@@ -315,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"\n{parser.prog} {args.command}: interrupted; finished trials are kept, run the "
-              "same command to resume", file=sys.stderr)  # fmt: skip
+        print(
+            f"\n{parser.prog} {args.command}: interrupted; finished trials are kept, run the "
+            "same command to resume",
+            file=sys.stderr,
+        )
         return 130

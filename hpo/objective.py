@@ -25,7 +25,7 @@ from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.spec import PARAMS, StudySpec
+from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
 from hpo.storage import write_trial_records
 from trainer.datasets import Split
 from trainer.network import MultiLayerNet
@@ -92,18 +92,10 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def train_configuration(
-    spec: StudySpec,
-    config: dict[str, Any],
-    split: Split,
-    seed: np.random.SeedSequence,
-    *,
-    on_epoch_end=None,
-    x_train: np.ndarray | None = None,
-    y_train: np.ndarray | None = None,
-    restore_best: bool = True,
-) -> tuple[MultiLayerNet, TrainResult]:
-    """Build the net ``config`` describes and train it on ``split`` (or on the given arrays)."""
+def build_net(
+    spec: StudySpec, config: dict[str, Any], split: Split, seed: np.random.SeedSequence
+) -> tuple[MultiLayerNet, np.random.Generator]:
+    """The untrained net ``config`` describes, and the generator that will shuffle its data."""
     init_seed, shuffle_seed = seed.spawn(2)
     net = MultiLayerNet(
         input_size=split.n_features,
@@ -118,9 +110,24 @@ def train_configuration(
         init_scale=config["init_scale"],
         rng=np.random.default_rng(init_seed),
     )
-    hyper = {k: config[k] for k in ("learning_rate", "momentum", "rho", "beta1", "beta2")
-             if k in config}  # fmt: skip
-    result = train(
+    return net, np.random.default_rng(shuffle_seed)
+
+
+def fit_net(
+    spec: StudySpec,
+    config: dict[str, Any],
+    net: MultiLayerNet,
+    split: Split,
+    rng: np.random.Generator,
+    *,
+    on_epoch_end=None,
+    x_train: np.ndarray | None = None,
+    y_train: np.ndarray | None = None,
+    restore_best: bool = True,
+) -> TrainResult:
+    """Train ``net`` with ``config``'s optimizer on ``split`` (or on the given arrays)."""
+    hyper = {k: config[k] for k in OPTIMIZER_HYPERPARAMETERS if k in config}
+    return train(
         net,
         make_optimizer(config["optimizer"], **hyper),
         split.x_train if x_train is None else x_train,
@@ -129,13 +136,24 @@ def train_configuration(
         split.y_val,
         epochs=spec.training.epochs,
         batch_size=spec.training.batch_size,
-        rng=np.random.default_rng(shuffle_seed),
+        rng=rng,
         on_epoch_end=on_epoch_end,
         patience=spec.training.patience,
         lr_decay=spec.training.lr_decay,
         restore_best=restore_best,
     )
-    return net, result
+
+
+def train_configuration(
+    spec: StudySpec,
+    config: dict[str, Any],
+    split: Split,
+    seed: np.random.SeedSequence,
+    **fit_options,
+) -> tuple[MultiLayerNet, TrainResult]:
+    """Build the net ``config`` describes and train it (``fit_net``'s options pass through)."""
+    net, rng = build_net(spec, config, split, seed)
+    return net, fit_net(spec, config, net, split, rng, **fit_options)
 
 
 class _CompletedTrialsView:
@@ -184,10 +202,18 @@ def run_trial(
     if local:
         view = _CompletedTrialsView(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         frozen = FrozenTrial(
-            number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
-            datetime_complete=None, params={}, distributions={}, user_attrs={},
-            system_attrs={}, intermediate_values=values, trial_id=trial._trial_id,
-        )  # fmt: skip
+            number=trial.number,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=None,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values=values,
+            trial_id=trial._trial_id,
+        )
 
     def on_epoch_end(m: EpochMetrics) -> bool:
         values[m.epoch] = m.val_accuracy

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.objective import configuration, train_configuration, trial_seed
 from hpo.spec import StudySpec
+from hpo.storage import artifact_dir
 from trainer.checkpoint import save_checkpoint
 from trainer.training import evaluate
 
@@ -53,7 +54,7 @@ def best_trial_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def retrain_best(
-    study: optuna.Study, spec: StudySpec, *, export: str | None = None
+    study: optuna.Study, spec: StudySpec, storage_url: str, *, export: str | None = None
 ) -> dict[str, Any]:
     """Retrain the best configuration on training + validation data, measure test accuracy.
 
@@ -101,7 +102,22 @@ def retrain_best(
                 "dataset": spec.data.dataset,
             },
         )
+        summary["artifact_id"] = _store_artifact(study, trial, export, storage_url)
     return {**summary, "test_accuracy": test_accuracy}
+
+
+def _store_artifact(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str, storage_url: str
+) -> str:
+    """Attach the exported weights to the study as an Optuna artifact, which the dashboard
+    lists (a finished trial cannot take new attributes, so the study holds it); the file is
+    copied into the artifact directory."""
+    directory = artifact_dir(storage_url)
+    directory.mkdir(parents=True, exist_ok=True)
+    store = optuna.artifacts.FileSystemArtifactStore(directory)
+    return optuna.artifacts.upload_artifact(
+        artifact_store=store, file_path=path, study_or_trial=study
+    )
 
 
 def _with_epochs(spec: StudySpec, epochs: int) -> StudySpec:

@@ -368,9 +368,14 @@ def run_study(
     if workers == 1:
         with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
             worker_loop(
-                study, spec, split, storage_url=storage_url, target=target, deadline=deadline,
+                study,
+                spec,
+                split,
+                storage_url=storage_url,
+                target=target,
+                deadline=deadline,
                 on_trial=report,
-            )  # fmt: skip
+            )
     else:
         _run_processes(storage_url, name, target, timeout, workers, report)
     report()
@@ -442,11 +447,19 @@ def run_worker(
     before = count_trials(study)
     with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
         worker_loop(
-            study, spec, split, storage_url=storage_url, target=target, deadline=None,
+            study,
+            spec,
+            split,
+            storage_url=storage_url,
+            target=target,
+            deadline=None,
             on_trial=report,
-        )  # fmt: skip
+        )
     after = count_trials(study)
     return RunSummary(
-        study_name, storage_url, after, after.finished - before.finished,
+        study_name,
+        storage_url,
+        after,
+        after.finished - before.finished,
         time.monotonic() - start,
-    )  # fmt: skip
+    )

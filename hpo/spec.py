@@ -71,7 +71,7 @@ PARAMS: dict[str, ParamRule] = {
     "rho": ParamRule("float", **_UNIT, when=("rmsprop",)),
     "beta1": ParamRule("float", **_UNIT, when=("adam",)),
     "beta2": ParamRule("float", **_UNIT, when=("adam",)),
-}  # fmt: skip
+}
 """The parameters ``[space]`` may search or fix, in the order trials suggest them."""
 
 OPTIMIZER_HYPERPARAMETERS = ("learning_rate", "momentum", "rho", "beta1", "beta2")
@@ -235,8 +235,12 @@ class _Table:
         if optional and (value == "" or (type(value) is int and value == 0)):
             return None  # TOML has no null: "" or 0 means "not set" for optional fields
         if not checks[kind](value):
-            names = {"int": "an integer", "number": "a number", "str": "a string",
-                     "bool": "true or false"}  # fmt: skip
+            names = {
+                "int": "an integer",
+                "number": "a number",
+                "str": "a string",
+                "bool": "true or false",
+            }
             raise self.fail(key, f"{_show(value)} is not {names[kind]}")
         if kind == "number":
             value = float(value)
@@ -291,8 +295,9 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     try:
         check_dataset_name(dataset)
     except DatasetError:
-        raise t.fail("dataset", f"unknown dataset {_show(dataset)} (allowed: "
-                     f"{', '.join(DATASETS)})") from None  # fmt: skip
+        raise t.fail(
+            "dataset", f"unknown dataset {_show(dataset)} (allowed: {', '.join(DATASETS)})"
+        ) from None
     data = DataSpec(
         dataset=dataset,
         data_dir=t.get("data_dir", "str", None, optional=True),
@@ -361,12 +366,19 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     if search.sampler == "grid":
         for p in space:
             if p.kind == "float" and p.step is None:
-                raise SpecError(source, f"space.{p.name}", "a continuous range cannot be a grid "
-                                "(allowed with sampler \"grid\": choices, fixed values, or a "
-                                "range with step)")  # fmt: skip
+                raise SpecError(
+                    source,
+                    f"space.{p.name}",
+                    "a continuous range cannot be a grid "
+                    '(allowed with sampler "grid": choices, fixed values, or a '
+                    "range with step)",
+                )
     if search.sampler == "cmaes" and not any(p.kind == "float" for p in space):
-        raise SpecError(source, "search.sampler", '"cmaes" needs at least one float range in '
-                        "[space] (allowed: tpe, random, qmc, grid)")  # fmt: skip
+        raise SpecError(
+            source,
+            "search.sampler",
+            '"cmaes" needs at least one float range in [space] (allowed: tpe, random, qmc, grid)',
+        )
     return StudySpec(name, description, data, model, training, search, space, source)
 
 
@@ -401,8 +413,12 @@ def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
             params.append(Param(name, "choice", choices=tuple(choices)))
             continue
         if rule.kind == "choice":
-            raise SpecError(t.source, where, "a range is not possible here (allowed: "
-                            f"{{ choices = [...] }} or one of {rule.allowed()})")  # fmt: skip
+            raise SpecError(
+                t.source,
+                where,
+                "a range is not possible here (allowed: "
+                f"{{ choices = [...] }} or one of {rule.allowed()})",
+            )
         e.finish(("low", "high", "log", "step"))
         for key in ("low", "high"):
             if key not in e.raw:
@@ -429,8 +445,11 @@ def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
             raise SpecError(t.source, f"space.{name}", "also set in [model] (allowed: one place)")
     searched = [p for p in params if p.kind != "fixed"]
     if not searched:
-        raise SpecError(t.source, "space", "searches nothing (allowed: at least one range or "
-                        f"choices among {', '.join(PARAMS)})")  # fmt: skip
+        raise SpecError(
+            t.source,
+            "space",
+            f"searches nothing (allowed: at least one range or choices among {', '.join(PARAMS)})",
+        )
     return tuple(params)
 
 

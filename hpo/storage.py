@@ -164,8 +164,10 @@ def _open_rdb_storage(url: str, heartbeat: bool) -> optuna.storages.RDBStorage:
             extra = _heartbeat_options() if heartbeat else {}
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **extra)
     except (ImportError, ModuleNotFoundError) as e:
-        raise UsageError(f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
-                         "pip install 'hpo[postgres]'") from None  # fmt: skip
+        raise UsageError(
+            f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
+            "pip install 'hpo[postgres]'"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ValueError) as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise UsageError(f"{shown}: cannot open the storage ({reason})") from None
@@ -205,9 +207,13 @@ def write_trial_records(
     for step, value in intermediate_values.items():
         stored, kind = values_table.intermediate_value_to_stored_repr(value)
         value_rows.append(
-            {"trial_id": trial_id, "step": step, "intermediate_value": stored,
-             "intermediate_value_type": kind}
-        )  # fmt: skip
+            {
+                "trial_id": trial_id,
+                "step": step,
+                "intermediate_value": stored,
+                "intermediate_value_type": kind,
+            }
+        )
     attr_rows = [
         {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
         for key, value in user_attrs.items()
@@ -231,3 +237,12 @@ def write_trial_records(
                 )
             )
             session.execute(sqlalchemy.insert(values_table), value_rows)
+
+
+def artifact_dir(url: str) -> Path:
+    """Where the study's artifacts (exported weights) live: beside a SQLite database, else
+    ``./hpo-artifacts``. The dashboard serves them from there."""
+    path = sqlite_path(url)
+    if path is None:
+        return Path("hpo-artifacts")
+    return path.with_name(path.stem + "-artifacts")

@@ -33,8 +33,9 @@ def load_checkpoint(path: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
     """The net saved at ``path`` and its metadata (``mean``, ``std``, ``extra`` included)."""
     with np.load(path, allow_pickle=False) as archive:
         meta = json.loads(str(archive["meta"]))
-        states = sorted((k for k in archive.files if k.startswith("state_")),
-                        key=lambda k: int(k.split("_")[1]))  # fmt: skip
+        states = sorted(
+            (k for k in archive.files if k.startswith("state_")), key=lambda k: int(k.split("_")[1])
+        )
         state = [archive[k] for k in states]
         mean, std = archive["mean"], archive["std"]
     arch = dict(meta["architecture"])

@@ -120,15 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
 def check_ranges(args: argparse.Namespace) -> None:
     """Check the flags whose ranges argparse's types cannot express; raise UsageError."""
     rules = [
-        ("--learning-rate", args.learning_rate, args.learning_rate is None
-         or args.learning_rate > 0, "> 0"),
+        (
+            "--learning-rate",
+            args.learning_rate,
+            args.learning_rate is None or args.learning_rate > 0,
+            "> 0",
+        ),
         ("--weight-decay", args.weight_decay, args.weight_decay >= 0, ">= 0"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "0 <= ratio < 1"),
         ("--init-scale", args.init_scale, args.init_scale > 0, "> 0"),
-        ("--validation-fraction", args.validation_fraction,
-         0 < args.validation_fraction < 1, "0 < fraction < 1"),
+        (
+            "--validation-fraction",
+            args.validation_fraction,
+            0 < args.validation_fraction < 1,
+            "0 < fraction < 1",
+        ),
         ("--lr-decay", args.lr_decay, 0 < args.lr_decay <= 1, "0 < factor <= 1"),
-    ]  # fmt: skip
+    ]
     for flag, value, ok, allowed in rules:
         if not ok:
             raise UsageError(f"argument {flag}: {value} (allowed: {allowed})")

@@ -154,6 +154,16 @@ class MultiLayerNet:
             x = layer.forward(x, train=train)
         return x
 
+    def hidden_activations(self, x: np.ndarray) -> list[np.ndarray]:
+        """The output of each hidden activation layer for ``x`` (N, D), in inference mode."""
+        outputs = []
+        activation_types = tuple(ACTIVATIONS.values())
+        for layer in self.layers:
+            x = layer.forward(x, train=False)
+            if isinstance(layer, activation_types):
+                outputs.append(x)
+        return outputs
+
     def penalty(self) -> float:
         """The weight-decay term of the loss."""
         if self.weight_decay == 0.0:

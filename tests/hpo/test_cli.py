@@ -24,9 +24,12 @@ from trainer.datasets import load_dataset
 
 def hpo(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "hpo", *argv], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "hpo", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
-    )  # fmt: skip
+    )
 
 
 def file_digests(db_path: Path) -> dict[str, str]:
@@ -47,8 +50,18 @@ def test_run_prints_the_top_configurations_and_the_storage(tiny_spec, db_url, ca
 
 
 def test_run_as_a_subprocess_with_two_workers(tiny_spec, db_url):
-    done = hpo("run", str(tiny_spec), "--storage", db_url, "--workers", "2", "--trials", "6",
-               "--quiet", "--no-report")  # fmt: skip
+    done = hpo(
+        "run",
+        str(tiny_spec),
+        "--storage",
+        db_url,
+        "--workers",
+        "2",
+        "--trials",
+        "6",
+        "--quiet",
+        "--no-report",
+    )
     assert done.returncode == 0, done.stderr
     trials = optuna.load_study(study_name="tiny", storage=db_url).get_trials()
     assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
@@ -56,10 +69,23 @@ def test_run_as_a_subprocess_with_two_workers(tiny_spec, db_url):
 
 def test_two_processes_on_a_fresh_sqlite_file_at_the_same_instant(tiny_spec, tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    argv = [sys.executable, "-m", "hpo", "run", str(tiny_spec), "--storage", url, "--trials",
-            "8", "--quiet", "--no-report"]  # fmt: skip
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "hpo",
+        "run",
+        str(tiny_spec),
+        "--storage",
+        url,
+        "--trials",
+        "8",
+        "--quiet",
+        "--no-report",
+    ]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
@@ -75,21 +101,25 @@ def test_two_processes_on_a_fresh_sqlite_file_at_the_same_instant(tiny_spec, tmp
         (("[training]", "[training]\nepoch = 3"), "training.epoch: unknown field"),
         (("epochs = 3", 'epochs = "three"'), 'training.epochs: "three" is not an integer'),
         (("low = 0.001, high = 0.1", "low = 0.1, high = 0.001"), "space.learning_rate.low"),
-        (("low = 1e-8, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = true"),
-         "space.weight_decay.low: 0.0 with log = true (allowed: low > 0)"),
+        (
+            ("low = 1e-8, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = true"),
+            "space.weight_decay.low: 0.0 with log = true (allowed: low > 0)",
+        ),
         (('"sgd", "momentum", "adam"', '"sgd", "lion"'), 'space.optimizer.choices: "lion"'),
         (('dataset = "digits"', 'dataset = "npz:/no/such/file.npz"'), "/no/such/file.npz"),
         (('dataset = "digits"', 'dataset = "cifar"'), "data.dataset: unknown dataset"),
         (('sampler = "tpe"', 'sampler = "bayes"'), 'search.sampler: unknown value "bayes"'),
     ],
-)  # fmt: skip
+)
 def test_bad_spec_exits_2_and_leaves_the_database_unchanged(
     tiny_spec, tmp_path, spec_text_change, expected, capsys
 ):
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
-    assert main(["run", str(tiny_spec), "--storage", url, "--trials", "2", "--quiet",
-                 "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(["run", str(tiny_spec), "--storage", url, "--trials", "2", "--quiet", "--no-report"])
+        == 0
+    )
     before = file_digests(db)
     bad = tmp_path / "bad.toml"
     old, new = spec_text_change
@@ -143,8 +173,10 @@ def test_non_database_file_as_storage_is_refused_untouched(tiny_spec, tmp_path, 
 def test_different_spec_under_existing_study_exits_2_unchanged(tiny_spec, tmp_path, capsys):
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
-    assert main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet",
-                 "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet", "--no-report"])
+        == 0
+    )
     before = file_digests(db)
     other = write_spec(tmp_path / "other.toml", epochs=9)
     assert main(["run", str(other), "--storage", url, "--quiet", "--no-report"]) == 2
@@ -204,8 +236,12 @@ def test_best_without_completed_trials_exits_1(tiny_spec, db_url, capsys):
 
 def test_worker_joins_an_existing_study(tiny_spec, db_url, capsys):
     main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
-    assert main(["run", str(tiny_spec), "--storage", db_url, "--trials", "4", "--quiet",
-                 "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["run", str(tiny_spec), "--storage", db_url, "--trials", "4", "--quiet", "--no-report"]
+        )
+        == 0
+    )
     capsys.readouterr()
     # The stored target is now 4 and reached: a worker finds nothing left to do.
     assert main(["worker", "--study", "tiny", "--storage", db_url, "--quiet"]) == 0
@@ -228,8 +264,17 @@ def test_help_of_every_command_has_an_example():
 def test_sigint_keeps_finished_trials_leaves_none_running_and_resumes(tmp_path):
     spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=40)
     url = f"sqlite:///{tmp_path / 'slow.db'}"
-    argv = [sys.executable, "-m", "hpo", "run", str(spec), "--storage", url, "--quiet",
-            "--no-report"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "hpo",
+        "run",
+        str(spec),
+        "--storage",
+        url,
+        "--quiet",
+        "--no-report",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     finished = 0
@@ -252,8 +297,9 @@ def test_sigint_keeps_finished_trials_leaves_none_running_and_resumes(tmp_path):
     kept = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert kept >= 2
 
-    resumed = hpo("run", str(spec), "--storage", url, "--trials", str(kept + 1), "--quiet",
-                  "--no-report")  # fmt: skip
+    resumed = hpo(
+        "run", str(spec), "--storage", url, "--trials", str(kept + 1), "--quiet", "--no-report"
+    )
     assert resumed.returncode == 0, resumed.stderr
     trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == kept + 1

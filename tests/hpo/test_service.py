@@ -74,9 +74,13 @@ def test_search_settings_may_change_between_runs(tiny_spec, tmp_path, db_url):
 
 def test_diverging_configuration_is_recorded_and_the_study_continues(tmp_path, db_url):
     spec = write_spec(
-        tmp_path / "tiny.toml", lr_low=1e-3, lr_high=1e4, optimizers='"sgd"', trials=12,
+        tmp_path / "tiny.toml",
+        lr_low=1e-3,
+        lr_high=1e4,
+        optimizers='"sgd"',
+        trials=12,
         sampler="random",
-    )  # fmt: skip
+    )
     summary = run(spec, db_url)
     assert summary.counts.finished == 12
     diverged = [t for t in trials_of(db_url) if t.user_attrs.get("diverged")]

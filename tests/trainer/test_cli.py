@@ -16,9 +16,16 @@ def test_json_result_has_every_field(capsys):
     assert main([*FAST, "--json", "--optimizer", "momentum", "--lr", "0.05"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {
-        "best_val_accuracy", "best_epoch", "val_accuracy", "train_accuracy", "test_accuracy",
-        "epochs_run", "diverged", "train_seconds", "history",
-    }  # fmt: skip
+        "best_val_accuracy",
+        "best_epoch",
+        "val_accuracy",
+        "train_accuracy",
+        "test_accuracy",
+        "epochs_run",
+        "diverged",
+        "train_seconds",
+        "history",
+    }
     assert set(result["history"]) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     assert result["epochs_run"] == 2 and len(result["history"]["val_accuracy"]) == 2
     assert not result["diverged"] and 0 <= result["test_accuracy"] <= 1

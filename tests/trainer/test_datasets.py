@@ -138,17 +138,25 @@ def test_npz_loads_with_and_without_test_set(tmp_path, rng):
         ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "w": np.zeros(2)}, "unknown array 'w'"),
         ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((1, 2))}, "together"),
         (
-            {"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((1, 3)),
-             "y_test": np.array([0])},
+            {
+                "x": np.zeros((2, 2)),
+                "y": np.array([0, 1]),
+                "x_test": np.zeros((1, 3)),
+                "y_test": np.array([0]),
+            },
             "features",
         ),
         (
-            {"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((1, 2)),
-             "y_test": np.array([5])},
+            {
+                "x": np.zeros((2, 2)),
+                "y": np.array([0, 1]),
+                "x_test": np.zeros((1, 2)),
+                "y_test": np.array([5]),
+            },
             "labels below 2",
         ),
     ],
-)  # fmt: skip
+)
 def test_npz_validation_errors(tmp_path, arrays, match):
     path = save_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DatasetError, match=match) as e:

@@ -58,18 +58,28 @@ def test_layer_stack_order():
     net = make_net(batchnorm=True, dropout_ratio=0.5, activation="sigmoid")
     names = [type(layer).__name__ for layer in net.layers]
     assert names == [
-        "Affine", "BatchNorm", "Sigmoid", "Dropout",
-        "Affine", "BatchNorm", "Sigmoid", "Dropout",
         "Affine",
-    ]  # fmt: skip
+        "BatchNorm",
+        "Sigmoid",
+        "Dropout",
+        "Affine",
+        "BatchNorm",
+        "Sigmoid",
+        "Dropout",
+        "Affine",
+    ]
     assert isinstance(net.layers[1], BatchNorm) and isinstance(net.layers[2], Sigmoid)
 
 
 @pytest.mark.parametrize(
     ("init", "scale", "expected"),
-    [("he", 1.0, np.sqrt(2 / 400)), ("xavier", 1.0, np.sqrt(1 / 400)), ("std", 0.01, 0.01),
-     ("he", 0.5, 0.5 * np.sqrt(2 / 400))],
-)  # fmt: skip
+    [
+        ("he", 1.0, np.sqrt(2 / 400)),
+        ("xavier", 1.0, np.sqrt(1 / 400)),
+        ("std", 0.01, 0.01),
+        ("he", 0.5, 0.5 * np.sqrt(2 / 400)),
+    ],
+)
 def test_init_rule_sets_weight_std(init, scale, expected):
     net = MultiLayerNet(
         input_size=400,

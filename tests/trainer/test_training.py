@@ -132,9 +132,17 @@ def test_learning_rate_decay_is_applied_per_epoch():
     )
     optimizer = make_optimizer("sgd", learning_rate=0.1)
     train(
-        net, optimizer, split.x_train, split.y_train, split.x_val, split.y_val,
-        epochs=3, batch_size=20, rng=np.random.default_rng(2), lr_decay=0.5,
-    )  # fmt: skip
+        net,
+        optimizer,
+        split.x_train,
+        split.y_train,
+        split.x_val,
+        split.y_val,
+        epochs=3,
+        batch_size=20,
+        rng=np.random.default_rng(2),
+        lr_decay=0.5,
+    )
     assert optimizer.learning_rate == pytest.approx(0.1 * 0.5**3)
 
 

@@ -1,0 +1,184 @@
+"""From a study in the storage to the report's plain data (``reports.model.StudySnapshot``).
+
+This is where the Optuna objects end: importance is computed here (Optuna 5's default
+evaluator, PED-ANOVA), and the best configuration is trained again with its own seed to show its
+activations at initialization and after training. ``reports`` then draws and renders.
+"""
+
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hpo.errors import UsageError
+from hpo.objective import build_net, configuration, fit_net, trial_seed
+from hpo.results import TEST_ACCURACY_ATTR
+from hpo.spec import StudySpec
+from hpo.storage import mask_password
+from reports.html import write_report
+from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+from trainer.datasets import Split
+
+HISTOGRAM_BINS = 30
+ACTIVATION_SAMPLES = 500
+"""Validation inputs whose activations the histograms count."""
+
+
+def _param_infos(trials: list[optuna.trial.FrozenTrial]) -> tuple[ParamInfo, ...]:
+    seen: dict[str, ParamInfo] = {}
+    for t in trials:
+        for name, dist in t.distributions.items():
+            if name in seen:
+                continue
+            if isinstance(dist, CategoricalDistribution):
+                seen[name] = ParamInfo(name, "categorical", choices=tuple(dist.choices))
+            elif isinstance(dist, FloatDistribution | IntDistribution):
+                seen[name] = ParamInfo(name, "float", log=dist.log, low=dist.low, high=dist.high)
+    return tuple(seen.values())
+
+
+def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
+    attrs = t.user_attrs
+    return TrialRecord(
+        number=t.number,
+        state=t.state.name,
+        value=t.value if t.state == TrialState.COMPLETE else None,
+        params=dict(t.params),
+        intermediate=dict(t.intermediate_values),
+        curves=attrs.get("curves"),
+        best_epoch=attrs.get("best_epoch"),
+        train_accuracy=attrs.get("train_accuracy"),
+        epochs_run=attrs.get("epochs_run"),
+        train_seconds=attrs.get("train_seconds"),
+        diverged=bool(attrs.get("diverged", False)),
+        started=t.datetime_start,
+        completed=t.datetime_complete,
+    )
+
+
+def importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float] | None, str]:
+    """Optuna's default parameter importances, or None with the reason."""
+    if n_complete < 2:
+        return None, "Importance needs at least two completed trials."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as e:
+        return None, f"Importance could not be computed: {e}"
+    if not values:
+        return None, "No parameter was searched in every completed trial."
+    return {k: float(v) for k, v in values.items()}, ""
+
+
+def activation_histograms(
+    spec: StudySpec, trial: optuna.trial.FrozenTrial, split: Split
+) -> tuple[LayerHistograms, ...]:
+    """Retrain ``trial``'s configuration with its seed; histogram each hidden layer's
+    activations on validation inputs at initialization and after training."""
+    config = configuration(spec, trial.params)
+    net, rng = build_net(spec, config, split, trial_seed(spec.search.seed, trial.number))
+    x = split.x_val[:ACTIVATION_SAMPLES]
+    with np.errstate(all="ignore"):
+        before = net.hidden_activations(x)
+        fit_net(spec, config, net, split, rng)
+        after = net.hidden_activations(x)
+    layers = []
+    for i, (a, b) in enumerate(zip(before, after, strict=True), start=1):
+        layers.append(layer_histograms(i, a, b))
+    return tuple(layers)
+
+
+def layer_histograms(layer: int, initial: np.ndarray, trained: np.ndarray) -> LayerHistograms:
+    """Histograms of one layer's nonzero activations in shared bins (0.5 to 99.5 percentile of
+    both, outliers clipped into the end bins), and the fractions of exact zeros."""
+    a = initial.ravel().astype(np.float64)
+    b = trained.ravel().astype(np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    a_nz, b_nz = a[a != 0], b[b != 0]
+    both = np.concatenate([a_nz, b_nz])
+    lo, hi = np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+    counts_a, _ = np.histogram(np.clip(a_nz, lo, hi), bins=edges)
+    counts_b, _ = np.histogram(np.clip(b_nz, lo, hi), bins=edges)
+    return LayerHistograms(
+        layer=layer,
+        edges=tuple(float(e) for e in edges),
+        initial=tuple(int(c) for c in counts_a),
+        trained=tuple(int(c) for c in counts_b),
+        initial_zeros=float(np.mean(a == 0)) if a.size else 0.0,
+        trained_zeros=float(np.mean(b == 0)) if b.size else 0.0,
+    )
+
+
+def build_snapshot(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    split: Split | None = None,
+    with_activations: bool = True,
+) -> StudySnapshot:
+    """Everything the report shows, read from the storage (and one retraining)."""
+    from hpo.service import load_study_split
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    imp, imp_note = importances(study, len(complete))
+    if split is None:
+        split = load_study_split(spec)
+    activations, activation_note = (), ""
+    if with_activations and complete:
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        activations = activation_histograms(spec, best, split)
+        activation_note = (
+            f"Trial #{best.number} trained again with its seed: each hidden layer's activations "
+            f"on {min(ACTIVATION_SAMPLES, len(split.x_val))} validation inputs at initialization "
+            "(top) and after training (bottom)."
+        )
+    return StudySnapshot(
+        name=study.study_name,
+        storage=mask_password(storage_url),
+        spec=spec.to_dict(),
+        split_sizes={
+            "train": len(split.x_train),
+            "validation": len(split.x_val),
+            "test": len(split.x_test),
+        },
+        trials=tuple(_record(t) for t in trials),
+        params=_param_infos(trials),
+        importances=imp,
+        importance_note=imp_note,
+        test_accuracy=study.user_attrs.get(TEST_ACCURACY_ATTR),
+        activations=activations,
+        activation_note=activation_note,
+        generated=datetime.now(),
+    )
+
+
+def default_report_path(study_name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study_name)
+    return Path(f"hpo-report-{safe}.html")
+
+
+def make_report(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    out: str | Path | None = None,
+    top_k: int = 10,
+    split: Split | None = None,
+) -> Path:
+    """Write the study's HTML report; return its path."""
+    path = Path(out) if out is not None else default_report_path(study.study_name)
+    if not path.parent.is_dir():
+        raise UsageError(f"--out: directory {path.parent} does not exist")
+    snapshot = build_snapshot(study, spec, storage_url, split=split)
+    return write_report(snapshot, path, top_k=top_k).resolve()

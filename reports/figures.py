@@ -1,0 +1,503 @@
+"""The report's figures: for each, a pure ``..._data(snapshot)`` and a ``plot_...(data)``.
+
+Data functions return plain dicts and lists (tested by equality); plot functions draw them with
+matplotlib's Agg backend in one style and return the Figure; the caller saves and closes it.
+A data function returns None when the study has nothing to show for that figure.
+"""
+
+import itertools
+import math
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from reports.model import ParamInfo, StudySnapshot
+
+COLORS = {
+    "train": "#1f77b4",
+    "val": "#d62728",
+    "complete": "#1f77b4",
+    "best": "#d62728",
+    "pruned": "#9e9e9e",
+    "diverged": "#ff7f0e",
+}
+STYLE = {
+    "figure.dpi": 100,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+}
+MAX_CURVE_PANELS = 20
+
+
+def _styled(fn):
+    """Draw inside the report's rc style."""
+
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Learning curves of the top K
+
+
+def learning_curves_data(snapshot: StudySnapshot, top_k: int) -> list[dict] | None:
+    """Per top trial: its rank, number, value and training/validation accuracy per epoch."""
+    panels = []
+    for rank, t in enumerate(snapshot.ranked()[: min(top_k, MAX_CURVE_PANELS)], start=1):
+        if not t.curves:
+            continue
+        panels.append(
+            {
+                "rank": rank,
+                "trial": t.number,
+                "value": t.value,
+                "best_epoch": t.best_epoch,
+                "train_accuracy": list(t.curves["train_accuracy"]),
+                "val_accuracy": list(t.curves["val_accuracy"]),
+            }
+        )
+    return panels or None
+
+
+@_styled
+def plot_learning_curves(panels: list[dict]) -> Figure:
+    cols = min(5, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.3 * cols, 1.9 * rows + 0.4), sharex=True, sharey=True, squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, panels, strict=False):
+        epochs = range(1, len(p["val_accuracy"]) + 1)
+        ax.plot(epochs, p["train_accuracy"], color=COLORS["train"], lw=1.2, label="training")
+        ax.plot(epochs, p["val_accuracy"], color=COLORS["val"], lw=1.2, label="validation")
+        if p["best_epoch"]:
+            ax.axvline(p["best_epoch"], color="k", lw=0.6, ls=":")
+        ax.set_title(f"Best-{p['rank']}: #{p['trial']} ({p['value']:.3f})", fontsize=8)
+        ax.set_ylim(0, 1.02)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    axes.flat[0].legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Optimization history
+
+
+def history_data(snapshot: StudySnapshot) -> dict | None:
+    """Values of complete trials by number, best so far, and pruned/diverged trials' last
+    reported validation accuracy (0 for a diverged one)."""
+    complete = [(t.number, t.value) for t in snapshot.trials if t.state == "COMPLETE"]
+    pruned, diverged = [], []
+    for t in snapshot.trials:
+        if t.state != "PRUNED":
+            continue
+        last = t.intermediate[max(t.intermediate)] if t.intermediate else 0.0
+        (diverged if t.diverged else pruned).append((t.number, last))
+    if not complete and not pruned and not diverged:
+        return None
+    best, running = [], -math.inf
+    for number, value in complete:
+        running = max(running, value)
+        best.append((number, running))
+    return {"complete": complete, "best": best, "pruned": pruned, "diverged": diverged}
+
+
+@_styled
+def plot_history(data: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    if data["pruned"]:
+        x, y = zip(*data["pruned"], strict=True)
+        ax.scatter(x, y, s=10, marker="x", color=COLORS["pruned"], label="pruned (last epoch)")
+    if data["diverged"]:
+        x, y = zip(*data["diverged"], strict=True)
+        ax.scatter(x, y, s=14, marker="v", color=COLORS["diverged"], label="diverged")
+    if data["complete"]:
+        x, y = zip(*data["complete"], strict=True)
+        ax.scatter(x, y, s=12, color=COLORS["complete"], label="complete", zorder=3)
+        bx, by = zip(*data["best"], strict=True)
+        ax.step(bx, by, where="post", color=COLORS["best"], lw=1.5, label="best so far", zorder=4)
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(loc="lower right", ncol=4)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Importance
+
+
+def importance_data(snapshot: StudySnapshot) -> dict | None:
+    if not snapshot.importances:
+        return None
+    items = sorted(snapshot.importances.items(), key=lambda kv: kv[1])
+    return {"names": [k for k, _ in items], "values": [v for _, v in items]}
+
+
+@_styled
+def plot_importance(data: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(data["names"]) + 1.0))
+    ax.barh(data["names"], data["values"], color=COLORS["complete"])
+    for y, v in enumerate(data["values"]):
+        ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("importance (PED-ANOVA, normalized to sum to 1)")
+    ax.set_xlim(0, max(data["values"]) * 1.2 or 1)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Two parameters against each other, coloured by validation accuracy
+
+
+def pair_data(snapshot: StudySnapshot, x: str, y: str) -> dict | None:
+    """Complete trials that have both parameters: their values and validation accuracy."""
+    infos = {p.name: p for p in snapshot.params}
+    if x not in infos or y not in infos:
+        return None
+    points = [
+        (t.params[x], t.params[y], t.value)
+        for t in snapshot.by_state("COMPLETE")
+        if x in t.params and y in t.params
+    ]
+    if not points:
+        return None
+    return {
+        "x": x,
+        "y": y,
+        "x_log": infos[x].log,
+        "y_log": infos[y].log,
+        "points": sorted(points, key=lambda p: p[2]),  # best drawn last, on top
+    }
+
+
+@_styled
+def plot_pair(data: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    xs, ys, cs = zip(*data["points"], strict=True)
+    sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=22, edgecolors="k", linewidths=0.3)
+    best = data["points"][-1]
+    ax.scatter([best[0]], [best[1]], marker="*", s=180, color=COLORS["best"], label="best")
+    if data["x_log"]:
+        ax.set_xscale("log")
+    if data["y_log"]:
+        ax.set_yscale("log")
+    ax.set_xlabel(data["x"].replace("_", " "))
+    ax.set_ylabel(data["y"].replace("_", " "))
+    fig.colorbar(sc, ax=ax, label="validation accuracy")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Validation accuracy by optimizer (or any categorical)
+
+
+def by_category_data(snapshot: StudySnapshot, name: str) -> dict | None:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for t in snapshot.by_state("COMPLETE"):
+        if name in t.params:
+            groups[str(t.params[name])].append(t.value)
+    if not groups:
+        return None
+    order = sorted(groups, key=lambda g: -max(groups[g]))
+    return {"name": name, "groups": {g: sorted(groups[g]) for g in order}}
+
+
+@_styled
+def plot_by_category(data: dict) -> Figure:
+    groups = data["groups"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(groups) + 2.5, 3.2))
+    labels = list(groups)
+    ax.boxplot([groups[g] for g in labels], showfliers=False, widths=0.5)
+    for i, g in enumerate(labels, start=1):
+        values = groups[g]
+        offsets = [(j % 7 - 3) * 0.04 for j in range(len(values))]
+        ax.scatter([i + o for o in offsets], values, s=10, alpha=0.6, color=COLORS["complete"])
+    ax.set_xticks(range(1, len(labels) + 1), [f"{g}\n(n={len(groups[g])})" for g in labels])
+    ax.set_ylabel("validation accuracy")
+    ax.set_xlabel(data["name"].replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Slices and parallel coordinates
+
+
+def slice_data(snapshot: StudySnapshot) -> list[dict] | None:
+    """Per searched parameter: (value, validation accuracy) of every complete trial."""
+    complete = snapshot.by_state("COMPLETE")
+    panels = []
+    for p in snapshot.params:
+        points = [(t.params[p.name], t.value) for t in complete if p.name in t.params]
+        if points:
+            panels.append({"name": p.name, "kind": p.kind, "log": p.log, "points": points})
+    return panels or None
+
+
+@_styled
+def plot_slices(panels: list[dict]) -> Figure:
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False, sharey=True
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, panels, strict=False):
+        xs, ys = zip(*p["points"], strict=True)
+        if p["kind"] == "categorical":
+            labels = sorted({str(x) for x in xs})
+            xs = [labels.index(str(x)) for x in xs]
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+        ax.scatter(xs, ys, s=10, alpha=0.7, color=COLORS["complete"])
+        if p["log"]:
+            ax.set_xscale("log")
+        ax.set_xlabel(p["name"].replace("_", " "))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def parallel_data(snapshot: StudySnapshot, top_k: int) -> dict | None:
+    """The top trials' parameters scaled to [0, 1] per axis (log axes in log space)."""
+    top = snapshot.ranked()[:top_k]
+    params = [p for p in snapshot.params if any(p.name in t.params for t in top)]
+    if not top or not params:
+        return None
+    axes = []
+    for p in params:
+        values = [t.params.get(p.name) for t in top]
+        axes.append({"name": p.name, **_axis_scale(p, [v for v in values if v is not None])})
+    lines = []
+    for t in top:
+        coords = []
+        for p, axis in zip(params, axes, strict=True):
+            coords.append(None if p.name not in t.params else _scaled(t.params[p.name], axis))
+        lines.append({"trial": t.number, "value": t.value, "coords": coords})
+    return {"axes": axes, "lines": lines}
+
+
+def _axis_scale(p: ParamInfo, values: list) -> dict:
+    if p.kind == "categorical":
+        labels = [str(c) for c in p.choices] or sorted({str(v) for v in values})
+        return {"categorical": True, "labels": labels}
+    lo = p.low if p.low is not None else min(values)
+    hi = p.high if p.high is not None else max(values)
+    return {"categorical": False, "log": p.log, "low": lo, "high": hi}
+
+
+def _scaled(value, axis: dict) -> float:
+    if axis["categorical"]:
+        labels = axis["labels"]
+        return labels.index(str(value)) / max(1, len(labels) - 1)
+    lo, hi = axis["low"], axis["high"]
+    if axis["log"]:
+        lo, hi, value = math.log10(lo), math.log10(hi), math.log10(value)
+    return 0.5 if hi == lo else (value - lo) / (hi - lo)
+
+
+@_styled
+def plot_parallel(data: dict) -> Figure:
+    axes_info = data["axes"]
+    fig, ax = plt.subplots(figsize=(1.6 * len(axes_info) + 2, 3.6))
+    values = [line["value"] for line in data["lines"]]
+    lo, hi = min(values), max(values)
+    cmap = plt.get_cmap("viridis")
+    for line in reversed(data["lines"]):  # best drawn last
+        pts = [(i, c) for i, c in enumerate(line["coords"]) if c is not None]
+        shade = 1.0 if hi == lo else (line["value"] - lo) / (hi - lo)
+        ax.plot(*zip(*pts, strict=True), color=cmap(shade), lw=1.4, alpha=0.85)
+    for i, axis in enumerate(axes_info):
+        ax.axvline(i, color="k", lw=0.6)
+        if axis["categorical"]:
+            ticks = axis["labels"]
+            for j, label in enumerate(ticks):
+                ax.text(i + 0.03, j / max(1, len(ticks) - 1), label, fontsize=7, va="center")
+        else:
+            for end, y in (("low", 0.0), ("high", 1.0)):
+                ax.text(i + 0.03, y, f"{axis[end]:.3g}", fontsize=7, va="center")
+    ax.set_xticks(range(len(axes_info)), [a["name"].replace("_", "\n") for a in axes_info])
+    ax.set_yticks([])
+    ax.grid(False)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+    fig.colorbar(sm, ax=ax, label="validation accuracy")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Intermediate values
+
+
+def intermediate_data(snapshot: StudySnapshot) -> dict | None:
+    """Every finished trial's per-epoch validation accuracy, pruned ones apart."""
+    complete, pruned = [], []
+    for t in snapshot.trials:
+        if not t.intermediate or t.state not in ("COMPLETE", "PRUNED"):
+            continue
+        steps = sorted(t.intermediate)
+        series = [(s, t.intermediate[s]) for s in steps]
+        (complete if t.state == "COMPLETE" else pruned).append(series)
+    if not complete and not pruned:
+        return None
+    return {"complete": complete, "pruned": pruned, "epochs": snapshot.epochs}
+
+
+@_styled
+def plot_intermediate(data: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    alpha = max(0.05, min(0.6, 30 / max(1, len(data["complete"]) + len(data["pruned"]))))
+    if data["pruned"]:
+        ax.add_collection(
+            LineCollection(
+                data["pruned"], colors=COLORS["pruned"], linewidths=0.8, alpha=alpha, label="pruned"
+            )
+        )
+        ends = [s[-1] for s in data["pruned"]]
+        ax.scatter(
+            *zip(*ends, strict=True),
+            marker="x",
+            s=8,
+            color="#616161",
+            zorder=3,
+            label="where pruning cut",
+        )
+    if data["complete"]:
+        ax.add_collection(
+            LineCollection(
+                data["complete"],
+                colors=COLORS["complete"],
+                linewidths=0.9,
+                alpha=min(1, 2 * alpha),
+                label="complete",
+            )
+        )
+    ax.set_xlim(0.5, max(data["epochs"], 1) + 0.5)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. The best configuration: activations and the generalization gap
+
+
+def activations_data(snapshot: StudySnapshot) -> list[dict] | None:
+    if not snapshot.activations:
+        return None
+    return [
+        {
+            "layer": h.layer,
+            "edges": list(h.edges),
+            "initial": list(h.initial),
+            "trained": list(h.trained),
+            "initial_zeros": h.initial_zeros,
+            "trained_zeros": h.trained_zeros,
+        }
+        for h in snapshot.activations
+    ]
+
+
+@_styled
+def plot_activations(layers: list[dict]) -> Figure:
+    fig, axes = plt.subplots(
+        2, len(layers), figsize=(2.1 * len(layers) + 0.6, 3.9), squeeze=False, sharex=True
+    )
+    for col, layer in enumerate(layers):
+        edges = layer["edges"]
+        widths = [b - a for a, b in itertools.pairwise(edges)]
+        for row, key in enumerate(("initial", "trained")):
+            ax = axes[row][col]
+            total = max(1, sum(layer[key]))
+            color = COLORS["train"] if row == 0 else COLORS["val"]
+            ax.bar(
+                edges[:-1], [c / total for c in layer[key]], width=widths, align="edge", color=color
+            )
+            zeros = layer[f"{key}_zeros"]
+            if zeros:
+                ax.text(
+                    0.97,
+                    0.92,
+                    f"{zeros:.0%} exactly 0",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize=7,
+                )
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"layer {layer['layer']}")
+            if col == 0:
+                ax.set_ylabel("at init" if row == 0 else "trained")
+        axes[1][col].set_xlabel("activation")
+    fig.tight_layout()
+    return fig
+
+
+def gap_data(snapshot: StudySnapshot) -> dict | None:
+    """The best trial's training minus validation accuracy per epoch."""
+    ranked = snapshot.ranked()
+    if not ranked or not ranked[0].curves:
+        return None
+    best = ranked[0]
+    train, val = best.curves["train_accuracy"], best.curves["val_accuracy"]
+    return {
+        "trial": best.number,
+        "train_accuracy": list(train),
+        "val_accuracy": list(val),
+        "gap": [a - b for a, b in zip(train, val, strict=True)],
+        "best_epoch": best.best_epoch,
+    }
+
+
+@_styled
+def plot_gap(data: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 3.0))
+    epochs = range(1, len(data["gap"]) + 1)
+    ax.plot(epochs, data["train_accuracy"], color=COLORS["train"], label="training")
+    ax.plot(epochs, data["val_accuracy"], color=COLORS["val"], label="validation")
+    ax.fill_between(
+        epochs,
+        data["val_accuracy"],
+        data["train_accuracy"],
+        color="#bbbbbb",
+        alpha=0.5,
+        label="gap (training - validation)",
+    )
+    if data["best_epoch"]:
+        ax.axvline(data["best_epoch"], color="k", lw=0.6, ls=":", label="best epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"trial #{data['trial']}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig

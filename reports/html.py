@@ -1,0 +1,210 @@
+"""Render a study snapshot as one self-contained HTML file.
+
+Figures are inline base64 PNGs (their size does not grow with the number of points, which keeps a
+5,000-trial report small); the page loads nothing from the network. The Jinja2 template escapes
+everything: study names, parameter values and spec text are user data.
+"""
+
+import base64
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+import matplotlib.pyplot as plt
+
+from reports import figures, summary
+from reports.model import StudySnapshot
+
+IMPORTANCE_NOTE = (
+    "Each bar is the parameter's importance for validation accuracy, normalized to sum to 1. "
+    "Optuna 5 computes it with PED-ANOVA: how differently a parameter is distributed among the "
+    "best trials than among all trials. A long bar means the good trials agree on that "
+    "parameter's value; it says nothing about which direction is better (see the slices)."
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    title: str
+    caption: str
+    png: str  # base64
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
+    """Every figure the study has data for, in report order."""
+    names = {p.name for p in snapshot.params}
+    specs: list[tuple[str, str, str, Callable[[], object], Callable]] = [
+        (
+            "curves",
+            f"Learning curves of the top {top_k}",
+            "Training (blue) and validation (red) accuracy per epoch; the dotted line marks the "
+            "best epoch, whose weights the trial keeps.",
+            lambda: figures.learning_curves_data(snapshot, top_k),
+            figures.plot_learning_curves,
+        ),
+        (
+            "history",
+            "Optimization history",
+            "Each trial's best validation accuracy, the best so far, and where pruned or diverged "
+            "trials stopped.",
+            lambda: figures.history_data(snapshot),
+            figures.plot_history,
+        ),
+        (
+            "importance",
+            "Hyperparameter importance",
+            IMPORTANCE_NOTE,
+            lambda: figures.importance_data(snapshot),
+            figures.plot_importance,
+        ),
+    ]
+    for x, y, caption in (
+        (
+            "learning_rate",
+            "weight_decay",
+            "The book's view of its random search: learning rate against weight decay, log-log.",
+        ),
+        ("learning_rate", "init_scale", "Learning rate against the weight-init scale."),
+    ):
+        if x in names and y in names:
+            specs.append(
+                (
+                    f"pair-{x}-{y}",
+                    f"{x} x {y}".replace("_", " "),
+                    caption,
+                    lambda x=x, y=y: figures.pair_data(snapshot, x, y),
+                    figures.plot_pair,
+                )
+            )
+    for p in snapshot.params:
+        if p.kind == "categorical":
+            specs.append(
+                (
+                    f"by-{p.name}",
+                    f"Validation accuracy by {p.name.replace('_', ' ')}",
+                    "Completed trials per choice: box of the quartiles and every trial.",
+                    lambda name=p.name: figures.by_category_data(snapshot, name),
+                    figures.plot_by_category,
+                )
+            )
+    specs += [
+        (
+            "slices",
+            "Slices",
+            "Validation accuracy against each parameter, all completed trials.",
+            lambda: figures.slice_data(snapshot),
+            figures.plot_slices,
+        ),
+        (
+            "parallel",
+            f"Parallel coordinates of the top {top_k}",
+            "Each line is a configuration, coloured by validation accuracy (brighter is better).",
+            lambda: figures.parallel_data(snapshot, top_k),
+            figures.plot_parallel,
+        ),
+        (
+            "intermediate",
+            "Intermediate values",
+            "Validation accuracy per epoch of every trial; pruned trials in grey end where the "
+            "pruner cut them.",
+            lambda: figures.intermediate_data(snapshot),
+            figures.plot_intermediate,
+        ),
+        (
+            "activations",
+            "Activations of the best configuration",
+            snapshot.activation_note
+            or "Histograms of each hidden layer's activations on the "
+            "validation inputs, at initialization (top) and after training (bottom).",
+            lambda: figures.activations_data(snapshot),
+            figures.plot_activations,
+        ),
+        (
+            "gap",
+            "Generalization gap of the best configuration",
+            "Training against validation accuracy over the epochs; a widening gap is overfitting.",
+            lambda: figures.gap_data(snapshot),
+            figures.plot_gap,
+        ),
+    ]
+    out = []
+    for key, title, caption, data_fn, plot_fn in specs:
+        data = data_fn()
+        if data is not None:
+            out.append(Figure(key, title, caption, _png(plot_fn(data))))
+    return out
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["fmt"] = summary.fmt_value
+    env.filters["seconds"] = _fmt_seconds
+    env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"
+    return env
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.2f} s"
+    return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
+    """The report as an HTML string."""
+    ranked = snapshot.ranked()[:top_k]
+    test = snapshot.test_accuracy or {}
+    rows = [
+        {
+            "rank": i,
+            "trial": t.number,
+            "value": t.value,
+            "best_epoch": t.best_epoch,
+            "train_accuracy": t.train_accuracy,
+            "test_accuracy": test.get("test_accuracy") if test.get("trial") == t.number else None,
+            "params": t.params,
+        }
+        for i, t in enumerate(ranked, start=1)
+    ]
+    param_names = [p.name for p in snapshot.params]
+    spec = snapshot.spec
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        s=snapshot,
+        dataset=spec.get("data", {}).get("dataset", "?"),
+        search=spec.get("search", {}),
+        space=spec.get("space", {}),
+        spec_json=json.dumps(spec, indent=2, sort_keys=True),
+        counts=summary.counts(snapshot),
+        time=summary.compute_time(snapshot),
+        findings=summary.findings(snapshot),
+        rows=rows,
+        param_names=param_names,
+        top_k=top_k,
+        figures=build_figures(snapshot, top_k),
+        generated=snapshot.generated or datetime.now(),
+    )
+
+
+def write_report(snapshot: StudySnapshot, path: str | Path, *, top_k: int = 10) -> Path:
+    """Write the report to ``path`` (its directory must exist) and return the path."""
+    path = Path(path)
+    path.write_text(render(snapshot, top_k=top_k), encoding="utf-8")
+    return path

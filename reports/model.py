@@ -1,0 +1,84 @@
+"""The plain data a report is drawn from: a snapshot of one study, with no Optuna objects.
+
+``hpo.report`` fills a ``StudySnapshot`` from the storage; everything in ``reports`` reads only
+this, so figures and the summary are pure functions of plain data and can be tested by equality.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """A searched parameter: ``kind`` is ``"float"`` (with ``log``) or ``"categorical"``."""
+
+    name: str
+    kind: str
+    log: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the report sees it. Curves are per epoch, epoch 1 first."""
+
+    number: int
+    state: str
+    value: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    intermediate: dict[int, float] = field(default_factory=dict)
+    curves: dict[str, list[float]] | None = None
+    best_epoch: int | None = None
+    train_accuracy: float | None = None
+    epochs_run: int | None = None
+    train_seconds: float | None = None
+    diverged: bool = False
+    started: datetime | None = None
+    completed: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LayerHistograms:
+    """Activation histograms of one hidden layer (the best configuration, on validation
+    inputs): counts of the nonzero activations in shared bins ``edges`` at initialization and
+    after training, and the fraction of exact zeros apart (a ReLU layer's zeros would otherwise
+    dwarf every other bar)."""
+
+    layer: int
+    edges: tuple[float, ...]
+    initial: tuple[int, ...]
+    trained: tuple[int, ...]
+    initial_zeros: float = 0.0
+    trained_zeros: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    name: str
+    storage: str  # password masked
+    spec: dict[str, Any]
+    split_sizes: dict[str, int]  # train, validation, test
+    trials: tuple[TrialRecord, ...]
+    params: tuple[ParamInfo, ...]
+    importances: dict[str, float] | None = None
+    importance_note: str = ""
+    test_accuracy: dict[str, Any] | None = None  # {"trial", "test_accuracy", "epochs"}
+    activations: tuple[LayerHistograms, ...] = ()
+    activation_note: str = ""
+    generated: datetime | None = None
+
+    @property
+    def epochs(self) -> int:
+        return int(self.spec.get("training", {}).get("epochs", 0))
+
+    def by_state(self, state: str) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state == state]
+
+    def ranked(self) -> list[TrialRecord]:
+        """Completed trials, best first (ties: the earlier trial)."""
+        return sorted(self.by_state("COMPLETE"), key=lambda t: (-t.value, t.number))

@@ -1,0 +1,187 @@
+""" "What the study found": short findings computed from a snapshot (pure functions)."""
+
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from reports.model import StudySnapshot
+
+OVERFIT_GAP = 0.05
+"""A best epoch whose training accuracy exceeds validation accuracy by more than this overfits."""
+
+
+def counts(snapshot: StudySnapshot) -> dict[str, int]:
+    out = {
+        state.lower(): len(snapshot.by_state(state))
+        for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+    }
+    out["diverged"] = sum(t.diverged for t in snapshot.trials)
+    out["total"] = len(snapshot.trials)
+    return out
+
+
+def compute_time(snapshot: StudySnapshot) -> dict[str, Any]:
+    """Training seconds in total and per finished trial, and the trials' date range."""
+    seconds = [t.train_seconds for t in snapshot.trials if t.train_seconds is not None]
+    starts = [t.started for t in snapshot.trials if t.started]
+    ends = [t.completed for t in snapshot.trials if t.completed]
+    return {
+        "total_seconds": sum(seconds),
+        "mean_seconds": statistics.fmean(seconds) if seconds else None,
+        "median_seconds": statistics.median(seconds) if seconds else None,
+        "first": min(starts) if starts else None,
+        "last": max(ends) if ends else None,
+    }
+
+
+def best_region(snapshot: StudySnapshot) -> dict[str, dict]:
+    """Per parameter, where the top decile (3 to 10 trials) of complete trials lies."""
+    ranked = snapshot.ranked()
+    top = ranked[: max(3, min(10, len(ranked) // 10))]
+    regions = {}
+    for p in snapshot.params:
+        values = [t.params[p.name] for t in top if p.name in t.params]
+        if not values:
+            continue
+        if p.kind == "categorical":
+            tally: dict[str, int] = defaultdict(int)
+            for v in values:
+                tally[str(v)] += 1
+            regions[p.name] = {
+                "kind": "categorical",
+                "counts": dict(sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))),
+            }
+        else:
+            regions[p.name] = {
+                "kind": "float",
+                "low": min(values),
+                "high": max(values),
+                "log": p.log,
+                "n": len(values),
+            }
+    return regions
+
+
+def category_ranking(snapshot: StudySnapshot, name: str) -> list[dict]:
+    """Choices of a categorical parameter by median validation accuracy, best first."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for t in snapshot.by_state("COMPLETE"):
+        if name in t.params:
+            groups[str(t.params[name])].append(t.value)
+    rows = [
+        {"choice": k, "n": len(v), "median": statistics.median(v), "best": max(v)}
+        for k, v in groups.items()
+    ]
+    return sorted(rows, key=lambda r: (-r["median"], -r["best"], r["choice"]))
+
+
+def overfitting(snapshot: StudySnapshot) -> dict | None:
+    ranked = snapshot.ranked()
+    if not ranked or ranked[0].train_accuracy is None:
+        return None
+    best = ranked[0]
+    gap = best.train_accuracy - best.value
+    return {
+        "trial": best.number,
+        "train": best.train_accuracy,
+        "val": best.value,
+        "gap": gap,
+        "overfits": gap > OVERFIT_GAP,
+    }
+
+
+def pruning_savings(snapshot: StudySnapshot) -> dict | None:
+    """Epochs trained against the epochs every finished trial would have run unpruned."""
+    finished = [t for t in snapshot.trials if t.state in ("COMPLETE", "PRUNED")]
+    if not finished or not snapshot.epochs:
+        return None
+    trained = sum(t.epochs_run or 0 for t in finished)
+    full = len(finished) * snapshot.epochs
+    return {
+        "trained": trained,
+        "full": full,
+        "saved": 1 - trained / full,
+        "pruned": sum(t.state == "PRUNED" for t in finished),
+    }
+
+
+def fmt_value(value: Any, *, log: bool = False) -> str:
+    if isinstance(value, float):
+        if value != 0 and (log or abs(value) < 1e-3 or abs(value) >= 1e4):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def findings(snapshot: StudySnapshot) -> list[str]:
+    """Plain sentences for the report's "what the study found" section."""
+    out = []
+    ranked = snapshot.ranked()
+    if not ranked:
+        c = counts(snapshot)
+        out.append(
+            f"No trial has completed yet ({c['pruned']} pruned, {c['fail']} failed, "
+            f"{c['running']} running)."
+        )
+        return out
+    best = ranked[0]
+    out.append(
+        f"The best configuration, trial #{best.number}, reached validation accuracy "
+        f"{best.value:.4f} at epoch {best.best_epoch}."
+    )
+    regions = best_region(snapshot)
+    parts = []
+    for name, r in regions.items():
+        if r["kind"] == "float":
+            if math.isclose(r["low"], r["high"]):
+                parts.append(f"{name} {fmt_value(r['low'], log=r['log'])}")
+            else:
+                parts.append(
+                    f"{name} {fmt_value(r['low'], log=r['log'])} to "
+                    f"{fmt_value(r['high'], log=r['log'])}"
+                )
+        else:
+            choice, n = next(iter(r["counts"].items()))
+            parts.append(f"{name} mostly {choice} ({n} of {sum(r['counts'].values())})")
+    if parts:
+        n_top = max(3, min(10, len(ranked) // 10))
+        out.append(
+            f"The top {min(n_top, len(ranked))} configurations lie at " + "; ".join(parts) + "."
+        )
+    if any(p.name == "optimizer" for p in snapshot.params):
+        ranking = category_ranking(snapshot, "optimizer")
+        if ranking:
+            top = ranking[0]
+            out.append(
+                f"Best optimizer by median validation accuracy: {top['choice']} "
+                f"(median {top['median']:.4f} over {top['n']} trials"
+                + (
+                    f"; next {ranking[1]['choice']} at {ranking[1]['median']:.4f})."
+                    if len(ranking) > 1
+                    else ")."
+                )
+            )
+    fit = overfitting(snapshot)
+    if fit is not None:
+        if fit["overfits"]:
+            out.append(
+                f"The best configuration overfits: training accuracy {fit['train']:.4f} "
+                f"against validation {fit['val']:.4f} at its best epoch (gap "
+                f"{fit['gap']:.3f}); stronger weight decay or dropout may help."
+            )
+        else:
+            out.append(
+                f"The best configuration does not overfit noticeably: training accuracy "
+                f"{fit['train']:.4f} against validation {fit['val']:.4f}."
+            )
+    saving = pruning_savings(snapshot)
+    if saving is not None and saving["pruned"]:
+        out.append(
+            f"Pruning stopped {saving['pruned']} trials early and saved "
+            f"{saving['saved']:.0%} of the epochs ({saving['trained']} trained of "
+            f"{saving['full']})."
+        )
+    elif saving is not None:
+        out.append("No trial was pruned.")
+    return out
