@@ -344,6 +344,7 @@ def plot_parallel(data: dict) -> Figure:
                 ax.text(i + 0.03, y, f"{axis[end]:.3g}", fontsize=7, va="center")
     ax.set_xticks(range(len(axes_info)), [a["name"].replace("_", "\n") for a in axes_info])
     ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)  # every axis spans 0..1, whatever the lines reach
     ax.grid(False)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
     fig.colorbar(sm, ax=ax, label="validation accuracy")
@@ -398,7 +399,8 @@ def plot_intermediate(data: dict) -> Figure:
                 label="complete",
             )
         )
-    ax.set_xlim(0.5, max(data["epochs"], 1) + 0.5)
+    last_step = max(s[-1][0] for s in data["complete"] + data["pruned"])
+    ax.set_xlim(0.5, max(data["epochs"], last_step, 1) + 0.5)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")

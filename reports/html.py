@@ -45,10 +45,11 @@ def _png(fig) -> str:
 def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
     """Every figure the study has data for, in report order."""
     names = {p.name for p in snapshot.params}
+    shown = min(top_k, len(snapshot.ranked()))
     specs: list[tuple[str, str, str, Callable[[], object], Callable]] = [
         (
             "curves",
-            f"Learning curves of the top {top_k}",
+            f"Learning curves of the top {min(shown, figures.MAX_CURVE_PANELS)}",
             "Training (blue) and validation (red) accuracy per epoch; the dotted line marks the "
             "best epoch, whose weights the trial keeps.",
             lambda: figures.learning_curves_data(snapshot, top_k),
@@ -109,7 +110,7 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
         ),
         (
             "parallel",
-            f"Parallel coordinates of the top {top_k}",
+            f"Parallel coordinates of the top {shown}",
             "Each line is a configuration, coloured by validation accuracy (brighter is better).",
             lambda: figures.parallel_data(snapshot, top_k),
             figures.plot_parallel,
@@ -188,6 +189,9 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
     template = _environment().get_template("report.html.j2")
     return template.render(
         s=snapshot,
+        missing_importance=(
+            snapshot.importance_note if figures.importance_data(snapshot) is None else ""
+        ),
         dataset=spec.get("data", {}).get("dataset", "?"),
         search=spec.get("search", {}),
         space=spec.get("space", {}),

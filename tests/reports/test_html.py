@@ -1,0 +1,372 @@
+"""The HTML report: it renders for every kind of study (empty, one trial, all pruned, categoricals
+only, still running, 5,000 trials), makes the expected figures, escapes user data and loads
+nothing from the network."""
+
+import base64
+import dataclasses
+import math
+import re
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from reports import html
+from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
+WD = ParamInfo("weight_decay", "float", log=True, low=1e-8, high=1e-2)
+OPTIMIZER = ParamInfo("optimizer", "categorical", choices=OPTIMIZERS)
+ACTIVATION = ParamInfo("activation", "categorical", choices=("relu", "tanh"))
+T0 = datetime(2024, 5, 1, 12, 0)
+LAYERS = (LayerHistograms(1, (0.0, 0.5, 1.0), (3, 1), (1, 3), initial_zeros=0.5),)
+
+
+def complete(number, value, params):
+    val = [value / 2, value * 0.9, value]
+    return TrialRecord(
+        number=number,
+        state="COMPLETE",
+        value=value,
+        params=params,
+        intermediate=dict(enumerate(val, start=1)),
+        curves={"train_accuracy": [v + 0.02 for v in val], "val_accuracy": val},
+        best_epoch=3,
+        train_accuracy=value + 0.02,
+        epochs_run=3,
+        train_seconds=1.5,
+        started=T0 + timedelta(minutes=number),
+        completed=T0 + timedelta(minutes=number, seconds=2),
+    )
+
+
+def pruned(number, params, *, diverged=False):
+    return TrialRecord(
+        number=number,
+        state="PRUNED",
+        params=params,
+        intermediate={1: 0.3, 2: 0.0} if diverged else {1: 0.3},
+        epochs_run=1,
+        train_seconds=0.5,
+        diverged=diverged,
+    )
+
+
+def running(number, params):
+    return TrialRecord(number=number, state="RUNNING", params=params, intermediate={1: 0.4})
+
+
+def space_of(params):
+    return {
+        p.name: {"choices": list(p.choices)}
+        if p.kind == "categorical"
+        else {"low": p.low, "high": p.high, "log": p.log}
+        for p in params
+    }
+
+
+def snapshot(
+    trials, params=(LR, WD, OPTIMIZER), *, name="study", description="", epochs=3, **fields
+):
+    return StudySnapshot(
+        name=name,
+        storage="sqlite:///study.db",
+        spec={
+            "study": {"name": name, "description": description},
+            "data": {"dataset": "digits"},
+            "model": {"hidden": [16], "activation": "relu"},
+            "training": {"epochs": epochs, "batch_size": 50},
+            "search": {"sampler": "tpe", "pruner": "median", "seed": 0},
+            "space": space_of(params),
+        },
+        split_sizes={"train": 8, "validation": 2, "test": 2},
+        trials=tuple(trials),
+        params=params,
+        generated=T0,
+        **fields,
+    )
+
+
+def hyper(learning_rate, weight_decay, optimizer):
+    return {"learning_rate": learning_rate, "weight_decay": weight_decay, "optimizer": optimizer}
+
+
+def big_snapshot(n_trials, *, epochs=30, seed=0):
+    """A synthetic study: six parameters, ``epochs``-epoch curves, mixed states."""
+    rng = np.random.default_rng(seed)
+    params = (
+        LR,
+        WD,
+        ParamInfo("dropout_ratio", "float", low=0.0, high=0.5),
+        ParamInfo("init_scale", "float", log=True, low=0.1, high=10.0),
+        ParamInfo("momentum", "float", low=0.5, high=0.99),
+        OPTIMIZER,
+    )
+    states = rng.choice(
+        ["COMPLETE", "PRUNED", "FAIL", "RUNNING"], n_trials, p=[0.6, 0.3, 0.05, 0.05]
+    )
+    trials = []
+    for number, state in enumerate(states.tolist()):
+        values = {
+            "learning_rate": float(10 ** rng.uniform(-4, -1)),
+            "weight_decay": float(10 ** rng.uniform(-8, -2)),
+            "dropout_ratio": float(rng.uniform(0, 0.5)),
+            "init_scale": float(10 ** rng.uniform(-1, 1)),
+            "optimizer": OPTIMIZERS[number % 3],
+        }
+        if values["optimizer"] == "momentum":
+            values["momentum"] = float(rng.uniform(0.5, 0.99))
+        quality = 0.97 - 0.08 * (math.log10(values["learning_rate"]) + 2.5) ** 2
+        run = {"COMPLETE": epochs, "FAIL": 0}.get(state) or int(rng.integers(1, epochs))
+        val = (quality * (1 - np.exp(-np.arange(1, run + 1) / 4))).tolist()  # (run,)
+        diverged = state == "PRUNED" and number % 7 == 0
+        trials.append(
+            TrialRecord(
+                number=number,
+                state=state,
+                value=max(val) if state == "COMPLETE" else None,
+                params=values,
+                intermediate=dict(enumerate([*val, 0.0] if diverged else val, start=1)),
+                curves={"train_accuracy": [min(1.0, v + 0.03) for v in val], "val_accuracy": val}
+                if run
+                else None,
+                best_epoch=run or None,
+                train_accuracy=min(1.0, val[-1] + 0.03) if run else None,
+                epochs_run=run,
+                train_seconds=0.05 * run if state != "RUNNING" else None,
+                diverged=diverged,
+                started=T0 + timedelta(seconds=2 * number),
+            )
+        )
+    return snapshot(
+        trials,
+        params,
+        name=f"big-{n_trials}",
+        epochs=epochs,
+        importances={p.name: 1 / len(params) for p in params},
+        activations=tuple(dataclasses.replace(LAYERS[0], layer=i) for i in (1, 2, 3)),
+    )
+
+
+SCENARIOS = {
+    "empty": lambda: snapshot([]),
+    "one trial": lambda: snapshot([complete(0, 0.9, hyper(1e-2, 1e-4, "adam"))]),
+    "all pruned": lambda: snapshot(
+        [pruned(0, hyper(1e-1, 1e-2, "sgd")), pruned(1, hyper(1e-2, 1e-3, "adam"), diverged=True)]
+    ),
+    "categoricals only": lambda: snapshot(
+        [
+            complete(0, 0.8, {"optimizer": "sgd", "activation": "tanh"}),
+            complete(1, 0.9, {"optimizer": "adam", "activation": "relu"}),
+            pruned(2, {"optimizer": "momentum", "activation": "relu"}),
+        ],
+        params=(OPTIMIZER, ACTIVATION),
+    ),
+    "still running": lambda: snapshot(
+        [
+            complete(0, 0.8, hyper(1e-3, 1e-6, "sgd")),
+            running(1, hyper(1e-2, 1e-4, "adam")),
+            complete(2, 0.9, hyper(1e-2, 1e-5, "adam")),
+            pruned(3, hyper(1e-1, 1e-2, "momentum")),
+            running(4, {"learning_rate": 1e-3}),
+        ],
+        importances={"learning_rate": 0.75, "weight_decay": 0.125, "optimizer": 0.125},
+        activations=LAYERS,
+    ),
+    "5000 trials": lambda: big_snapshot(5000),
+}
+EVERY_FIGURE = [
+    "curves",
+    "history",
+    "importance",
+    "pair-learning_rate-weight_decay",
+    "pair-learning_rate-init_scale",
+    "by-optimizer",
+    "slices",
+    "parallel",
+    "intermediate",
+    "activations",
+    "gap",
+]
+FIGURE_KEYS = {
+    "empty": [],
+    "one trial": [
+        "curves",
+        "history",
+        "pair-learning_rate-weight_decay",
+        "by-optimizer",
+        "slices",
+        "parallel",
+        "intermediate",
+        "gap",
+    ],
+    "all pruned": ["history", "intermediate"],
+    "categoricals only": [
+        "curves",
+        "history",
+        "by-optimizer",
+        "by-activation",
+        "slices",
+        "parallel",
+        "intermediate",
+        "gap",
+    ],
+    "still running": [key for key in EVERY_FIGURE if key != "pair-learning_rate-init_scale"],
+    "5000 trials": EVERY_FIGURE,
+}
+
+
+@pytest.fixture(scope="module")
+def studies():
+    """Each scenario's snapshot, built once."""
+    return {name: build() for name, build in SCENARIOS.items()}
+
+
+@pytest.fixture(scope="module")
+def pages(studies):
+    """Each scenario's rendered page, rendered once for every test that reads it."""
+    cache = {}
+
+    def page(name: str) -> str:
+        if name not in cache:
+            cache[name] = html.render(studies[name])
+        return cache[name]
+
+    return page
+
+
+# ---------------------------------------------------------------------------------------------
+# Every kind of study
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_render_makes_one_html_page(pages, scenario):
+    page = pages(scenario)
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.rstrip().endswith("</html>")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_build_figures_makes_the_figures_the_study_has_data_for(studies, scenario):
+    keys = [f.key for f in html.build_figures(studies[scenario], 10)]
+    assert keys == FIGURE_KEYS[scenario]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_page_shows_every_figure_it_builds(pages, scenario):
+    shown = re.findall(r"<h2 id=\"([^\"]+)\">[^<]*</h2>\s*<figure>", pages(scenario))
+    assert shown == FIGURE_KEYS[scenario]
+
+
+def test_empty_study_page_says_no_trial_has_completed(pages):
+    page = pages("empty")
+    assert "No trial has completed yet" in page
+    assert "no figure to draw" in page
+    assert "<img" not in page
+
+
+def test_all_pruned_page_has_no_winner(pages):
+    page = pages("all pruned")
+    assert "Winner" not in page
+    assert "No trial has completed yet (2 pruned, 0 failed, 0 running)." in page
+
+
+def test_one_trial_page_names_the_winner(pages):
+    assert "<strong>Winner: trial #0</strong>" in pages("one trial")
+
+
+def test_running_study_page_counts_the_running_trials(pages):
+    page = pages("still running")
+    assert "2 complete, 1 pruned (0 diverged), 0 failed, 2 running" in page
+    assert "<strong>Winner: trial #2</strong>" in page
+
+
+def test_page_gives_the_test_accuracy_of_the_retrained_winner(studies):
+    retrained = dataclasses.replace(
+        studies["one trial"], test_accuracy={"trial": 0, "test_accuracy": 0.875, "epochs": 3}
+    )
+    assert "its test\n  accuracy is <strong>0.8750</strong>" in html.render(retrained)
+
+
+def test_5000_trial_page_is_under_10_mb(pages):
+    assert len(pages("5000 trials").encode("utf-8")) < 10 * 10**6
+
+
+def test_page_says_why_importance_is_missing(studies):
+    note = "Importance needs at least two completed trials."
+    study = dataclasses.replace(studies["one trial"], importance_note=note)
+    assert note in html.render(study)
+
+
+# ---------------------------------------------------------------------------------------------
+# Escaping
+
+
+@pytest.fixture(scope="module")
+def hostile_page():
+    """A study whose name, a categorical choice and the spec description are markup."""
+    evil = "<script>alert(2)</script>"
+    optimizer = ParamInfo("optimizer", "categorical", choices=("sgd", evil))
+    study = snapshot(
+        [
+            complete(0, 0.9, {"learning_rate": 1e-2, "optimizer": evil}),
+            complete(1, 0.8, {"learning_rate": 1e-3, "optimizer": "sgd"}),
+        ],
+        params=(LR, optimizer),
+        name="<script>alert(1)</script>",
+        description="<b>x</b>",
+    )
+    return html.render(study)
+
+
+def test_page_escapes_the_study_name(hostile_page):
+    assert "&lt;script&gt;alert(1)" in hostile_page
+
+
+def test_page_escapes_parameter_values(hostile_page):
+    assert "&lt;script&gt;alert(2)" in hostile_page
+
+
+def test_page_never_contains_raw_script_markup(hostile_page):
+    assert "<script>alert(" not in hostile_page
+    assert "<script" not in hostile_page
+
+
+def test_page_escapes_the_spec_description(hostile_page):
+    assert "<b>x</b>" not in hostile_page
+    assert "&lt;b&gt;x&lt;/b&gt;" in hostile_page
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-contained
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_page_loads_nothing_from_the_network(pages, scenario):
+    page = pages(scenario)
+    for reference in ('src="http', 'href="http', "url(http", 'src="//', 'href="//', "<link"):
+        assert reference not in page
+    assert "<script" not in page
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_image_is_an_inline_png(pages, scenario):
+    page = pages(scenario)
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(sources) == page.count("<img")
+    for source in sources:
+        prefix, _, data = source.partition(",")
+        assert prefix == "data:image/png;base64"
+        assert base64.b64decode(data, validate=True).startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def test_write_report_writes_the_page_and_returns_its_path(tmp_path):
+    study = SCENARIOS["empty"]()
+    path = html.write_report(study, str(tmp_path / "report.html"))
+    assert path == tmp_path / "report.html"
+    assert path.read_text(encoding="utf-8") == html.render(study)
