@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.heartbeat import trial_heartbeat
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from hpo.storage import write_trial_records
+from hpo.storage import retrying, write_trial_records
 from trainer.datasets import Split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
@@ -219,27 +219,33 @@ def run_trial(
         values[m.epoch] = m.val_accuracy
         if local:
             return pruner.prune(view, frozen)
-        trial.report(m.val_accuracy, m.epoch)
-        return trial.should_prune()
+        retrying(lambda: trial.report(m.val_accuracy, m.epoch), what="reporting")
+        return retrying(trial.should_prune, what="pruning")
 
-    with get_heartbeat_thread(trial._trial_id, study._storage):
+    with trial_heartbeat(study, trial):
         _, result = train_configuration(spec, config, split, seed, on_epoch_end=on_epoch_end)
         if result.diverged:
             if local:
                 values[result.epochs_run + 1] = 0.0
             else:
-                trial.report(0.0, result.epochs_run + 1)
-        write_trial_records(
-            study,
-            trial._trial_id,
-            user_attrs=result_attrs(result, seed),
-            intermediate_values=values if local else {},
+                retrying(lambda: trial.report(0.0, result.epochs_run + 1), what="reporting")
+        retrying(
+            lambda: write_trial_records(
+                study,
+                trial._trial_id,
+                user_attrs=result_attrs(result, seed),
+                intermediate_values=values if local else {},
+            ),
+            what=f"storing trial #{trial.number}",
         )
     if result.diverged or result.stop_reason == "callback":
         state, value = TrialState.PRUNED, None
     else:
         state, value = TrialState.COMPLETE, result.best_val_accuracy
-    study.tell(trial, value, state=state)
+    retrying(
+        lambda: study.tell(trial, value, state=state, skip_if_finished=True),
+        what=f"finishing trial #{trial.number}",
+    )
     return TrialOutcome(trial.number, state, value, result, time.perf_counter() - start)
 
 

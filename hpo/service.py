@@ -26,9 +26,10 @@ from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits
 
 from hpo.errors import RunError, UsageError
+from hpo.heartbeat import sweep_stale_trials
 from hpo.objective import TrialOutcome, run_trial
 from hpo.spec import StudySpec, spec_from_dict
-from hpo.storage import creation_lock, mask_password, open_storage
+from hpo.storage import mask_password, open_storage, retrying, storage_lock
 from trainer.datasets import DatasetError, Split, load_split
 
 SPEC_ATTR = "hpo:spec"
@@ -151,7 +152,7 @@ def create_or_load_study(
 ) -> optuna.Study:
     """Create the study (storing the spec) or load it, refusing a different objective."""
     storage = open_storage(storage_url)
-    with creation_lock(storage_url):
+    with storage_lock(storage_url):
         try:
             study = optuna.load_study(
                 study_name=study_name,
@@ -212,18 +213,24 @@ def load_hpo_study(
 
 
 def claim_trial(study: optuna.Study, storage_url: str, target: int) -> optuna.Trial | None:
-    """A new trial, or None once finished plus running trials reach ``target``."""
-    with creation_lock(storage_url):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        counts = count_trials(study)
-        if counts.finished + counts.running >= target:
-            return None
-        with warnings.catch_warnings():
-            # hpo runs its own ask/tell loop with the heartbeat thread around each trial.
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-            return study.ask()
+    """A new trial, or None once finished plus running trials reach ``target``.
+
+    Under the storage lock: sweep the trials of dead workers (they are queued again), count,
+    and ask. A queued (WAITING) trial is asked for first, with its parameters.
+    """
+
+    def claim() -> optuna.Trial | None:
+        with storage_lock(storage_url):
+            sweep_stale_trials(study)
+            counts = count_trials(study)
+            if counts.finished + counts.running >= target:
+                return None
+            with warnings.catch_warnings():
+                # hpo runs its own ask/tell loop with the heartbeat thread around each trial.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                return study.ask()
+
+    return retrying(claim, what="claiming a trial")
 
 
 def load_study_split(spec: StudySpec) -> Split:

@@ -1,13 +1,23 @@
-"""Opening a study's storage: URLs, SQLite tuning, the schema-creation lock, password masking.
+"""Opening a study's storage: URLs, SQLite tuning, cross-process locks, password masking.
 
-``sqlite:///PATH`` is the default (one machine); ``postgresql://`` serves workers on several
-machines. Every process opens its own storage (never one inherited across ``fork()``).
+Storages, by URL:
 
-SQLite is opened in WAL mode with ``synchronous=NORMAL``: readers no longer block the writer,
-and a commit costs no fsync (WAL stays consistent if the process dies; only an OS crash can lose
-the last commits). A 60 s busy timeout replaces "database is locked" errors with waiting.
-Creating the schema and the study happens under an exclusive file lock next to the database, so
-processes started at the same instant do not race on Optuna's ``alembic_version`` table.
+- ``sqlite:///PATH`` (the default, one machine). Opened in WAL mode with ``synchronous=NORMAL``:
+  readers no longer block the writer, and a commit costs no fsync (WAL stays consistent if a
+  process dies; only an OS crash can lose the last commits). A 60 s busy timeout replaces
+  "database is locked" errors with waiting.
+- ``postgresql://USER:PASSWORD@HOST/DB`` (workers on several machines; ``pip install
+  .[postgres]``). ``postgres://`` is accepted too. The URL is re-rendered with its password
+  percent-encoded, so a password with ``{``, ``}``, ``%`` or ``@`` survives Optuna's URL
+  template and Alembic's config parser. Each process keeps at most ``POOL_SIZE`` connections plus
+  one for the lock and one for the heartbeat thread.
+- ``journal:///PATH``: Optuna's journal file, for a shared filesystem without a database server.
+
+Every process opens its own storage (never one inherited across ``fork()``), once per URL.
+Creating the schema or a study, and claiming a trial, happen under ``storage_lock``: an exclusive
+file lock beside a SQLite or journal file, a PostgreSQL advisory lock on a server. Processes
+started at the same instant therefore neither race on Optuna's ``alembic_version`` table nor
+overshoot a trial target.
 """
 
 import contextlib
@@ -17,21 +27,34 @@ import json
 import os
 import re
 import sqlite3
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import sqlalchemy
+from optuna.storages import BaseStorage
 from sqlalchemy.engine import make_url
 
-from hpo.errors import UsageError
+from hpo.errors import RunError, UsageError
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 HEARTBEAT_INTERVAL = 10
-"""Seconds between a running trial's heartbeats."""
+"""Seconds between a running trial's heartbeats ($HPO_HEARTBEAT_INTERVAL overrides)."""
 GRACE_PERIOD = 60
-"""Seconds without a heartbeat after which a running trial counts as stale (its worker died)."""
+"""Seconds without a heartbeat after which a running trial counts as stale: its worker died
+($HPO_GRACE_PERIOD overrides)."""
+MAX_RETRIES = 3
+"""How often a stale trial is queued again with the same parameters."""
+POOL_SIZE = 2
+"""Connections per process in the storage's pool (PostgreSQL), overflow included."""
+ADVISORY_LOCK_KEY = 0x68706F  # "hpo"
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""Backoff, in seconds, before each new attempt at a storage call whose connection failed."""
+
+URL_FORMS = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, journal:///PATH"
 
 
 def resolve_url(url: str | None) -> str:
@@ -44,6 +67,8 @@ def resolve_url(url: str | None) -> str:
 
 def mask_password(url: str) -> str:
     """The URL with any password replaced by ``***``, for messages and reports."""
+    if url.startswith("journal:"):
+        return url
     try:
         parsed = make_url(url)
     except Exception:
@@ -53,40 +78,86 @@ def mask_password(url: str) -> str:
     return parsed.set(password="***").render_as_string(hide_password=False)
 
 
+def storage_kind(url: str) -> str:
+    """``"sqlite"``, ``"postgresql"``, ``"journal"`` or ``"other"`` (another SQLAlchemy URL)."""
+    if url.startswith("journal:"):
+        return "journal"
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:
+        return "other"
+    return backend if backend in ("sqlite", "postgresql") else "other"
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL; None for other URLs or in-memory SQLite."""
-    try:
-        parsed = make_url(url)
-    except Exception:
+    if storage_kind(url) != "sqlite":
         return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+    database = make_url(url).database
+    if not database or database == ":memory:":
         return None
-    if parsed.database == ":memory:":
+    return Path(database)
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:///PATH`` URL (``journal:PATH`` for a relative path)."""
+    if not url.startswith("journal:"):
         return None
-    return Path(parsed.database)
+    rest = url[len("journal:") :]
+    return Path(
+        rest[2:] if rest.startswith("///") else rest.lstrip("/") if rest.startswith("//") else rest
+    )
+
+
+def _engine_url(url: str) -> str:
+    """The URL SQLAlchemy gets: PostgreSQL through psycopg 3, the password percent-encoded."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks
+
+
+@functools.cache
+def _lock_engine(url: str) -> sqlalchemy.Engine:
+    return sqlalchemy.create_engine(
+        _engine_url(url), pool_size=1, max_overflow=0, pool_pre_ping=True
+    )
 
 
 @contextlib.contextmanager
-def creation_lock(url: str) -> Iterator[None]:
-    """Hold an exclusive lock for creating a SQLite schema or study; a no-op for servers."""
-    path = sqlite_path(url)
-    if path is None:
+def storage_lock(url: str) -> Iterator[None]:
+    """Hold the storage's exclusive cross-process lock (see the module docstring)."""
+    kind = storage_kind(url)
+    path = sqlite_path(url) or journal_path(url)
+    if path is not None:
+        lock_path = path.with_name(path.name + ".lock")
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if kind != "postgresql":
         yield
         return
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with _lock_engine(url).connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY}
+            )
+            connection.commit()
 
 
-def _tune_sqlite(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+# ---------------------------------------------------------------------------------------------
+# Checks that touch nothing
 
 
 def check_sqlite_file(url: str, *, must_exist: bool) -> None:
@@ -114,67 +185,190 @@ def check_sqlite_file(url: str, *, must_exist: bool) -> None:
             probe.close()
     except sqlite3.DatabaseError as e:
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
+    _check_writable(shown, path)
+
+
+def _check_writable(shown: str, path: Path) -> None:
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         raise UsageError(f"{shown}: {path} is read-only (hpo needs to write trials there)")
 
 
-def _heartbeat_options() -> dict[str, object]:
-    return {
-        "heartbeat_interval": HEARTBEAT_INTERVAL,
-        "grace_period": GRACE_PERIOD,
-        # A trial whose worker died is failed after the grace period and queued again with the
-        # same parameters, at most three times.
-        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=3
-        ),
-    }
+def check_journal_file(url: str, *, must_exist: bool) -> None:
+    """Refuse a journal path that is missing (when required) or is not an Optuna journal."""
+    path = journal_path(url)
+    if path is None or not str(path):
+        raise UsageError(f"{url}: no journal file path (allowed: {URL_FORMS})")
+    if not path.exists():
+        if must_exist:
+            raise UsageError(f"{url}: no such journal file")
+        if not path.parent.is_dir():
+            raise UsageError(f"{url}: directory {path.parent} does not exist")
+        return
+    if path.is_dir():
+        raise UsageError(f"{url}: {path} is a directory (allowed: an Optuna journal file)")
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+    if first:
+        try:
+            record = json.loads(first)
+            if not isinstance(record, dict) or "op_code" not in record:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{url}: {path} is not an Optuna journal file") from None
+    _check_writable(url, path)
 
 
-def open_storage(
-    url: str, *, heartbeat: bool = True, must_exist: bool = False
-) -> optuna.storages.RDBStorage:
-    """Open (creating the schema if needed) the RDB storage at ``url`` for this process.
+# ---------------------------------------------------------------------------------------------
+# Opening
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds, from the environment or the defaults."""
+    values = []
+    for name, default in (
+        ("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL),
+        ("HPO_GRACE_PERIOD", GRACE_PERIOD),
+    ):
+        text = os.environ.get(name)
+        try:
+            value = default if text is None else int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise UsageError(f"${name}: {text!r} (allowed: a whole number of seconds >= 1)")
+        values.append(value)
+    interval, grace = values
+    if grace <= interval:
+        raise UsageError(
+            f"$HPO_GRACE_PERIOD: {grace} (allowed: more than the heartbeat interval, {interval} s)"
+        )
+    return interval, grace
+
+
+def open_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False) -> BaseStorage:
+    """Open (creating the schema if needed) the storage at ``url`` for this process.
 
     Raises UsageError, with the password masked, when the URL is malformed or the storage is
     unreachable, not a database, or read-only.
     """
+    kind = storage_kind(url)
+    if kind == "journal":
+        check_journal_file(url, must_exist=must_exist)
+        return _open_journal(url)
     shown = mask_password(url)
     try:
         make_url(url)
     except Exception:
-        raise UsageError(
-            f"{shown}: not a storage URL (allowed: sqlite:///PATH, postgresql://USER@HOST/DB)"
-        ) from None
+        raise UsageError(f"{shown}: not a storage URL (allowed: {URL_FORMS})") from None
     check_sqlite_file(url, must_exist=must_exist)
-    return _open_rdb_storage(url, heartbeat)
+    settings = heartbeat_settings() if heartbeat else None
+    return _open_rdb_storage(url, settings)
 
 
 @functools.cache
-def _open_rdb_storage(url: str, heartbeat: bool) -> optuna.storages.RDBStorage:
+def _open_journal(url: str) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(journal_path(url))))
+
+
+def _heartbeat_options(settings: tuple[int, int]) -> dict[str, object]:
+    interval, grace = settings
+    return {
+        "heartbeat_interval": interval,
+        "grace_period": grace,
+        # A trial whose worker died is failed after the grace period and queued again with the
+        # same parameters, at most MAX_RETRIES times.
+        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRIES
+        ),
+    }
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@functools.cache
+def _open_rdb_storage(url: str, heartbeat: tuple[int, int] | None) -> optuna.storages.RDBStorage:
     """One storage (one engine, one pool) per URL and process, however often it is asked for."""
     shown = mask_password(url)
-    parsed = make_url(url)
-    kwargs = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "sqlite":
+    kind = storage_kind(url)
+    kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if kind == "sqlite":
         kwargs["connect_args"] = {"timeout": 60}
+    elif kind == "postgresql":
+        kwargs.update(
+            pool_size=POOL_SIZE,
+            max_overflow=0,
+            pool_timeout=60,
+            connect_args={"connect_timeout": 10},
+        )
     try:
-        with creation_lock(url), warnings.catch_warnings():
+        with storage_lock(url), warnings.catch_warnings():
             # Heartbeats have been "experimental" since Optuna 2.8; hpo relies on them knowingly.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            extra = _heartbeat_options() if heartbeat else {}
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **extra)
+            extra = _heartbeat_options(heartbeat) if heartbeat else {}
+            storage = optuna.storages.RDBStorage(_engine_url(url), engine_kwargs=kwargs, **extra)
     except (ImportError, ModuleNotFoundError) as e:
         raise UsageError(
             f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
             "pip install 'hpo[postgres]'"
         ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ValueError) as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise UsageError(f"{shown}: cannot open the storage ({reason})") from None
-    if parsed.get_backend_name() == "sqlite":
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        sqlite3.Error,
+        ValueError,
+        optuna.exceptions.StorageInternalError,
+    ) as e:
+        reason = str(getattr(e, "orig", None) or e.__cause__ or e).strip().splitlines()[0]
+        raise UsageError(f"{shown}: cannot open the storage ({_masked(reason, url)})") from None
+    if kind == "sqlite":
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite)
         storage.engine.dispose()  # reconnect, so that every pooled connection is tuned
     return storage
+
+
+def _masked(text: str, url: str) -> str:
+    password = make_url(url).password
+    return text.replace(password, "***") if password else text
+
+
+# ---------------------------------------------------------------------------------------------
+# Surviving a lost connection
+
+T = TypeVar("T")
+
+TRANSIENT_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    optuna.exceptions.StorageInternalError,
+)
+
+
+def retrying(call: Callable[[], T], *, what: str, delays=RETRY_DELAYS) -> T:
+    """Run a storage call; when its connection fails, retry after each delay in turn.
+
+    A worker that loses the database for a few seconds goes on where it was instead of failing
+    its trial; one that loses it for longer stops with a RunError.
+    """
+    for delay in (*delays, None):
+        try:
+            return call()
+        except TRANSIENT_ERRORS as e:
+            if delay is None:
+                reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+                raise RunError(f"{what}: the storage stayed unreachable ({reason})") from e
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk writes
 
 
 def write_trial_records(
@@ -223,26 +417,25 @@ def write_trial_records(
         backend.check_trial_is_updatable(trial_id, trial.state)
         # A retried trial inherits its predecessor's attributes: replace, do not duplicate.
         if attr_rows:
+            stale_attrs = attrs_table.key.in_(list(user_attrs))
             session.execute(
-                sqlalchemy.delete(attrs_table).where(
-                    attrs_table.trial_id == trial_id, attrs_table.key.in_(list(user_attrs))
-                )
+                sqlalchemy.delete(attrs_table).where(attrs_table.trial_id == trial_id, stale_attrs)
             )
             session.execute(sqlalchemy.insert(attrs_table), attr_rows)
         if value_rows:
+            stale_steps = values_table.step.in_(list(intermediate_values))
             session.execute(
                 sqlalchemy.delete(values_table).where(
-                    values_table.trial_id == trial_id,
-                    values_table.step.in_(list(intermediate_values)),
+                    values_table.trial_id == trial_id, stale_steps
                 )
             )
             session.execute(sqlalchemy.insert(values_table), value_rows)
 
 
 def artifact_dir(url: str) -> Path:
-    """Where the study's artifacts (exported weights) live: beside a SQLite database, else
-    ``./hpo-artifacts``. The dashboard serves them from there."""
-    path = sqlite_path(url)
+    """Where the study's artifacts (exported weights) live: beside a SQLite database or journal,
+    else ``./hpo-artifacts``. The dashboard serves them from there."""
+    path = sqlite_path(url) or journal_path(url)
     if path is None:
         return Path("hpo-artifacts")
     return path.with_name(path.stem + "-artifacts")
