@@ -134,7 +134,7 @@ def storage_lock(url: str) -> Iterator[None]:
     kind = storage_kind(url)
     path = sqlite_path(url) or journal_path(url)
     if path is not None:
-        lock_path = path.with_name(path.name + ".lock")
+        lock_path = path.with_name(path.name + ".hpo-lock")  # not ".lock": the journal uses that
         with open(lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

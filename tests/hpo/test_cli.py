@@ -37,7 +37,7 @@ def file_digests(db_path: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(db_path.parent.glob(db_path.name + "*"))
-        if not p.name.endswith(".lock")
+        if not p.name.endswith(".hpo-lock")
     }
 
 
