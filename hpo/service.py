@@ -36,6 +36,7 @@ SPEC_ATTR = "hpo:spec"
 FINGERPRINT_ATTR = "hpo:fingerprint"
 TARGET_ATTR = "hpo:target"
 MAX_CONSECUTIVE_ERRORS = 3
+WAIT_POLL_SECONDS = 1.0
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
@@ -212,23 +213,25 @@ def load_hpo_study(
     return study, spec
 
 
-def claim_trial(study: optuna.Study, storage_url: str, target: int) -> optuna.Trial | None:
-    """A new trial, or None once finished plus running trials reach ``target``.
+def claim_trial(
+    study: optuna.Study, storage_url: str, target: int
+) -> tuple[optuna.Trial | None, Counts]:
+    """A new trial (None once finished plus running trials reach ``target``) and the counts.
 
     Under the storage lock: sweep the trials of dead workers (they are queued again), count,
     and ask. A queued (WAITING) trial is asked for first, with its parameters.
     """
 
-    def claim() -> optuna.Trial | None:
+    def claim() -> tuple[optuna.Trial | None, Counts]:
         with storage_lock(storage_url):
             sweep_stale_trials(study)
             counts = count_trials(study)
             if counts.finished + counts.running >= target:
-                return None
+                return None, counts
             with warnings.catch_warnings():
                 # hpo runs its own ask/tell loop with the heartbeat thread around each trial.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-                return study.ask()
+                return study.ask(), counts
 
     return retrying(claim, what="claiming a trial")
 
@@ -270,9 +273,14 @@ def worker_loop(
     """
     ran, errors = 0, 0
     while deadline is None or time.monotonic() < deadline:
-        trial = claim_trial(study, storage_url, target)
+        trial, counts = claim_trial(study, storage_url, target)
         if trial is None:
-            break
+            if counts.finished >= target:
+                break
+            # The rest of the target is running elsewhere. Stay until it finishes: a trial whose
+            # worker died is swept after the grace period, and then this worker retries it.
+            time.sleep(WAIT_POLL_SECONDS)
+            continue
         try:
             outcome = run_trial(study, trial, spec, split)
         except KeyboardInterrupt:

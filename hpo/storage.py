@@ -75,7 +75,7 @@ def mask_password(url: str) -> str:
         return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
     if parsed.password is None:
         return url
-    return parsed.set(password="***").render_as_string(hide_password=False)
+    return parsed.render_as_string(hide_password=True)  # renders the password as ***
 
 
 def storage_kind(url: str) -> str:
