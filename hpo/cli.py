@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the sampler's and the trials' seed")
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
+    p.add_argument(
+        "--create-only",
+        action="store_true",
+        help="create the study (schema, spec, target) for hpo worker processes; run no trial",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
@@ -236,12 +241,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             study_name=args.study,
             trials=args.trials,
             timeout=args.timeout,
-            workers=args.workers,
+            workers=0 if args.create_only else args.workers,
             progress=bar,
         )
     finally:
         bar.close()
     study, stored_spec = load_hpo_study(storage_url=url, study_name=summary.study_name)
+    if args.create_only:
+        print(
+            f"study {summary.study_name!r} is ready in {mask_password(url)}: start workers "
+            f"with python -m hpo worker --study '{summary.study_name}'"
+        )
+        return 0
     _print_summary(study, summary.counts, url)
     if not args.no_report:
         path = make_report(study, stored_spec, url)

@@ -354,7 +354,8 @@ def run_study(
         study_name: default: the spec's name.
         trials: the target of finished trials (default: the spec's ``search.trials``).
         timeout: seconds after which no new trial starts (default: the spec's).
-        workers: worker processes; 1 runs in this process.
+        workers: worker processes; 1 runs in this process; 0 only creates the study (schema,
+            spec and target) for ``hpo worker`` processes to join.
         progress: called with the counts and the target after every finished trial (one
             worker) or twice a second (several).
 
@@ -367,9 +368,7 @@ def run_study(
     if spec.search.sampler == "grid":
         target = min(target, grid_size(spec))
     timeout = spec.search.timeout if timeout is None else timeout
-    split = load_study_split(spec) if workers == 1 else None
-    if split is None:
-        load_study_split(spec)  # fail here, once, rather than in every worker
+    split = load_study_split(spec)  # bad data fails here, once, rather than in every worker
     study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
@@ -380,7 +379,9 @@ def run_study(
 
     before = count_trials(study)
     report()
-    if workers == 1:
+    if workers == 0:
+        pass
+    elif workers == 1:
         with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
             worker_loop(
                 study,

@@ -82,8 +82,10 @@ def assert_exact_target(url: str, target: int) -> None:
 
 
 def start_workers(url: str, n: int, env: dict | None = None) -> list[subprocess.Popen]:
-    return [hpo_process("worker", "--study", "tiny", "--storage", url, "--quiet", env=env)
-            for _ in range(n)]  # fmt: skip
+    return [
+        hpo_process("worker", "--study", "tiny", "--storage", url, "--quiet", env=env)
+        for _ in range(n)
+    ]
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> None:
@@ -101,35 +103,20 @@ def integrity_ok(url: str) -> bool:
 
 def test_four_workers_on_postgresql_reach_exactly_the_target(tmp_path, postgres_url):
     spec = write_spec(tmp_path / "tiny.toml", trials=40, epochs=2)
-    assert (
-        main(
-            [
-                "run",
-                str(spec),
-                "--storage",
-                postgres_url,
-                "--trials",
-                "40",
-                "--quiet",
-                "--no-report",
-                "--timeout",
-                "0.001",
-            ]
-        )
-        == 0
-    )  # creates the study and schema
-    created = finished_trials(postgres_url)
-    procs = start_workers(postgres_url, 4)
-    wait_all(procs)
-    assert len(created) <= 1
+    argv = ["run", str(spec), "--storage", postgres_url, "--trials", "40", "--create-only"]
+    assert main(argv) == 0  # the schema, the study and its target; no trial
+    assert finished_trials(postgres_url) == []
+    wait_all(start_workers(postgres_url, 4))
     assert_exact_target(postgres_url, 40)
 
 
 def test_four_processes_on_a_fresh_sqlite_file_at_the_same_instant(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2)
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    procs = [hpo_process("run", str(spec), "--storage", url, "--trials", "16", "--quiet",
-                         "--no-report") for _ in range(4)]  # fmt: skip
+    procs = [
+        hpo_process("run", str(spec), "--storage", url, "--trials", "16", "--quiet", "--no-report")
+        for _ in range(4)
+    ]
     wait_all(procs)
     assert_exact_target(url, 16)
     assert integrity_ok(url)
@@ -138,8 +125,23 @@ def test_four_processes_on_a_fresh_sqlite_file_at_the_same_instant(tmp_path):
 def test_journal_storage_with_two_workers(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2)
     url = f"journal:///{tmp_path / 'study.log'}"
-    assert main(["run", str(spec), "--storage", url, "--trials", "8", "--workers", "2",
-                 "--quiet", "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                str(spec),
+                "--storage",
+                url,
+                "--trials",
+                "8",
+                "--workers",
+                "2",
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     assert_exact_target(url, 8)
 
 
@@ -153,8 +155,22 @@ def slow_spec(path, trials: int):
 
 def kill_a_worker_mid_trial(url: str, spec, target: int) -> int:
     """Start a worker, SIGKILL it while a trial runs; return that trial's number."""
-    assert main(["run", str(spec), "--storage", url, "--trials", str(target), "--quiet",
-                 "--no-report", "--timeout", "0.001"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                str(spec),
+                "--storage",
+                url,
+                "--trials",
+                str(target),
+                "--quiet",
+                "--no-report",
+                "--create-only",
+            ]
+        )
+        == 0
+    )
     worker = start_workers(url, 1, env=FAST_HEARTBEAT)[0]
     deadline = time.monotonic() + 120
     running = []
@@ -184,8 +200,17 @@ def test_sigkilled_worker_on_sqlite_is_retried_and_the_target_reached(tmp_path):
     spec = slow_spec(tmp_path / "slow.toml", trials=1)
     url = f"sqlite:///{tmp_path / 'killed.db'}"
     killed = kill_a_worker_mid_trial(url, spec, target=1)
-    resumed = hpo_process("run", str(spec), "--storage", url, "--trials", "1", "--quiet",
-                          "--no-report", env=FAST_HEARTBEAT)  # fmt: skip
+    resumed = hpo_process(
+        "run",
+        str(spec),
+        "--storage",
+        url,
+        "--trials",
+        "1",
+        "--quiet",
+        "--no-report",
+        env=FAST_HEARTBEAT,
+    )
     wait_all([resumed])
     assert_killed_trial_was_retried(url, killed, 1)
     assert integrity_ok(url)
@@ -203,14 +228,16 @@ def test_sigkilled_worker_on_postgresql_is_retried_and_the_target_reached(tmp_pa
 def test_trial_orphaned_before_its_first_heartbeat_is_swept(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2, trials=3)
     url = f"sqlite:///{tmp_path / 'orphan.db'}"
-    assert main(["run", str(spec), "--storage", url, "--trials", "0", "--quiet",
-                 "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(["run", str(spec), "--storage", url, "--trials", "0", "--quiet", "--no-report"]) == 0
+    )
     # A worker that died right after ask(): RUNNING, no heartbeat row ever written.
     orphan = optuna.load_study(study_name="tiny", storage=open_storage(url)).ask()
     orphan.suggest_float("learning_rate", 1e-3, 1e-1, log=True)
     time.sleep(3.5)
-    assert main(["run", str(spec), "--storage", url, "--trials", "3", "--quiet",
-                 "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(["run", str(spec), "--storage", url, "--trials", "3", "--quiet", "--no-report"]) == 0
+    )
     trials = finished_trials(url)
     assert trials[orphan.number].state == TrialState.FAIL
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
@@ -254,8 +281,10 @@ def test_a_journal_path_that_is_not_a_journal_is_refused(tmp_path, capsys):
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files: nothing to refuse")
 def test_read_only_database_is_refused(tiny_spec, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'ro.db'}"
-    assert main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet",
-                 "--no-report"]) == 0  # fmt: skip
+    assert (
+        main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet", "--no-report"])
+        == 0
+    )
     (tmp_path / "ro.db").chmod(0o444)
     assert main(["run", str(tiny_spec), "--storage", url, "--quiet", "--no-report"]) == 2
     assert "read-only" in capsys.readouterr().err

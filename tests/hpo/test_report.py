@@ -132,13 +132,17 @@ def test_report_renders_in_a_real_browser(study_url, tmp_path):
     check = json.loads(match.group(1).replace("&quot;", '"'))
     assert check["images"] >= 8 and check["loaded"] == check["images"], check
     assert check["errors"] == []
-    console_errors = [line for line in dom.stderr.splitlines()
-                      if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]  # fmt: skip
+    console_errors = [
+        line
+        for line in dom.stderr.splitlines()
+        if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)
+    ]
     assert console_errors == []
 
     screenshot = tmp_path / "report.png"
-    shot = headless(browser, tmp_path, f"--screenshot={screenshot}", "--window-size=1200,3000",
-                    report.as_uri())  # fmt: skip
+    shot = headless(
+        browser, tmp_path, f"--screenshot={screenshot}", "--window-size=1200,3000", report.as_uri()
+    )
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
