@@ -12,12 +12,13 @@ reach the target exactly.
 """
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,13 @@ from hpo.errors import RunError, UsageError
 from hpo.heartbeat import sweep_stale_trials
 from hpo.objective import TrialOutcome, run_trial
 from hpo.spec import StudySpec, spec_from_dict
-from hpo.storage import mask_password, open_storage, retrying, storage_lock
+from hpo.storage import (
+    heartbeat_settings,
+    mask_password,
+    open_storage,
+    retrying,
+    storage_lock,
+)
 from trainer.datasets import DatasetError, Split, load_split
 
 SPEC_ATTR = "hpo:spec"
@@ -213,27 +220,37 @@ def load_hpo_study(
     return study, spec
 
 
-def claim_trial(
-    study: optuna.Study, storage_url: str, target: int
-) -> tuple[optuna.Trial | None, Counts]:
-    """A new trial (None once finished plus running trials reach ``target``) and the counts.
+class TrialClaimer:
+    """Hands out new trials of one study to one worker, never beyond the target.
 
-    Under the storage lock: sweep the trials of dead workers (they are queued again), count,
-    and ask. A queued (WAITING) trial is asked for first, with its parameters.
+    Each claim happens under the storage lock: sweep the trials of dead workers (they are
+    queued again; at most once per heartbeat interval, since nothing goes stale faster, but
+    always on the first claim), count, and ask. A queued (WAITING) trial is asked for first,
+    with its parameters.
     """
 
-    def claim() -> tuple[optuna.Trial | None, Counts]:
-        with storage_lock(storage_url):
-            sweep_stale_trials(study)
-            counts = count_trials(study)
-            if counts.finished + counts.running >= target:
+    def __init__(self, study: optuna.Study, storage_url: str, target: int) -> None:
+        self.study, self.storage_url, self.target = study, storage_url, target
+        self.sweep_every = float(heartbeat_settings()[0])
+        self.last_sweep = -math.inf
+
+    def claim(self) -> tuple[optuna.Trial | None, Counts]:
+        """A new trial (None once finished plus running trials reach the target), and the
+        counts it was decided on."""
+        return retrying(self._claim, what="claiming a trial")
+
+    def _claim(self) -> tuple[optuna.Trial | None, Counts]:
+        with storage_lock(self.storage_url):
+            if time.monotonic() - self.last_sweep >= self.sweep_every:
+                sweep_stale_trials(self.study)
+                self.last_sweep = time.monotonic()
+            counts = count_trials(self.study)
+            if counts.finished + counts.running >= self.target:
                 return None, counts
             with warnings.catch_warnings():
                 # hpo runs its own ask/tell loop with the heartbeat thread around each trial.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-                return study.ask(), counts
-
-    return retrying(claim, what="claiming a trial")
+                return self.study.ask(), counts
 
 
 def load_study_split(spec: StudySpec) -> Split:
@@ -272,8 +289,9 @@ def worker_loop(
     propagates. An unexpected error fails its trial; three in a row end the loop with RunError.
     """
     ran, errors = 0, 0
+    claimer = TrialClaimer(study, storage_url, target)
     while deadline is None or time.monotonic() < deadline:
-        trial, counts = claim_trial(study, storage_url, target)
+        trial, counts = claimer.claim()
         if trial is None:
             if counts.finished >= target:
                 break
@@ -379,21 +397,21 @@ def run_study(
 
     before = count_trials(study)
     report()
-    if workers == 0:
-        pass
-    elif workers == 1:
-        with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
-            worker_loop(
-                study,
-                spec,
-                split,
-                storage_url=storage_url,
-                target=target,
-                deadline=deadline,
-                on_trial=report,
-            )
-    else:
-        _run_processes(storage_url, name, target, timeout, workers, report)
+    if workers >= 1:
+        # This process is worker 0; workers 1..N-1 are spawned. Each trial trains on one BLAS
+        # thread (see ONE_BLAS_THREAD).
+        with _spawned_workers(storage_url, name, target, timeout, workers - 1) as others:
+            with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+                worker_loop(
+                    study,
+                    spec,
+                    split,
+                    storage_url=storage_url,
+                    target=target,
+                    deadline=deadline,
+                    on_trial=report,
+                )
+            others.wait(report)
     report()
     after = count_trials(study)
     return RunSummary(
@@ -401,19 +419,47 @@ def run_study(
     )
 
 
-def _run_processes(
-    storage_url: str, name: str, target: int, timeout: float | None, workers: int, report
-) -> None:
+class _Workers:
+    """Spawned worker processes: wait for them while reporting progress."""
+
+    def __init__(self, processes: list) -> None:
+        self.processes = processes
+
+    def wait(self, report: Callable[[], None]) -> None:
+        while any(p.is_alive() for p in self.processes):
+            report()
+            for p in self.processes:
+                p.join(timeout=0.5 / len(self.processes))
+        failed = [p.exitcode for p in self.processes if p.exitcode not in (0, None)]
+        if failed:
+            raise RunError(
+                f"{len(failed)} of {len(self.processes)} spawned worker processes failed "
+                f"(exit codes {failed})"
+            )
+
+    def interrupt(self) -> None:
+        """Forward Ctrl-C (each child fails its trial in flight), then wait for them."""
+        for p in self.processes:
+            if p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGINT)
+        for p in self.processes:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+
+
+@contextlib.contextmanager
+def _spawned_workers(
+    storage_url: str, name: str, target: int, timeout: float | None, n: int
+) -> Iterator[_Workers]:
     context = multiprocessing.get_context("spawn")  # never share a connection across fork()
-    # One BLAS thread per worker (see ONE_BLAS_THREAD); the children read these variables when
-    # they import numpy.
+    # The children read these when they import numpy: one BLAS thread each.
     saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD)))
     processes = [
-        context.Process(
-            target=_worker_process, args=(storage_url, name, target, timeout, i), daemon=False
-        )
-        for i in range(workers)
+        context.Process(target=_worker_process, args=(storage_url, name, target, timeout, i))
+        for i in range(1, n + 1)
     ]
     try:
         for p in processes:
@@ -424,25 +470,13 @@ def _run_processes(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    workers = _Workers(processes)
     try:
-        while any(p.is_alive() for p in processes):
-            report()
-            for p in processes:
-                p.join(timeout=0.5 / workers)
-    except KeyboardInterrupt:
+        yield workers
+    except BaseException:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for p in processes:
-            if p.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGINT)
-        for p in processes:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+        workers.interrupt()
         raise
-    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
-    if failed:
-        raise RunError(f"{len(failed)} of {workers} worker processes failed (exit codes {failed})")
 
 
 def run_worker(
