@@ -37,6 +37,13 @@ def _count(text: str, *, minimum: int) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _count(text, minimum=0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} (allowed: 0 to 65535)")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -96,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes (default 1)",
     )
-    p.add_argument("--seed", type=int, help="the sampler's and the trials' seed")
+    p.add_argument(
+        "--seed", type=lambda t: _count(t, minimum=0), help="the sampler's and the trials' seed"
+    )
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
     p.add_argument(
@@ -169,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     storage_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=lambda t: _count(t, minimum=0), default=8080)
+    p.add_argument("--port", type=_port, default=8080, help="0 to 65535 (0: any free port)")
     p.add_argument(
         "--i-understand-there-is-no-authentication",
         dest="allow_remote",
@@ -196,16 +205,17 @@ class ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
+            # Trials finished before this run are the bar's start, not part of its rate.
             self.bar = tqdm(
                 total=target,
-                initial=0,
+                initial=min(counts.finished, target),
                 desc=self.label,
                 unit="trial",
                 file=sys.stderr,
                 dynamic_ncols=True,
                 smoothing=0.1,
             )
-        self.bar.n = min(counts.finished, target)
+        self.bar.update(min(counts.finished, target) - self.bar.n)
         best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
         self.bar.set_postfix_str(
             f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
@@ -242,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             trials=args.trials,
             timeout=args.timeout,
             workers=0 if args.create_only else args.workers,
-            progress=bar,
+            progress=None if args.quiet else bar,
         )
     finally:
         bar.close()
@@ -263,15 +273,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
-    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    study, spec = load_hpo_study(storage_url=url, study_name=name, write=False)
     print(make_report(study, spec, url, out=args.out, top_k=args.top))
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
-    storage = open_storage(url, heartbeat=False, must_exist=True)
-    serve_dashboard(storage, url, host=args.host, port=args.port, allow_remote=args.allow_remote)
+    storage = open_storage(url, write=False)
+    try:
+        serve_dashboard(
+            storage, url, host=args.host, port=args.port, allow_remote=args.allow_remote
+        )
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)  # Ctrl-C is how a server is stopped
     return 0
 
 
@@ -279,7 +294,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     bar = ProgressBar(quiet=args.quiet, label=args.study)
     try:
-        summary = run_worker(storage_url=url, study_name=args.study, progress=bar)
+        summary = run_worker(
+            storage_url=url, study_name=args.study, progress=None if args.quiet else bar
+        )
     finally:
         bar.close()
     print(
@@ -299,7 +316,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 def cmd_studies(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
-    storage = open_storage(url, heartbeat=False, must_exist=True)
+    storage = open_storage(url, write=False)
     rows = [("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")]
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=s.study_name, storage=storage)
@@ -333,7 +350,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 def _study_name_or_only(url: str, name: str | None) -> str:
     if name:
         return name
-    storage = open_storage(url, heartbeat=False, must_exist=True)
+    storage = open_storage(url, write=False)
     names = [
         s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
     ]
@@ -348,9 +365,12 @@ def _study_name_or_only(url: str, name: str | None) -> str:
 def cmd_best(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
-    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    if args.export is not None and not args.export.endswith(".npz"):
+        raise UsageError(f"--export: {args.export!r} (allowed: a path ending in .npz)")
+    writes = bool(args.retrain or args.export)  # the test accuracy and the artifact
+    study, spec = load_hpo_study(storage_url=url, study_name=name, write=writes)
     summary = best_trial_summary(study)
-    if args.retrain or args.export:
+    if writes:
         summary = retrain_best(study, spec, url, export=args.export)
     if args.json:
         print(json.dumps(summary))

@@ -23,7 +23,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.storage import MAX_RETRIES, heartbeat_settings
+from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
 
@@ -114,7 +114,9 @@ def sweep_stale_trials(study: optuna.Study) -> list[int]:
         if ok:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_STALE_TRIAL_RETRIES
+                )
                 retry(study, study._storage.get_trial(t._trial_id))
             swept.append(t.number)
     return swept

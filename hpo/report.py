@@ -14,7 +14,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hpo.errors import UsageError
+from hpo.errors import RunError, UsageError
 from hpo.objective import build_net, configuration, fit_net, trial_seed
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
@@ -178,7 +178,12 @@ def make_report(
 ) -> Path:
     """Write the study's HTML report; return its path."""
     path = Path(out) if out is not None else default_report_path(study.study_name)
+    if path.is_dir():
+        raise UsageError(f"--out: {path} is a directory (allowed: a file path, e.g. report.html)")
     if not path.parent.is_dir():
         raise UsageError(f"--out: directory {path.parent} does not exist")
     snapshot = build_snapshot(study, spec, storage_url, split=split)
-    return write_report(snapshot, path, top_k=top_k).resolve()
+    try:
+        return write_report(snapshot, path, top_k=top_k).resolve()
+    except OSError as e:
+        raise RunError(f"cannot write the report to {path} ({e.strerror or e})") from None

@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -125,7 +126,7 @@ def grid_space(spec: StudySpec) -> dict[str, list]:
         if p.kind == "choice":
             space[p.name] = list(p.choices)
         elif p.kind == "float":
-            n = round((p.high - p.low) / p.step)
+            n = math.floor((p.high - p.low) / p.step + 1e-9)  # never past high
             space[p.name] = [round(p.low + i * p.step, 12) for i in range(n + 1)]
     return space
 
@@ -138,7 +139,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     search, epochs = spec.search, spec.training.epochs
     if search.pruner == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=min(search.startup_trials, 5), n_warmup_steps=search.warmup_epochs
+            n_startup_trials=search.pruner_startup_trials, n_warmup_steps=search.warmup_epochs
         )
     if search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(
@@ -195,10 +196,10 @@ def create_or_load_study(
 
 
 def load_hpo_study(
-    *, storage_url: str, study_name: str, worker_index: int = 0, must_exist: bool = True
+    *, storage_url: str, study_name: str, worker_index: int = 0, write: bool = True
 ) -> tuple[optuna.Study, StudySpec]:
-    """Open an existing hpo study and the spec stored with it."""
-    storage = open_storage(storage_url, must_exist=must_exist)
+    """Open an existing hpo study and the spec stored with it (``write=False``: to read)."""
+    storage = open_storage(storage_url, write=write)
     try:
         frozen = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -266,7 +267,7 @@ def load_study_split(spec: StudySpec) -> Split:
             train_size=d.train_size,
         )
     except DatasetError as e:
-        raise UsageError(f"{spec.source}: data.dataset: {e}") from None
+        raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,19 +292,21 @@ def worker_loop(
     ran, errors = 0, 0
     claimer = TrialClaimer(study, storage_url, target)
     while deadline is None or time.monotonic() < deadline:
-        trial, counts = claimer.claim()
-        if trial is None:
-            if counts.finished >= target:
-                break
-            # The rest of the target is running elsewhere. Stay until it finishes: a trial whose
-            # worker died is swept after the grace period, and then this worker retries it.
-            time.sleep(WAIT_POLL_SECONDS)
-            continue
+        trial = None
         try:
+            trial, counts = claimer.claim()
+            if trial is None:
+                if counts.finished >= target:
+                    break
+                # The rest of the target runs elsewhere. Stay until it finishes: a trial whose
+                # worker died is swept after the grace period, and then this worker retries it.
+                time.sleep(WAIT_POLL_SECONDS)
+                continue
             outcome = run_trial(study, trial, spec, split)
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping undisturbed
-            _fail(study, trial, "interrupted")
+            if trial is not None:
+                with _sigint_ignored():  # finish the bookkeeping undisturbed
+                    _fail(study, trial, "interrupted")
             raise
         except Exception as e:  # a bug or a resource failure: record it and go on
             _fail(study, trial, f"{type(e).__name__}: {e}")
@@ -318,6 +321,15 @@ def worker_loop(
         if on_trial is not None:
             on_trial(outcome)
     return ran
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -340,7 +352,7 @@ def _worker_process(
     except KeyboardInterrupt:
         os._exit(130)
     except Exception as e:
-        print(f"hpo worker {index}: error: {e}", flush=True)
+        print(f"hpo worker {index}: error: {mask_password(str(e))}", file=sys.stderr, flush=True)
         os._exit(1)
 
 
@@ -351,7 +363,6 @@ class RunSummary:
     counts: Counts
     finished_here: int  # trials finished while this command ran (by any worker)
     seconds: float
-    interrupted: bool = False
 
 
 def run_study(
@@ -393,7 +404,7 @@ def run_study(
 
     def report(_outcome=None) -> None:
         if progress is not None:
-            progress(count_trials(study), target)
+            progress(retrying(lambda: count_trials(study), what="counting trials"), target)
 
     before = count_trials(study)
     report()
@@ -474,8 +485,8 @@ def _spawned_workers(
     try:
         yield workers
     except BaseException:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        workers.interrupt()
+        with _sigint_ignored():
+            workers.interrupt()
         raise
 
 
@@ -492,7 +503,7 @@ def run_worker(
 
     def report(_outcome=None) -> None:
         if progress is not None:
-            progress(count_trials(study), target)
+            progress(retrying(lambda: count_trials(study), what="counting trials"), target)
 
     before = count_trials(study)
     with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):

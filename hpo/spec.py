@@ -94,10 +94,6 @@ class Param:
     choices: tuple = ()
     value: Any = None
 
-    @property
-    def applies_to(self) -> tuple[str, ...] | None:
-        return PARAMS[self.name].when
-
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -133,6 +129,7 @@ class SearchSpec:
     trials: int = 50
     timeout: float | None = None
     startup_trials: int = 10
+    pruner_startup_trials: int = 5
     warmup_epochs: int = 5
 
 
@@ -193,6 +190,7 @@ class StudySpec:
         """
         d = self.to_dict()
         core = {k: d[k] for k in ("data", "model", "training", "space")}
+        core["data"].pop("data_dir", None)  # where the files are differs between machines
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
     def param(self, name: str) -> Param | None:
@@ -232,7 +230,7 @@ class _Table:
             "str": lambda v: isinstance(v, str),
             "bool": lambda v: isinstance(v, bool),
         }
-        if optional and (value == "" or (type(value) is int and value == 0)):
+        if optional and (value == "" or (type(value) in (int, float) and value == 0)):
             return None  # TOML has no null: "" or 0 means "not set" for optional fields
         if not checks[kind](value):
             names = {
@@ -351,11 +349,13 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         trials=t.get("trials", "int", 50),
         timeout=t.get("timeout", "number", None, optional=True),
         startup_trials=t.get("startup_trials", "int", 10),
+        pruner_startup_trials=t.get("pruner_startup_trials", "int", 5),
         warmup_epochs=t.get("warmup_epochs", "int", 5),
     )
     t.at_least("trials", search.trials, 0)
     t.at_least("seed", search.seed, 0)
     t.at_least("startup_trials", search.startup_trials, 0)
+    t.at_least("pruner_startup_trials", search.pruner_startup_trials, 0)
     t.at_least("warmup_epochs", search.warmup_epochs, 0)
     if search.timeout is not None and search.timeout <= 0:
         raise t.fail("timeout", f"{search.timeout} (allowed: > 0 seconds, or 0 for none)")
@@ -364,7 +364,18 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     model_keys = set(raw.get("model", {}))
     space = _read_space(_Table(source, "space", raw.get("space", {})), model_keys)
     if search.sampler == "grid":
+        optimizer = next((p for p in space if p.name == "optimizer"), None)
         for p in space:
+            when = PARAMS[p.name].when
+            varying = optimizer is not None and optimizer.kind == "choice"
+            if when is not None and p.kind != "fixed" and varying:
+                raise SpecError(
+                    source,
+                    f"space.{p.name}",
+                    f"applies only to {', '.join(when)}, so a grid over the optimizer would "
+                    'repeat configurations (allowed with sampler "grid": a fixed value, or '
+                    "a fixed optimizer)",
+                )
             if p.kind == "float" and p.step is None:
                 raise SpecError(
                     source,

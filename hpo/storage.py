@@ -8,8 +8,9 @@ Storages, by URL:
   "database is locked" errors with waiting.
 - ``postgresql://USER:PASSWORD@HOST/DB`` (workers on several machines; ``pip install
   .[postgres]``). ``postgres://`` is accepted too. The URL is re-rendered with its password
-  percent-encoded, so a password with ``{``, ``}``, ``%`` or ``@`` survives Optuna's URL
-  template and Alembic's config parser. Each process keeps at most ``POOL_SIZE`` connections plus
+  percent-encoded, so a password with ``{``, ``}`` or ``%`` survives Optuna's URL template
+  and Alembic's config parser (``@``, ``:`` and ``/`` must come percent-encoded, as URLs
+  require). Each process keeps at most ``POOL_SIZE`` connections plus
   one for the lock and one for the heartbeat thread.
 - ``journal:///PATH``: Optuna's journal file, for a shared filesystem without a database server.
 
@@ -46,7 +47,7 @@ HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 60
 """Seconds without a heartbeat after which a running trial counts as stale: its worker died
 ($HPO_GRACE_PERIOD overrides)."""
-MAX_RETRIES = 3
+MAX_STALE_TRIAL_RETRIES = 3
 """How often a stale trial is queued again with the same parameters."""
 POOL_SIZE = 2
 """Connections per process in the storage's pool (PostgreSQL), overflow included."""
@@ -55,6 +56,8 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Backoff, in seconds, before each new attempt at a storage call whose connection failed."""
 
 URL_FORMS = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, journal:///PATH"
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+"""Tables every Optuna RDB schema has: a database without them was not made by hpo."""
 
 
 def resolve_url(url: str | None) -> str:
@@ -69,6 +72,8 @@ def mask_password(url: str) -> str:
     """The URL with any password replaced by ``***``, for messages and reports."""
     if url.startswith("journal:"):
         return url
+    if url.count("@") > 1:  # a raw @ in the password: hide everything up to the last one
+        return re.sub(r"(//[^:/@]*:).*@", r"\1***@", url)
     try:
         parsed = make_url(url)
     except Exception:
@@ -160,17 +165,19 @@ def storage_lock(url: str) -> Iterator[None]:
 # Checks that touch nothing
 
 
-def check_sqlite_file(url: str, *, must_exist: bool) -> None:
-    """Refuse, without writing to it, a file that is not a SQLite database, or a missing one."""
+def check_sqlite_file(url: str, *, write: bool) -> None:
+    """Refuse, without writing to it, a file that is not a SQLite database, a database of
+    another program, a missing one (to read), or a read-only one (to write)."""
     path = sqlite_path(url)
     if path is None:
         return
     shown = mask_password(url)
     if not path.exists():
-        if must_exist:
+        if not write:
             raise UsageError(f"{shown}: no such database file")
         if not path.parent.is_dir():
             raise UsageError(f"{shown}: directory {path.parent} does not exist")
+        _check_writable(shown, path.parent)
         return
     if path.is_dir():
         raise UsageError(f"{shown}: {path} is a directory (allowed: a SQLite database file)")
@@ -180,26 +187,31 @@ def check_sqlite_file(url: str, *, must_exist: bool) -> None:
     try:
         probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            probe.execute("PRAGMA schema_version").fetchone()
+            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
         finally:
             probe.close()
     except sqlite3.DatabaseError as e:
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
-    _check_writable(shown, path)
+    if (tables or not write) and not tables >= OPTUNA_TABLES:
+        others = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
+        raise UsageError(f"{shown}: {path} is not an hpo (Optuna) database{others}")
+    if write:
+        _check_writable(shown, path)
 
 
 def _check_writable(shown: str, path: Path) -> None:
-    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+    directory = path if path.is_dir() else path.parent
+    if not os.access(path, os.W_OK) or not os.access(directory, os.W_OK):
         raise UsageError(f"{shown}: {path} is read-only (hpo needs to write trials there)")
 
 
-def check_journal_file(url: str, *, must_exist: bool) -> None:
+def check_journal_file(url: str, *, write: bool) -> None:
     """Refuse a journal path that is missing (when required) or is not an Optuna journal."""
     path = journal_path(url)
     if path is None or not str(path):
         raise UsageError(f"{url}: no journal file path (allowed: {URL_FORMS})")
     if not path.exists():
-        if must_exist:
+        if not write:
             raise UsageError(f"{url}: no such journal file")
         if not path.parent.is_dir():
             raise UsageError(f"{url}: directory {path.parent} does not exist")
@@ -215,7 +227,8 @@ def check_journal_file(url: str, *, must_exist: bool) -> None:
                 raise ValueError
         except ValueError:
             raise UsageError(f"{url}: {path} is not an Optuna journal file") from None
-    _check_writable(url, path)
+    if write:
+        _check_writable(url, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,24 +258,30 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def open_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False) -> BaseStorage:
-    """Open (creating the schema if needed) the storage at ``url`` for this process.
+def open_storage(url: str, *, write: bool = True) -> BaseStorage:
+    """Open the storage at ``url`` for this process.
 
-    Raises UsageError, with the password masked, when the URL is malformed or the storage is
-    unreachable, not a database, or read-only.
+    ``write=True`` (run, worker, retrain) creates the schema if needed, tunes SQLite and runs
+    heartbeats. ``write=False`` (studies, report, dashboard, best) only opens an existing hpo
+    storage and changes nothing in it: not the schema, not the journal mode.
+
+    Raises UsageError, with the password masked, when the URL is malformed or names another
+    kind of storage, or the storage is unreachable, not a database, not hpo's, or read-only.
     """
     kind = storage_kind(url)
     if kind == "journal":
-        check_journal_file(url, must_exist=must_exist)
+        check_journal_file(url, write=write)
         return _open_journal(url)
     shown = mask_password(url)
-    try:
-        make_url(url)
-    except Exception:
-        raise UsageError(f"{shown}: not a storage URL (allowed: {URL_FORMS})") from None
-    check_sqlite_file(url, must_exist=must_exist)
-    settings = heartbeat_settings() if heartbeat else None
-    return _open_rdb_storage(url, settings)
+    if kind == "other":
+        raise UsageError(f"{shown}: not a storage URL hpo supports (allowed: {URL_FORMS})")
+    if url.count("@") > 1:
+        raise UsageError(
+            f"{shown}: more than one @ (a password with @, :, / or % must be percent-encoded, "
+            "e.g. @ as %40)"
+        )
+    check_sqlite_file(url, write=write)
+    return _open_rdb_storage(url, heartbeat_settings() if write else None, write)
 
 
 @functools.cache
@@ -280,7 +299,7 @@ def _heartbeat_options(settings: tuple[int, int]) -> dict[str, object]:
         # A trial whose worker died is failed after the grace period and queued again with the
         # same parameters, at most MAX_RETRIES times.
         "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=MAX_RETRIES
+            max_retry=MAX_STALE_TRIAL_RETRIES
         ),
     }
 
@@ -293,7 +312,9 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
 
 
 @functools.cache
-def _open_rdb_storage(url: str, heartbeat: tuple[int, int] | None) -> optuna.storages.RDBStorage:
+def _open_rdb_storage(
+    url: str, heartbeat: tuple[int, int] | None, write: bool
+) -> optuna.storages.RDBStorage:
     """One storage (one engine, one pool) per URL and process, however often it is asked for."""
     shown = mask_password(url)
     kind = storage_kind(url)
@@ -307,26 +328,32 @@ def _open_rdb_storage(url: str, heartbeat: tuple[int, int] | None) -> optuna.sto
             pool_timeout=60,
             connect_args={"connect_timeout": 10},
         )
+    extra: dict[str, object] = {} if write else {"skip_table_creation": True}
+    lock = storage_lock(url) if write else contextlib.nullcontext()
     try:
-        with storage_lock(url), warnings.catch_warnings():
+        with lock, warnings.catch_warnings():
             # Heartbeats have been "experimental" since Optuna 2.8; hpo relies on them knowingly.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            extra = _heartbeat_options(heartbeat) if heartbeat else {}
+            if heartbeat:
+                extra.update(_heartbeat_options(heartbeat))
             storage = optuna.storages.RDBStorage(_engine_url(url), engine_kwargs=kwargs, **extra)
     except (ImportError, ModuleNotFoundError) as e:
         raise UsageError(
             f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
             "pip install 'hpo[postgres]'"
         ) from None
+    except OSError as e:  # the lock file beside the database
+        raise UsageError(f"{shown}: cannot lock the storage ({e})") from None
     except (
         sqlalchemy.exc.SQLAlchemyError,
         sqlite3.Error,
         ValueError,
+        RuntimeError,  # Optuna's word for a schema of another version
         optuna.exceptions.StorageInternalError,
     ) as e:
         reason = str(getattr(e, "orig", None) or e.__cause__ or e).strip().splitlines()[0]
         raise UsageError(f"{shown}: cannot open the storage ({_masked(reason, url)})") from None
-    if kind == "sqlite":
+    if kind == "sqlite" and write:
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite)
         storage.engine.dispose()  # reconnect, so that every pooled connection is tuned
     return storage

@@ -42,6 +42,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: >= 0)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} (allowed: >= 0)")
+    return value
+
+
 def _float(text: str) -> float:
     try:
         value = float(text)
@@ -81,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="step size (default: the optimizer's paper default)",
     )
-    g.add_argument("--weight-decay", type=_float, default=0.0, help="L2 strength (default 0)")
+    g.add_argument(
+        "--weight-decay", type=_float, default=0.0, help="weight-decay strength lambda (default 0)"
+    )
     g.add_argument("--weight-decay-type", choices=["l2", "l1"], default="l2")
     g.add_argument("--dropout", type=_float, default=0.0, help="drop ratio in [0, 1)")
     g.add_argument("--init", choices=list(INITS), default="he", help="weight-init rule")
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=100)
     g.add_argument("--patience", type=_positive_int, default=None, help="early stopping")
     g.add_argument("--lr-decay", type=_float, default=1.0, help="per-epoch LR factor in (0, 1]")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_non_negative_int, default=0)
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
@@ -227,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except DatasetError as e:
-        print(f"{parser.prog}: error: argument --dataset: {e}", file=sys.stderr)
+        flag = "--" + e.field.replace("_", "-")
+        print(f"{parser.prog}: error: argument {flag}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

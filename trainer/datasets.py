@@ -17,7 +17,7 @@ training and validation. Inputs are standardized with statistics of the training
 import gzip
 import hashlib
 import os
-import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -28,7 +28,12 @@ import numpy as np
 
 
 class DatasetError(Exception):
-    """A dataset that cannot be found, read or used. The message is one line for the user."""
+    """A dataset that cannot be found, read or used. The message is one line for the user;
+    ``field`` names the setting at fault (``dataset``, ``train_size``, ...)."""
+
+    def __init__(self, message: str, *, field: str = "dataset") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,10 @@ def download(url: str, sha256: str, dest: Path, *, timeout: float = 30.0) -> Non
     The file is written next to ``dest`` and moved into place only once verified.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
+    # A name of its own: several processes may download the same file at once.
+    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".part",
+                                     delete=False) as handle:  # fmt: skip
+        partial = Path(handle.name)
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
@@ -223,7 +231,7 @@ def download(url: str, sha256: str, dest: Path, *, timeout: float = 30.0) -> Non
         raise DatasetError(
             f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
         )
-    shutil.move(partial, dest)
+    os.replace(partial, dest)  # atomic: readers see the old state or the whole file
 
 
 def load_idx_dataset(
@@ -395,7 +403,8 @@ def split_dataset(
         if not 2 <= train_size <= len(y):
             raise DatasetError(
                 f"train_size {train_size} is out of range (allowed: 2 to {len(y)}, the samples "
-                f"of {data.name} outside the test set)"
+                f"of {data.name} outside the test set)",
+                field="train_size",
             )
         taken, _ = stratified_take(y, train_size, rng)
         x, y = x[taken], y[taken]
@@ -403,7 +412,8 @@ def split_dataset(
     if n_val < 1 or n_val >= len(y):
         raise DatasetError(
             f"{data.name}: {len(y)} samples leave no room for both a training and a validation "
-            f"split at validation_fraction {validation_fraction}"
+            f"split at validation_fraction {validation_fraction}",
+            field="validation_fraction",
         )
     val_idx, train_idx = stratified_take(y, n_val, rng)
     x_train, y_train = x[train_idx], y[train_idx]

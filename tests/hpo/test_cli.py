@@ -282,7 +282,7 @@ def test_sigint_keeps_finished_trials_leaves_none_running_and_resumes(tmp_path):
         time.sleep(0.2)
         if (tmp_path / "slow.db").exists():
             try:  # open_storage takes the creation lock: no schema race with the run
-                storage = open_storage(url, heartbeat=False)
+                storage = open_storage(url, write=False)
                 trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
             except KeyError:
                 continue
@@ -311,3 +311,52 @@ def test_environment_storage_is_used(tiny_spec, tmp_path, monkeypatch, capsys):
     assert main(["run", str(tiny_spec), "--trials", "1", "--quiet", "--no-report"]) == 0
     assert (tmp_path / "env.db").exists()
     assert os.environ["HPO_STORAGE"] in capsys.readouterr().out
+
+
+def test_read_only_commands_refuse_another_programs_database_untouched(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE users (name TEXT)")
+    before = path.read_bytes()
+    for argv in (["studies"], ["report"], ["best"], ["run", "--trials", "0", "--no-report"]):
+        assert main([*argv, "--storage", f"sqlite:///{path}"]) == 2, argv
+        assert "is not an hpo (Optuna) database" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_reading_commands_leave_an_hpo_database_byte_for_byte(tiny_spec, db_url, tmp_path):
+    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "2", "--quiet", "--no-report"])
+    db = tmp_path / "studies.db"
+    before = file_digests(db)
+    assert main(["studies", "--storage", db_url]) == 0
+    assert main(["best", "--storage", db_url, "--json"]) == 0
+    assert file_digests(db) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["best", "--export", "weights"], "--export: 'weights' (allowed: a path ending in .npz)"),
+        (["dashboard", "--port", "70000"], "--port: 70000 (allowed: 0 to 65535)"),
+        (["run", "--seed", "-1"], "--seed: -1 (allowed: >= 0)"),
+        (["report", "--out", "."], "--out: . is a directory"),
+    ],
+)
+def test_more_bad_flags_exit_2_with_one_line(tiny_spec, db_url, argv, expected, capsys):
+    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "1", "--quiet", "--no-report"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main([*argv, "--storage", db_url]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_raw_at_sign_in_a_password_is_refused_and_masked(capsys):
+    url = "postgresql://user:p@ss@127.0.0.1:1/db"
+    assert main(["studies", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "%40" in err and "p@ss" not in err and "ss@" not in err

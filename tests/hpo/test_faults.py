@@ -69,7 +69,7 @@ def hpo_process(*argv: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def finished_trials(url: str, name: str = "tiny") -> list:
-    storage = open_storage(url, heartbeat=False)
+    storage = open_storage(url, write=False)
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 

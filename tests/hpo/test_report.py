@@ -173,7 +173,7 @@ def get_json(url: str):
 
 
 def serve(storage_url: str):
-    storage = open_storage(storage_url, heartbeat=False)
+    storage = open_storage(storage_url, write=False)
     server = make_dashboard_server(storage, storage_url, host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

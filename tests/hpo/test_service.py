@@ -140,3 +140,14 @@ def test_count_trials_reports_best_value(tiny_spec, db_url):
     counts = count_trials(study)
     values = [t.value for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert counts.best_value == max(values)
+
+
+def test_grid_values_never_pass_high(tmp_path):
+    from hpo.service import grid_space
+
+    spec = tmp_path / "grid.toml"
+    spec.write_text(
+        '[search]\nsampler = "grid"\n[space]\n'
+        "dropout_ratio = { low = 0.5, high = 0.95, step = 0.3 }\n"
+    )
+    assert grid_space(load_spec(str(spec))) == {"dropout_ratio": [0.5, 0.8]}

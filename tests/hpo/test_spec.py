@@ -642,3 +642,14 @@ def test_negative_seed_is_a_spec_error(tmp_path, section):
     with pytest.raises(SpecError) as excinfo:
         load_text(tmp_path, f"[{section}]\nseed = -1\n{SPACE}")
     assert excinfo.value.field == f"{section}.seed"
+
+
+def test_grid_refuses_a_conditional_parameter_under_a_searched_optimizer(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        '[search]\nsampler = "grid"\n[space]\noptimizer = { choices = ["sgd", "momentum"] }\n'
+        "momentum = { choices = [0.5, 0.9] }\n"
+    )
+    with pytest.raises(SpecError) as e:
+        load_spec(str(path))
+    assert e.value.field == "space.momentum" and "repeat configurations" in str(e.value)

@@ -69,7 +69,7 @@ def test_npz_dataset(tmp_path, capsys, rng):
         (["--epochs", "0"], "--epochs: 0 (allowed: >= 1)"),
         (["--dataset", "cifar"], "--dataset: unknown dataset 'cifar'"),
         (["--dataset", "npz:/no/such.npz"], "/no/such.npz: no such file"),
-        (["--train-size", "100000"], "train_size 100000"),
+        (["--train-size", "100000"], "--train-size: train_size 100000"),
         (["--init-scale", "0"], "--init-scale: 0.0 (allowed: > 0)"),
     ],
 )
@@ -99,3 +99,10 @@ def test_help_has_an_example():
         [sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, check=True
     )
     assert "example:" in completed.stdout and "--learning-rate" in completed.stdout
+
+
+def test_negative_seed_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--seed", "-1"])
+    assert e.value.code == 2
+    assert "--seed: -1 (allowed: >= 0)" in capsys.readouterr().err
