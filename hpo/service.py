@@ -32,6 +32,7 @@ from hpo.heartbeat import sweep_stale_trials
 from hpo.objective import TrialOutcome, run_trial
 from hpo.spec import StudySpec, spec_from_dict
 from hpo.storage import (
+    count_states,
     heartbeat_settings,
     mask_password,
     open_storage,
@@ -44,7 +45,9 @@ SPEC_ATTR = "hpo:spec"
 FINGERPRINT_ATTR = "hpo:fingerprint"
 TARGET_ATTR = "hpo:target"
 MAX_CONSECUTIVE_ERRORS = 3
-WAIT_POLL_SECONDS = 1.0
+WAIT_POLL_SECONDS = (0.05, 1.0)
+"""While the rest of the target runs elsewhere, a worker looks again after the first delay,
+doubling it up to the second: quick to notice the end, light on the storage when it waits."""
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
@@ -245,8 +248,15 @@ class TrialClaimer:
             if time.monotonic() - self.last_sweep >= self.sweep_every:
                 sweep_stale_trials(self.study)
                 self.last_sweep = time.monotonic()
-            counts = count_trials(self.study)
-            if counts.finished + counts.running >= self.target:
+            states = count_states(self.study)
+            finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+            counts = Counts(
+                complete=states[TrialState.COMPLETE],
+                pruned=states[TrialState.PRUNED],
+                failed=states[TrialState.FAIL],
+                running=states[TrialState.RUNNING],
+            )
+            if finished + counts.running >= self.target:
                 return None, counts
             with warnings.catch_warnings():
                 # hpo runs its own ask/tell loop with the heartbeat thread around each trial.
@@ -291,6 +301,7 @@ def worker_loop(
     """
     ran, errors = 0, 0
     claimer = TrialClaimer(study, storage_url, target)
+    wait = WAIT_POLL_SECONDS[0]
     while deadline is None or time.monotonic() < deadline:
         trial = None
         try:
@@ -300,8 +311,10 @@ def worker_loop(
                     break
                 # The rest of the target runs elsewhere. Stay until it finishes: a trial whose
                 # worker died is swept after the grace period, and then this worker retries it.
-                time.sleep(WAIT_POLL_SECONDS)
+                time.sleep(wait)
+                wait = min(2 * wait, WAIT_POLL_SECONDS[1])
                 continue
+            wait = WAIT_POLL_SECONDS[0]
             outcome = run_trial(study, trial, spec, split)
         except KeyboardInterrupt:
             if trial is not None:

@@ -466,3 +466,30 @@ def artifact_dir(url: str) -> Path:
     if path is None:
         return Path("hpo-artifacts")
     return path.with_name(path.stem + "-artifacts")
+
+
+def count_states(study: optuna.Study) -> dict[optuna.trial.TrialState, int]:
+    """The study's trials counted by state: one GROUP BY on RDB storages (a claim needs no
+    more), otherwise a count over the trials read."""
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(TrialState, 0)
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        table = models.TrialModel
+        with _create_scoped_session(backend.scoped_session) as session:
+            rows = (
+                session.query(table.state, sqlalchemy.func.count(table.trial_id))
+                .filter(table.study_id == study._study_id)
+                .group_by(table.state)
+                .all()
+            )
+        for state, n in rows:
+            counts[TrialState[state.name]] = n
+        return counts
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts

@@ -16,6 +16,7 @@ training and validation. Inputs are standardized with statistics of the training
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import tempfile
 import urllib.error
@@ -159,12 +160,21 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None) -> Dataset:
 
 
 def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+    """scikit-learn's bundled digits, read from its data file without importing scikit-learn
+    (the import costs 0.8 s, the file 0.02 s; every worker process pays it)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path is not None and path.is_file():
+        table = np.loadtxt(path, delimiter=",")  # (1797, 65): 64 pixels, then the label
+        x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    else:  # a scikit-learn that keeps its data elsewhere: ask it
+        from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    return Dataset(
-        "digits", bunch.data.astype(np.float64), bunch.target.astype(np.int64), None, None, 10
-    )
+        bunch = load_digits()
+        x, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    return Dataset("digits", x, y, None, None, 10)
 
 
 # ---------------------------------------------------------------------------------------------
