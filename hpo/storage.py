@@ -10,8 +10,8 @@ Storages, by URL:
   .[postgres]``). ``postgres://`` is accepted too. The URL is re-rendered with its password
   percent-encoded, so a password with ``{``, ``}`` or ``%`` survives Optuna's URL template
   and Alembic's config parser (``@``, ``:`` and ``/`` must come percent-encoded, as URLs
-  require). Each process keeps at most ``POOL_SIZE`` connections plus
-  one for the lock and one for the heartbeat thread.
+  require). Each process keeps at most ``POOL_SIZE`` connections (the
+  heartbeat thread takes one of them) plus one for the lock.
 - ``journal:///PATH``: Optuna's journal file, for a shared filesystem without a database server.
 
 Every process opens its own storage (never one inherited across ``fork()``), once per URL.

@@ -41,6 +41,7 @@ class Affine(Layer):
         self.grads = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
         self.input_grad = input_grad  # False for a first layer: nothing needs dx there
         self.x: np.ndarray | None = None  # (N, D), kept for dW
+        self.ones: np.ndarray | None = None  # (N,), for db
 
     def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
         self.x = x
@@ -50,7 +51,10 @@ class Affine(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         np.matmul(self.x.T, dout, out=self.grads["W"])  # (D, M)
-        np.add.reduce(dout, axis=0, out=self.grads["b"])  # (M,)
+        # The column sums as a (1, N) @ (N, M) product: a third of np.sum's time at N = 100.
+        if self.ones is None or len(self.ones) != len(dout):
+            self.ones = np.ones(len(dout), dtype=dout.dtype)
+        np.matmul(self.ones, dout, out=self.grads["b"])  # (M,)
         return dout @ self.params["W"].T if self.input_grad else None  # (N, D)
 
 
@@ -218,10 +222,13 @@ class SoftmaxWithLoss:
 
     def forward(self, scores: np.ndarray, labels: np.ndarray) -> float:
         """Mean cross-entropy of ``scores`` (N, C) against ``labels`` (N,) in [0, C)."""
-        log_probs = log_softmax(scores)
-        self.probs = np.exp(log_probs)
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        self.probs = exp / total
         self.labels = labels
-        return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
+        picked = shifted[np.arange(len(labels)), labels]  # (N,)
+        return float(np.mean(np.log(total[:, 0]) - picked))
 
     def backward(self) -> np.ndarray:
         """Gradient of the mean loss with respect to the scores, shape (N, C)."""

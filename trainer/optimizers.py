@@ -53,6 +53,13 @@ class SGD(Optimizer):
     def _updates(self, params, grads):
         return [-self.learning_rate * g for g in grads]
 
+    def update(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        # The same step as _updates, applied without building the list: the book's search
+        # runs SGD, and this is one pass over the parameters instead of two.
+        lr = self.learning_rate
+        for p, g in zip(params, grads, strict=True):
+            p -= lr * g
+
 
 class Momentum(Optimizer):
     """SGD with momentum (Polyak, 1964): ``v = momentum * v - learning_rate * g; p += v``."""

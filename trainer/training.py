@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainer.layers import cross_entropy
+from trainer.layers import cross_entropy, log_softmax
 from trainer.network import MultiLayerNet
 from trainer.optimizers import Optimizer
 
@@ -90,6 +90,25 @@ def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, f
     return loss_sum / len(x), correct / len(x)
 
 
+def evaluate_splits(
+    net: MultiLayerNet, both: tuple[np.ndarray, np.ndarray], n_first: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``evaluate`` of rows ``[:n_first]`` and ``[n_first:]`` of ``both`` = (x, y); one forward
+    pass when all rows fit in ``EVAL_BATCH``, else one per split."""
+    x, y = both
+    if len(x) > EVAL_BATCH:
+        return evaluate(net, x[:n_first], y[:n_first]), evaluate(net, x[n_first:], y[n_first:])
+    scores = net.predict(x)
+    log_probs = log_softmax(scores)
+    picked = -log_probs[np.arange(len(y)), y]  # (N,) per-sample cross-entropy
+    correct = np.argmax(scores, axis=1) == y
+    first, second = slice(0, n_first), slice(n_first, None)
+    return (
+        (float(picked[first].mean()), float(correct[first].mean())),
+        (float(picked[second].mean()), float(correct[second].mean())),
+    )
+
+
 def train(
     net: MultiLayerNet,
     optimizer: Optimizer,
@@ -143,6 +162,9 @@ def train(
     stop_reason, diverged = "completed", False
     n = len(x_train)
     params, grads = net.params, net.grads
+    # Both splits measured in one forward pass an epoch (when they fit in one evaluation batch).
+    both = (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]))
+    n_train = n
     loss_limit = math.inf
     start = time.perf_counter()
     # A diverging net overflows; the loss check below reports it once, instead of a warning
@@ -162,8 +184,7 @@ def train(
             if diverged:
                 stop_reason = "diverged"
                 break
-            train_loss, train_acc = evaluate(net, x_train, y_train)
-            val_loss, val_acc = evaluate(net, x_val, y_val)
+            (train_loss, train_acc), (val_loss, val_acc) = evaluate_splits(net, both, n_train)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 diverged, stop_reason = True, "diverged"
                 break
