@@ -378,6 +378,32 @@ class RunSummary:
     seconds: float
 
 
+def _reporter(
+    study: optuna.Study, target: int, progress: Callable[[Counts, int], None] | None
+) -> Callable[..., None]:
+    """A callback that hands the study's counts to ``progress`` (nothing when it is None)."""
+
+    def report(_outcome=None) -> None:
+        if progress is not None:
+            progress(retrying(lambda: count_trials(study), what="counting trials"), target)
+
+    return report
+
+
+def _work_here(study, spec, split, storage_url, target, deadline, report) -> None:
+    """``worker_loop`` in this process, each trial on one BLAS thread (ONE_BLAS_THREAD)."""
+    with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+        worker_loop(
+            study,
+            spec,
+            split,
+            storage_url=storage_url,
+            target=target,
+            deadline=deadline,
+            on_trial=report,
+        )
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -414,27 +440,13 @@ def run_study(
     study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
-
-    def report(_outcome=None) -> None:
-        if progress is not None:
-            progress(retrying(lambda: count_trials(study), what="counting trials"), target)
-
+    report = _reporter(study, target, progress)
     before = count_trials(study)
     report()
     if workers >= 1:
-        # This process is worker 0; workers 1..N-1 are spawned. Each trial trains on one BLAS
-        # thread (see ONE_BLAS_THREAD).
+        # This process is worker 0; workers 1..N-1 are spawned.
         with _spawned_workers(storage_url, name, target, timeout, workers - 1) as others:
-            with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
-                worker_loop(
-                    study,
-                    spec,
-                    split,
-                    storage_url=storage_url,
-                    target=target,
-                    deadline=deadline,
-                    on_trial=report,
-                )
+            _work_here(study, spec, split, storage_url, target, deadline, report)
             others.wait(report)
     report()
     after = count_trials(study)
@@ -513,22 +525,8 @@ def run_worker(
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
     split = load_study_split(spec)
     start = time.monotonic()
-
-    def report(_outcome=None) -> None:
-        if progress is not None:
-            progress(retrying(lambda: count_trials(study), what="counting trials"), target)
-
     before = count_trials(study)
-    with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
-        worker_loop(
-            study,
-            spec,
-            split,
-            storage_url=storage_url,
-            target=target,
-            deadline=None,
-            on_trial=report,
-        )
+    _work_here(study, spec, split, storage_url, target, None, _reporter(study, target, progress))
     after = count_trials(study)
     return RunSummary(
         study_name,
