@@ -105,7 +105,8 @@ DATASETS = ("digits", *IDX_SOURCES, "npz:PATH")
 
 @dataclass(frozen=True)
 class Dataset:
-    """Raw arrays: inputs flattened to (N, D) float64, labels (N,) int64 in [0, n_classes)."""
+    """Raw arrays: inputs flattened to (N, D) in their stored numeric dtype, labels (N,) int64 in
+    [0, n_classes)."""
 
     name: str
     x: np.ndarray
@@ -321,8 +322,11 @@ def _validated_pair(where: str, xname: str, x, yname: str, y) -> tuple[np.ndarra
         )
     if len(y) and y.min() < 0:
         raise DatasetError(f"{where}: {yname} contains {y.min()} (allowed: labels >= 0)")
-    x = x.reshape(len(x), -1).astype(np.float64)
-    if not np.all(np.isfinite(x)):
+    # Kept in its own dtype (MNIST's uint8 is an eighth of float64): only the split converts.
+    x = x.reshape(len(x), -1)
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8)
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
         raise DatasetError(f"{where}: {xname} contains NaN or infinity (allowed: finite values)")
     return x, y.astype(np.int64)
 
@@ -427,12 +431,16 @@ def split_dataset(
         )
     val_idx, train_idx = stratified_take(y, n_val, rng)
     x_train, y_train = x[train_idx], y[train_idx]
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    std = x_train.std(axis=0, dtype=np.float64)
     std[std == 0] = 1.0  # constant features (digits' blank border pixels) stay at zero
 
     def standardize(a: np.ndarray) -> np.ndarray:
-        return ((a - mean) / std).astype(dtype)
+        # In the target dtype from the start: no float64 copy of the whole split.
+        out = a.astype(dtype)
+        out -= mean.astype(dtype)
+        out /= std.astype(dtype)
+        return out
 
     return Split(
         name=data.name,
