@@ -200,7 +200,9 @@ def run_trial(
     local = local_pruning_supported(pruner)
     values: dict[int, float] = {}
     if local:
-        view = _CompletedTrialsView(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        # The trials the sampler read for this trial (Study caches them per trial): no new read.
+        completed = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        view = _CompletedTrialsView(completed)
         frozen = FrozenTrial(
             number=trial.number,
             state=TrialState.RUNNING,
