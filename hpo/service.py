@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -314,7 +315,12 @@ def worker_loop(
     while deadline is None or time.monotonic() < deadline:
         trial = None
         try:
-            trial, counts = claimer.claim()
+            # A Ctrl-C inside the claim would land between creating the trial and knowing it,
+            # leaving it RUNNING: it waits until the claim is done, then fails the trial.
+            with _sigint_deferred() as interrupted:
+                trial, counts = claimer.claim()
+            if interrupted:
+                raise KeyboardInterrupt
             if trial is None:
                 if counts.finished >= target:
                     break
@@ -343,6 +349,20 @@ def worker_loop(
         if on_trial is not None:
             on_trial(outcome)
     return ran
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[list]:
+    """Hold back SIGINT for the block; the yielded list is non-empty if one arrived."""
+    arrived: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        yield arrived
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

@@ -263,7 +263,8 @@ def open_storage(url: str, *, write: bool = True) -> BaseStorage:
 
     ``write=True`` (run, worker, retrain) creates the schema if needed, tunes SQLite and runs
     heartbeats. ``write=False`` (studies, report, dashboard, best) only opens an existing hpo
-    storage and changes nothing in it: not the schema, not the journal mode.
+    storage and changes nothing in it: not the schema, not the journal mode (it takes the
+    storage lock, whose file sits beside the database).
 
     Raises UsageError, with the password masked, when the URL is malformed or names another
     kind of storage, or the storage is unreachable, not a database, not hpo's, or read-only.
@@ -280,8 +281,18 @@ def open_storage(url: str, *, write: bool = True) -> BaseStorage:
             f"{shown}: more than one @ (a password with @, :, / or % must be percent-encoded, "
             "e.g. @ as %40)"
         )
-    check_sqlite_file(url, write=write)
-    return _open_rdb_storage(url, heartbeat_settings() if write else None, write)
+    settings = heartbeat_settings() if write else None
+    # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
+    # process is still creating (Optuna's alembic stamp is a write even when reading).
+    try:
+        with storage_lock(url):
+            check_sqlite_file(url, write=write)
+            return _open_rdb_storage(url, settings, write)
+    except OSError as e:  # the lock file beside the database
+        raise UsageError(f"{shown}: cannot lock the storage ({e})") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:  # the advisory lock's connection
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise UsageError(f"{shown}: cannot open the storage ({_masked(reason, url)})") from None
 
 
 @functools.cache
@@ -315,7 +326,8 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
 def _open_rdb_storage(
     url: str, heartbeat: tuple[int, int] | None, write: bool
 ) -> optuna.storages.RDBStorage:
-    """One storage (one engine, one pool) per URL and process, however often it is asked for."""
+    """One storage (one engine, one pool) per URL and process, however often it is asked for.
+    The caller holds the storage lock."""
     shown = mask_password(url)
     kind = storage_kind(url)
     kwargs: dict[str, object] = {"pool_pre_ping": True}
@@ -329,9 +341,8 @@ def _open_rdb_storage(
             connect_args={"connect_timeout": 10},
         )
     extra: dict[str, object] = {} if write else {"skip_table_creation": True}
-    lock = storage_lock(url) if write else contextlib.nullcontext()
     try:
-        with lock, warnings.catch_warnings():
+        with warnings.catch_warnings():
             # Heartbeats have been "experimental" since Optuna 2.8; hpo relies on them knowingly.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat:
@@ -342,8 +353,6 @@ def _open_rdb_storage(
             f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
             "pip install 'hpo[postgres]'"
         ) from None
-    except OSError as e:  # the lock file beside the database
-        raise UsageError(f"{shown}: cannot lock the storage ({e})") from None
     except (
         sqlalchemy.exc.SQLAlchemyError,
         sqlite3.Error,
