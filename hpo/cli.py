@@ -20,6 +20,7 @@ from hpo.results import best_trial_summary, retrain_best, top_trials
 from hpo.service import Counts, load_hpo_study, run_study, run_worker
 from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
 from hpo.storage import mask_password, open_storage, resolve_url
+from trainer.cli import int_at_least
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,18 +28,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _count(text: str, *, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{value} (allowed: >= {minimum})")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _count(text, minimum=0)
+    value = int_at_least(0)(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} (allowed: 0 to 65535)")
     return value
@@ -91,21 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     storage_flag(p)
     p.add_argument(
         "--trials",
-        type=lambda t: _count(t, minimum=0),
+        type=int_at_least(0),
         metavar="N",
         help="finished trials (complete + pruned) the study should reach in total",
     )
     p.add_argument("--timeout", type=_seconds, metavar="SEC", help="start no trial after SEC")
     p.add_argument(
         "--workers",
-        type=lambda t: _count(t, minimum=1),
+        type=int_at_least(1),
         default=1,
         metavar="N",
         help="worker processes (default 1)",
     )
-    p.add_argument(
-        "--seed", type=lambda t: _count(t, minimum=0), help="the sampler's and the trials' seed"
-    )
+    p.add_argument("--seed", type=int_at_least(0), help="the sampler's and the trials' seed")
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
     p.add_argument(
@@ -164,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PATH", help="default: hpo-report-STUDY.html here")
     p.add_argument(
         "--top",
-        type=lambda t: _count(t, minimum=1),
+        type=int_at_least(1),
         default=10,
         metavar="K",
         help="configurations in the table and the learning curves (default 10)",

@@ -32,24 +32,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: >= 1)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} (allowed: >= 1)")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with the rule in its error."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer (allowed: >= {minimum})"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} (allowed: >= {minimum})")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: >= 0)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} (allowed: >= 0)")
-    return value
+    return parse
 
 
 def _float(text: str) -> float:
@@ -113,16 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=None, help="where the IDX files are (MNIST)")
     g.add_argument(
         "--train-size",
-        type=_positive_int,
+        type=int_at_least(1),
         default=None,
         help="samples drawn for training + validation (default: all)",
     )
     g.add_argument("--validation-fraction", type=_float, default=0.2)
-    g.add_argument("--epochs", type=_positive_int, default=20)
-    g.add_argument("--batch-size", type=_positive_int, default=100)
-    g.add_argument("--patience", type=_positive_int, default=None, help="early stopping")
+    g.add_argument("--epochs", type=int_at_least(1), default=20)
+    g.add_argument("--batch-size", type=int_at_least(1), default=100)
+    g.add_argument("--patience", type=int_at_least(1), default=None, help="early stopping")
     g.add_argument("--lr-decay", type=_float, default=1.0, help="per-epoch LR factor in (0, 1]")
-    g.add_argument("--seed", type=_non_negative_int, default=0)
+    g.add_argument("--seed", type=int_at_least(0), default=0)
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
