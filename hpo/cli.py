@@ -11,13 +11,12 @@ import sys
 import textwrap
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo.dashboard import serve_dashboard
 from hpo.errors import HPOError, UsageError
 from hpo.report import make_report
 from hpo.results import best_trial_summary, retrain_best, top_trials
-from hpo.service import Counts, load_hpo_study, run_study, run_worker
+from hpo.service import SPEC_ATTR, Counts, count_trials, load_hpo_study, run_study, run_worker
 from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
 from hpo.storage import mask_password, open_storage, resolve_url
 from trainer.cli import int_at_least
@@ -68,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+
+    def study_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
+        storage_flag(p)
 
     def storage_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--storage", metavar="URL", help="default: $HPO_STORAGE or sqlite:///hpo.db")
@@ -132,8 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Show a study's best trial; optionally retrain it and export its weights.",
         "python -m hpo best --study default --retrain --export best.npz",
     )
-    p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
-    storage_flag(p)
+    study_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--retrain",
@@ -148,8 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Write a study's self-contained HTML report (figures inline; opens from disk).",
         "python -m hpo report --study default --out report.html --top 10",
     )
-    p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
-    storage_flag(p)
+    study_flags(p)
     p.add_argument("--out", metavar="PATH", help="default: hpo-report-STUDY.html here")
     p.add_argument(
         "--top",
@@ -309,21 +310,19 @@ def cmd_studies(args: argparse.Namespace) -> int:
     rows = [("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")]
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=s.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        by = {state: sum(t.state == state for t in trials) for state in TrialState}
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
-        stamps = [t.datetime_complete or t.datetime_start for t in trials]
+        counts = count_trials(study)
+        stamps = [t.datetime_complete or t.datetime_start for t in study.get_trials(deepcopy=False)]
         stamps = [t for t in stamps if t is not None]
-        dataset = study.user_attrs.get("hpo:spec", {}).get("data", {}).get("dataset", "?")
+        dataset = study.user_attrs.get(SPEC_ATTR, {}).get("data", {}).get("dataset", "?")
         rows.append(
             (
                 s.study_name,
                 dataset,
-                str(by[TrialState.COMPLETE]),
-                str(by[TrialState.PRUNED]),
-                str(by[TrialState.FAIL]),
-                str(by[TrialState.RUNNING]),
-                f"{max(values):.4f}" if values else "-",
+                str(counts.complete),
+                str(counts.pruned),
+                str(counts.failed),
+                str(counts.running),
+                "-" if counts.best_value is None else f"{counts.best_value:.4f}",
                 max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else "-",
             )
         )

@@ -515,26 +515,33 @@ class _Workers:
 
 
 @contextlib.contextmanager
-def _spawned_workers(
-    storage_url: str, name: str, target: int, timeout: float | None, n: int
-) -> Iterator[_Workers]:
-    context = multiprocessing.get_context("spawn")  # never share a connection across fork()
-    # The children read these when they import numpy: one BLAS thread each.
-    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD)))
-    processes = [
-        context.Process(target=_worker_process, args=(storage_url, name, target, timeout, i))
-        for i in range(1, n + 1)
-    ]
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for processes started inside the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
     try:
-        for p in processes:
-            p.start()
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _spawned_workers(
+    storage_url: str, name: str, target: int, timeout: float | None, n: int
+) -> Iterator[_Workers]:
+    context = multiprocessing.get_context("spawn")  # never share a connection across fork()
+    processes = [
+        context.Process(target=_worker_process, args=(storage_url, name, target, timeout, i))
+        for i in range(1, n + 1)
+    ]
+    # The children read these when they import numpy: one BLAS thread each.
+    with environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))):
+        for p in processes:
+            p.start()
     workers = _Workers(processes)
     try:
         yield workers

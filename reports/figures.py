@@ -52,6 +52,21 @@ def _styled(fn):
     return wrapper
 
 
+def _panel_grid(
+    n: int, *, max_cols: int, size: tuple[float, float], extra_height: float = 0.0, **share
+):
+    """Small multiples: a rows x cols grid (2-D axes array) for ``n`` panels, the unused
+    cells hidden; ``size`` is one panel's (width, height) in inches."""
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(size[0] * cols, size[1] * rows + extra_height), squeeze=False, **share
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. Learning curves of the top K
 
@@ -77,13 +92,9 @@ def learning_curves_data(snapshot: StudySnapshot, top_k: int) -> list[dict] | No
 
 @_styled
 def plot_learning_curves(panels: list[dict]) -> Figure:
-    cols = min(5, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(2.3 * cols, 1.9 * rows + 0.4), sharex=True, sharey=True, squeeze=False
+    fig, axes = _panel_grid(
+        len(panels), max_cols=5, size=(2.3, 1.9), extra_height=0.4, sharex=True, sharey=True
     )
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
     for ax, p in zip(axes.flat, panels, strict=False):
         epochs = range(1, len(p["val_accuracy"]) + 1)
         ax.plot(epochs, p["train_accuracy"], color=COLORS["train"], lw=1.2, label="training")
@@ -261,13 +272,7 @@ def slice_data(snapshot: StudySnapshot) -> list[dict] | None:
 
 @_styled
 def plot_slices(panels: list[dict]) -> Figure:
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False, sharey=True
-    )
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
+    fig, axes = _panel_grid(len(panels), max_cols=3, size=(3.3, 2.5), sharey=True)
     for ax, p in zip(axes.flat, panels, strict=False):
         xs, ys = zip(*p["points"], strict=True)
         if p["kind"] == "categorical":

@@ -32,7 +32,6 @@ test: the default pytest run ignores ``tests/benchmarks``.
 """
 
 import argparse
-import contextlib
 import functools
 import json
 import math
@@ -44,7 +43,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,7 +58,7 @@ import optuna  # noqa: E402
 
 import hpo.objective  # noqa: E402
 import hpo.service  # noqa: E402
-from hpo.service import run_study  # noqa: E402
+from hpo.service import environment, run_study  # noqa: E402
 from hpo.spec import StudySpec, load_spec, spec_from_dict  # noqa: E402
 from hpo.storage import open_storage  # noqa: E402
 
@@ -387,21 +386,6 @@ def run_in_fresh_process(job: StudyJob, *, attempts: int = 3) -> StudyRun:
         share = 100 * runs[-1].other_cpu_share
         log(f"{job.label}: other processes used {share:.0f} % of the CPUs; running it again")
     return min(runs, key=lambda r: r.other_cpu_share)
-
-
-@contextlib.contextmanager
-def environment(**variables: str) -> Iterator[None]:
-    """Set environment variables for processes started inside the block."""
-    saved = {k: os.environ.get(k) for k in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def log(message: str) -> None:

@@ -58,6 +58,11 @@ def postgres_url():
     admin.dispose()
 
 
+def run_quietly(spec, url: str, *flags: str) -> int:
+    """``hpo run SPEC --storage URL --quiet --no-report FLAGS...`` in-process."""
+    return main(["run", str(spec), "--storage", url, "--quiet", "--no-report", *flags])
+
+
 def hpo_process(*argv: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "hpo", *argv],
@@ -125,23 +130,7 @@ def test_four_processes_on_a_fresh_sqlite_file_at_the_same_instant(tmp_path):
 def test_journal_storage_with_two_workers(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2)
     url = f"journal:///{tmp_path / 'study.log'}"
-    assert (
-        main(
-            [
-                "run",
-                str(spec),
-                "--storage",
-                url,
-                "--trials",
-                "8",
-                "--workers",
-                "2",
-                "--quiet",
-                "--no-report",
-            ]
-        )
-        == 0
-    )
+    assert run_quietly(spec, url, "--trials", "8", "--workers", "2") == 0
     assert_exact_target(url, 8)
 
 
@@ -155,22 +144,7 @@ def slow_spec(path, trials: int):
 
 def kill_a_worker_mid_trial(url: str, spec, target: int) -> int:
     """Start a worker, SIGKILL it while a trial runs; return that trial's number."""
-    assert (
-        main(
-            [
-                "run",
-                str(spec),
-                "--storage",
-                url,
-                "--trials",
-                str(target),
-                "--quiet",
-                "--no-report",
-                "--create-only",
-            ]
-        )
-        == 0
-    )
+    assert run_quietly(spec, url, "--trials", str(target), "--create-only") == 0
     worker = start_workers(url, 1, env=FAST_HEARTBEAT)[0]
     deadline = time.monotonic() + 120
     running = []
@@ -228,16 +202,12 @@ def test_sigkilled_worker_on_postgresql_is_retried_and_the_target_reached(tmp_pa
 def test_trial_orphaned_before_its_first_heartbeat_is_swept(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2, trials=3)
     url = f"sqlite:///{tmp_path / 'orphan.db'}"
-    assert (
-        main(["run", str(spec), "--storage", url, "--trials", "0", "--quiet", "--no-report"]) == 0
-    )
+    assert run_quietly(spec, url, "--trials", "0") == 0
     # A worker that died right after ask(): RUNNING, no heartbeat row ever written.
     orphan = optuna.load_study(study_name="tiny", storage=open_storage(url)).ask()
     orphan.suggest_float("learning_rate", 1e-3, 1e-1, log=True)
     time.sleep(3.5)
-    assert (
-        main(["run", str(spec), "--storage", url, "--trials", "3", "--quiet", "--no-report"]) == 0
-    )
+    assert run_quietly(spec, url, "--trials", "3") == 0
     trials = finished_trials(url)
     assert trials[orphan.number].state == TrialState.FAIL
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
@@ -281,12 +251,9 @@ def test_a_journal_path_that_is_not_a_journal_is_refused(tmp_path, capsys):
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files: nothing to refuse")
 def test_read_only_database_is_refused(tiny_spec, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'ro.db'}"
-    assert (
-        main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet", "--no-report"])
-        == 0
-    )
+    assert run_quietly(tiny_spec, url, "--trials", "1") == 0
     (tmp_path / "ro.db").chmod(0o444)
-    assert main(["run", str(tiny_spec), "--storage", url, "--quiet", "--no-report"]) == 2
+    assert run_quietly(tiny_spec, url) == 2
     assert "read-only" in capsys.readouterr().err
 
 
