@@ -15,6 +15,7 @@ successive-halving and Hyperband pruners keep state in the storage as trials run
 and ask every epoch.
 """
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -235,7 +236,7 @@ def run_trial(
             lambda: write_trial_records(
                 study,
                 trial._trial_id,
-                user_attrs=result_attrs(result, seed),
+                user_attrs=result_attrs(result, seed, batch_loss=spec.training.record_batch_loss),
                 intermediate_values=values if local else {},
             ),
             what=f"storing trial #{trial.number}",
@@ -251,11 +252,14 @@ def run_trial(
     return TrialOutcome(trial.number, state, value, result, time.perf_counter() - start)
 
 
-def result_attrs(result: TrainResult, seed: np.random.SeedSequence) -> dict[str, Any]:
-    """The trial's user attributes: the facts of its run and its per-epoch curves."""
+def result_attrs(
+    result: TrainResult, seed: np.random.SeedSequence, *, batch_loss: bool = False
+) -> dict[str, Any]:
+    """The trial's user attributes: the facts of its run and its per-epoch curves, and with
+    ``batch_loss`` every step's training loss (to 5 significant digits, non-finite as None)."""
     history = result.history
     best = result.best_epoch
-    return {
+    attrs = {
         "best_epoch": best,
         "epochs_run": result.epochs_run,
         "diverged": result.diverged,
@@ -264,3 +268,8 @@ def result_attrs(result: TrainResult, seed: np.random.SeedSequence) -> dict[str,
         "seed": list(seed.entropy),
         "curves": history.as_dict(),
     }
+    if batch_loss:
+        attrs["batch_loss"] = [
+            float(f"{v:.5g}") if math.isfinite(v) else None for v in result.batch_loss
+        ]
+    return attrs

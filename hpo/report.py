@@ -50,6 +50,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         params=dict(t.params),
         intermediate=dict(t.intermediate_values),
         curves=attrs.get("curves"),
+        batch_loss=attrs.get("batch_loss"),
         best_epoch=attrs.get("best_epoch"),
         train_accuracy=attrs.get("train_accuracy"),
         epochs_run=attrs.get("epochs_run"),

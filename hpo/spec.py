@@ -26,6 +26,9 @@ from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
+EXPERIMENTS = ("optimizers", "init", "batchnorm", "overfit")
+"""The chapter's experiments whose own figure a study's report may carry (``[study]
+experiment``); ``reports.experiments`` draws them."""
 PRUNERS = ("median", "hyperband", "sha", "none")
 
 
@@ -119,6 +122,7 @@ class TrainingSpec:
     batch_size: int = 100
     patience: int | None = None
     lr_decay: float = 1.0
+    record_batch_loss: bool = False  # store every step's loss with the trial, not only epochs'
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,7 @@ class StudySpec:
 
     name: str
     description: str = ""
+    experiment: str | None = None
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -174,7 +179,8 @@ class StudySpec:
             if self.param(name) is not None:
                 del model[name]  # searched or fixed in [space]; one place only
         return {
-            "study": {"name": self.name, "description": self.description},
+            "study": {"name": self.name, "description": self.description}
+            | ({"experiment": self.experiment} if self.experiment else {}),
             "data": section(self.data),
             "model": model,
             "training": section(self.training),
@@ -191,6 +197,7 @@ class StudySpec:
         d = self.to_dict()
         core = {k: d[k] for k in ("data", "model", "training", "space")}
         core["data"].pop("data_dir", None)  # where the files are differs between machines
+        core["training"].pop("record_batch_loss", None)  # what is kept, not what is trained
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
     def param(self, name: str) -> Param | None:
@@ -286,7 +293,12 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     if not name.strip():
         raise t.fail("name", '"" (allowed: a non-empty name)')
     description = t.get("description", "str", "")
-    t.finish(("name", "description"))
+    experiment = t.get("experiment", "str", None, optional=True)
+    if experiment is not None and experiment not in EXPERIMENTS:
+        raise t.fail(
+            "experiment", f"unknown value {_show(experiment)} (allowed: {', '.join(EXPERIMENTS)})"
+        )
+    t.finish(("name", "description", "experiment"))
 
     t = _Table(source, "data", raw.get("data", {}))
     dataset = t.get("dataset", "str", "digits")
@@ -333,6 +345,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         batch_size=t.get("batch_size", "int", 100),
         patience=t.get("patience", "int", None, optional=True),
         lr_decay=t.get("lr_decay", "number", 1.0),
+        record_batch_loss=t.get("record_batch_loss", "bool", False),
     )
     t.at_least("epochs", training.epochs, 1)
     t.at_least("batch_size", training.batch_size, 1)
@@ -390,7 +403,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
             "search.sampler",
             '"cmaes" needs at least one float range in [space] (allowed: tpe, random, qmc, grid)',
         )
-    return StudySpec(name, description, data, model, training, search, space, source)
+    return StudySpec(name, description, experiment, data, model, training, search, space, source)
 
 
 def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:

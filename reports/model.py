@@ -33,6 +33,7 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)
     intermediate: dict[int, float] = field(default_factory=dict)
     curves: dict[str, list[float]] | None = None
+    batch_loss: list[float | None] | None = None  # every step's training loss, when recorded
     best_epoch: int | None = None
     train_accuracy: float | None = None
     epochs_run: int | None = None

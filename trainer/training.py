@@ -67,7 +67,7 @@ class TrainResult:
 
     ``best_epoch`` (from 1) is the epoch of the highest validation accuracy, 0 when no epoch
     finished; ``stop_reason`` is one of ``STOP_REASONS``; ``train_seconds`` counts the training
-    loop alone, not data loading.
+    loop alone, not data loading; ``batch_loss`` has one entry per optimizer step.
     """
 
     history: History
@@ -77,6 +77,9 @@ class TrainResult:
     diverged: bool
     stop_reason: str
     train_seconds: float
+    batch_loss: list[float] = field(default_factory=list)
+    """The training loss (with the weight-decay term) of every step, in order; a diverged run
+    ends with the loss that stopped it."""
 
 
 def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -166,6 +169,7 @@ def train(
     both = (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]))
     n_train = n
     loss_limit = math.inf
+    batch_loss: list[float] = []
     start = time.perf_counter()
     # A diverging net overflows; the loss check below reports it once, instead of a warning
     # per array operation.
@@ -175,6 +179,7 @@ def train(
             for first in range(0, n, batch_size):
                 idx = order[first : first + batch_size]
                 loss = net.gradient(x_train[idx], y_train[idx])
+                batch_loss.append(loss)
                 if not (math.isfinite(loss) and loss <= loss_limit):
                     diverged = True
                     break
@@ -212,4 +217,5 @@ def train(
         diverged=diverged,
         stop_reason=stop_reason,
         train_seconds=train_seconds,
+        batch_loss=batch_loss,
     )

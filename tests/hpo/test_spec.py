@@ -604,6 +604,29 @@ def test_fingerprint_changes_with_what_decides_a_trial(section, key, value):
     )
 
 
+def test_fingerprint_ignores_what_is_recorded_and_the_experiment():
+    raw = load_spec("default").to_dict()
+    raw["training"]["record_batch_loss"] = True
+    raw["study"]["experiment"] = "optimizers"
+    spec = from_dict(raw)
+    assert spec.training.record_batch_loss and spec.experiment == "optimizers"
+    assert spec.objective_fingerprint() == load_spec("default").objective_fingerprint()
+
+
+def test_experiment_round_trips_through_to_dict():
+    raw = load_spec("default").to_dict()
+    raw["study"]["experiment"] = "batchnorm"
+    assert from_dict(from_dict(raw).to_dict()).experiment == "batchnorm"
+    assert "experiment" not in load_spec("default").to_dict()["study"]
+
+
+def test_unknown_experiment_names_the_allowed_ones(tmp_path):
+    with pytest.raises(SpecError) as excinfo:
+        load_text(tmp_path, f'[study]\nexperiment = "dropout"\n{SPACE}')
+    assert excinfo.value.field == "study.experiment"
+    assert "optimizers, init, batchnorm, overfit" in str(excinfo.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Known bugs in hpo/spec.py
 

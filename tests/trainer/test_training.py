@@ -89,6 +89,13 @@ def test_history_has_one_entry_per_epoch():
     assert result.history.val_accuracy[result.best_epoch - 1] == result.best_val_accuracy
 
 
+def test_batch_loss_has_one_entry_per_step():
+    result, _, _ = run(epochs=3, batch_size=64, train_size=300)  # 240 training rows: 4 steps
+    assert len(result.batch_loss) == 3 * 4
+    assert all(isinstance(v, float) and v > 0 for v in result.batch_loss)
+    assert result.batch_loss[-1] < result.batch_loss[0]
+
+
 def test_non_finite_loss_stops_at_once_without_warnings(recwarn):
     result, net, _ = run(optimizer="sgd", learning_rate=1e4, epochs=50, divergence_factor=None)
     assert result.diverged and result.stop_reason == "diverged"
