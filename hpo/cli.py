@@ -9,17 +9,19 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import optuna
 
 from hpo.dashboard import serve_dashboard
 from hpo.errors import HPOError, UsageError
-from hpo.report import make_report
+from hpo.report import make_comparison, make_report
 from hpo.results import best_trial_summary, retrain_best, top_trials
 from hpo.service import SPEC_ATTR, Counts, count_trials, load_hpo_study, run_study, run_worker
 from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
 from hpo.storage import mask_password, open_storage, resolve_url
 from trainer.cli import int_at_least
+from trainer.datasets import DATASETS, DatasetError, check_dataset_name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
     p.add_argument(
+        "--dataset",
+        type=_dataset,
+        help=f"instead of the spec's: {', '.join(DATASETS)} (the study is then named "
+        "SPEC-DATASET unless --study says otherwise)",
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="where the MNIST/Fashion-MNIST files are")
+    p.add_argument(
         "--create-only",
         action="store_true",
         help="create the study (schema, spec, target) for hpo worker processes; run no trial",
@@ -162,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = command(
+        "compare",
+        "Write an HTML page that puts studies side by side: the best value so far against "
+        "finished trials and against compute time.",
+        "python -m hpo compare book-random book-tpe --out compare.html",
+    )
+    p.add_argument("studies", nargs="+", metavar="STUDY", help="two or more study names")
+    storage_flag(p)
+    p.add_argument("--out", metavar="PATH", help="default: hpo-compare-A-vs-B.html here")
+    p.set_defaults(func=cmd_compare)
+
+    p = command(
         "dashboard",
         "Serve optuna-dashboard on the storage (no authentication: loopback by default).",
         "python -m hpo dashboard --storage sqlite:///hpo.db --port 8080",
@@ -219,14 +239,30 @@ class ProgressBar:
             self.bar.close()
 
 
+def _dataset(text: str) -> str:
+    try:
+        check_dataset_name(text)
+    except DatasetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _spec_with_overrides(args: argparse.Namespace):
+    """The spec with the command line's [search] and [data] values in place of its own; another
+    dataset also renames the study (its trials are not comparable with the spec's own)."""
     spec = load_spec(args.spec)
-    overrides = {k: getattr(args, k) for k in ("sampler", "pruner", "seed")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides:
+    search = {k: getattr(args, k) for k in ("sampler", "pruner", "seed")}
+    search = {k: v for k, v in search.items() if v is not None}
+    data = {"dataset": args.dataset, "data_dir": args.data_dir}
+    data = {k: v for k, v in data.items() if v is not None}
+    if not search and not data:
         return spec
     raw = spec.to_dict()
-    raw["search"].update(overrides)
+    raw["search"].update(search)
+    raw["data"].update(data)
+    if args.dataset is not None and args.dataset != spec.data.dataset:
+        label = Path(args.dataset[4:]).stem if args.dataset.startswith("npz:") else args.dataset
+        raw["study"]["name"] = f"{spec.name}-{label}"
     return spec_from_dict(raw, source=spec.source, default_name=spec.name)
 
 
@@ -265,6 +301,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     name = _study_name_or_only(url, args.study)
     study, spec = load_hpo_study(storage_url=url, study_name=name, write=False)
     print(make_report(study, spec, url, out=args.out, top_k=args.top))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if len(args.studies) < 2 or len(set(args.studies)) != len(args.studies):
+        raise UsageError(
+            f"STUDY: {' '.join(args.studies)} (allowed: two or more different study names)"
+        )
+    url = resolve_url(args.storage)
+    studies = [
+        load_hpo_study(storage_url=url, study_name=name, write=False) for name in args.studies
+    ]
+    print(f"report: {make_comparison(studies, url, out=args.out)}")
     return 0
 
 

@@ -15,10 +15,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
+from hpo.experiments import experiment_data
 from hpo.objective import build_net, configuration, fit_net, trial_seed
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
 from hpo.storage import mask_password
+from reports.comparison import write_comparison
 from reports.html import write_report
 from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
 from trainer.datasets import Split
@@ -159,13 +161,55 @@ def build_snapshot(
         test_accuracy=study.user_attrs.get(TEST_ACCURACY_ATTR),
         activations=activations,
         activation_note=activation_note,
+        experiment=experiment_data(spec, trials, split),
         generated=datetime.now(),
     )
 
 
+def trials_snapshot(study: optuna.Study, spec: StudySpec, storage_url: str) -> StudySnapshot:
+    """The study's trials and spec alone: no data loaded, nothing computed."""
+    trials = study.get_trials(deepcopy=False)
+    return StudySnapshot(
+        name=study.study_name,
+        storage=mask_password(storage_url),
+        spec=spec.to_dict(),
+        split_sizes={},
+        trials=tuple(_record(t) for t in trials),
+        params=_param_infos(trials),
+        generated=datetime.now(),
+    )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def default_report_path(study_name: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study_name)
-    return Path(f"hpo-report-{safe}.html")
+    return Path(f"hpo-report-{_safe(study_name)}.html")
+
+
+def _check_out(path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"--out: {path} is a directory (allowed: a file path, e.g. report.html)")
+    if not path.parent.is_dir():
+        raise UsageError(f"--out: directory {path.parent} does not exist")
+
+
+def make_comparison(
+    studies: list[tuple[optuna.Study, StudySpec]],
+    storage_url: str,
+    *,
+    out: str | Path | None = None,
+) -> Path:
+    """Write the side-by-side comparison of ``studies``; return its path."""
+    names = [study.study_name for study, _ in studies]
+    path = Path(out) if out is not None else Path(f"hpo-compare-{_safe('-vs-'.join(names))}.html")
+    _check_out(path)
+    snapshots = [trials_snapshot(study, spec, storage_url) for study, spec in studies]
+    try:
+        return write_comparison(snapshots, path).resolve()
+    except OSError as e:
+        raise RunError(f"cannot write the comparison to {path} ({e.strerror or e})") from None
 
 
 def make_report(
@@ -179,10 +223,7 @@ def make_report(
 ) -> Path:
     """Write the study's HTML report; return its path."""
     path = Path(out) if out is not None else default_report_path(study.study_name)
-    if path.is_dir():
-        raise UsageError(f"--out: {path} is a directory (allowed: a file path, e.g. report.html)")
-    if not path.parent.is_dir():
-        raise UsageError(f"--out: directory {path.parent} does not exist")
+    _check_out(path)
     snapshot = build_snapshot(study, spec, storage_url, split=split)
     try:
         return write_report(snapshot, path, top_k=top_k).resolve()

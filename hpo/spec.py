@@ -478,9 +478,11 @@ def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
 
 
 def packaged_specs() -> dict[str, str]:
-    """The study files shipped in the ``studies`` package: name -> first description line."""
+    """The study files shipped in the ``studies`` package: name -> first description line;
+    ``default`` first, then by name."""
     found = {}
-    for entry in sorted(resources.files("studies").iterdir(), key=lambda e: e.name):
+    entries = resources.files("studies").iterdir()
+    for entry in sorted(entries, key=lambda e: (e.name != "default.toml", e.name)):
         if entry.name.endswith(".toml"):
             try:
                 raw = tomllib.loads(entry.read_text(encoding="utf-8"))

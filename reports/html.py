@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import matplotlib.pyplot as plt
 
-from reports import figures, summary
+from reports import experiments, figures, summary
 from reports.model import StudySnapshot
 
 IMPORTANCE_NOTE = (
@@ -141,10 +141,12 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
         ),
     ]
     out = []
-    for key, title, caption, data_fn, plot_fn in specs:
+    # The experiment's own figures first, then the usual ones.
+    for key, title, caption, data_fn, plot_fn in experiments.figure_specs(snapshot) + specs:
         data = data_fn()
         if data is not None:
-            out.append(Figure(key, title, caption, _png(plot_fn(data))))
+            text = caption(data) if callable(caption) else caption
+            out.append(Figure(key, title, text, _png(plot_fn(data))))
     return out
 
 

@@ -71,6 +71,7 @@ class StudySnapshot:
     test_accuracy: dict[str, Any] | None = None  # {"trial", "test_accuracy", "epochs"}
     activations: tuple[LayerHistograms, ...] = ()
     activation_note: str = ""
+    experiment: dict[str, Any] | None = None  # the spec's experiment's extra data, by name
     generated: datetime | None = None
 
     @property

@@ -1,0 +1,141 @@
+"""What the chapter's experiments show beyond their trials' records, computed for the report.
+
+A study whose spec names an ``experiment`` (``[study] experiment``) gets that experiment's own
+figures in its report. Most are drawn from the stored trials alone; two need more, computed here
+because they need the trainer:
+
+- ``optimizers``: each optimizer's path over the chapter's test function f(x, y) = x²/20 + y²
+  from (-7, 2), with the step sizes the chapter uses for it (the learning rates tuned on the
+  network mean nothing on this function);
+- ``init``: the activations of every trial's net at initialization. A trial's net is rebuilt
+  from its configuration and seed, so its weights are the very ones the trial started from.
+"""
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from hpo.objective import build_net, configuration, trial_seed
+from hpo.spec import StudySpec
+from trainer.datasets import Split
+from trainer.optimizers import OPTIMIZERS, make_optimizer
+
+TEST_FUNCTION = "x²/20 + y²"
+TEST_START = (-7.0, 2.0)
+TEST_STEPS = 30
+TEST_LEARNING_RATES = {
+    "sgd": 0.95,
+    "momentum": 0.1,
+    "nesterov": 0.1,
+    "adagrad": 1.5,
+    "rmsprop": 0.1,
+    "adam": 0.3,
+}
+"""Step sizes that suit f (the chapter's own: SGD 0.95, Momentum 0.1, AdaGrad 1.5, Adam 0.3)."""
+
+HISTOGRAM_BINS = 30
+HISTOGRAM_SAMPLES = 500
+"""Validation inputs whose activations the init experiment's histograms count."""
+HISTOGRAM_RANGES = {
+    "sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "relu": (0.0, 2.0),
+    "leaky_relu": (-0.2, 2.0),
+}
+"""The bins' range per activation: the whole range of sigmoid and tanh; for ReLU, two standard
+deviations of a well-scaled layer (larger values are counted apart, as ``above``)."""
+
+
+def test_function_paths(steps: int = TEST_STEPS) -> list[dict[str, Any]]:
+    """Each optimizer's ``steps``-step path over f from ``TEST_START``: ``x`` and ``y`` hold
+    ``steps + 1`` points, the start first."""
+    paths = []
+    for name in OPTIMIZERS:
+        learning_rate = TEST_LEARNING_RATES[name]
+        optimizer = make_optimizer(name, learning_rate=learning_rate)
+        p = np.array(TEST_START)
+        points = [p.copy()]
+        for _ in range(steps):
+            grad = np.array([p[0] / 10.0, 2.0 * p[1]])  # ∇f
+            optimizer.update([p], [grad])
+            points.append(p.copy())
+        xy = np.array(points)
+        paths.append(
+            {
+                "optimizer": name,
+                "learning_rate": learning_rate,
+                "x": [float(v) for v in xy[:, 0]],
+                "y": [float(v) for v in xy[:, 1]],
+            }
+        )
+    return paths
+
+
+def initial_activation_histograms(
+    spec: StudySpec, trials: list[optuna.trial.FrozenTrial], split: Split
+) -> list[dict[str, Any]]:
+    """For each trial that has its parameters: the histogram of every hidden layer's activations
+    on the first ``HISTOGRAM_SAMPLES`` validation inputs, with the weights the trial started from.
+
+    Per trial: ``trial``, ``init``, ``init_scale``, ``activation``, the bin ``edges`` and per
+    layer ``counts`` of the values inside them, and the fractions ``zeros`` (exactly 0: a dead
+    ReLU unit) and ``above`` (beyond the last edge).
+    """
+    x = split.x_val[:HISTOGRAM_SAMPLES]
+    out = []
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        config = configuration(spec, t.params)
+        net, _ = build_net(spec, config, split, trial_seed(spec.search.seed, t.number))
+        lo, hi = HISTOGRAM_RANGES[config["activation"]]
+        edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+        layers = []
+        with np.errstate(all="ignore"):  # std 1 nets overflow: that is the point
+            activations = net.hidden_activations(x)
+        for a in activations:
+            a = a.ravel().astype(np.float64)
+            nonzero = a[a != 0]
+            counts, _ = np.histogram(nonzero[nonzero <= hi], bins=edges)
+            layers.append(
+                {
+                    "counts": [int(c) for c in counts],
+                    "zeros": float(np.mean(a == 0)),
+                    "above": float(np.mean(~(a <= hi))),  # NaN and inf count as above
+                }
+            )
+        out.append(
+            {
+                "trial": t.number,
+                "init": config["init"],
+                "init_scale": config["init_scale"],
+                "activation": config["activation"],
+                "edges": [float(e) for e in edges],
+                "layers": layers,
+            }
+        )
+    return out
+
+
+def experiment_data(
+    spec: StudySpec, trials: list[optuna.trial.FrozenTrial], split: Split
+) -> dict[str, Any] | None:
+    """The extra data of the spec's experiment, or None when it has none."""
+    if spec.experiment == "optimizers":
+        return {
+            "name": "optimizers",
+            "function": TEST_FUNCTION,
+            "start": list(TEST_START),
+            "paths": test_function_paths(),
+        }
+    if spec.experiment == "init":
+        return {
+            "name": "init",
+            "samples": min(HISTOGRAM_SAMPLES, len(split.x_val)),
+            "histograms": initial_activation_histograms(spec, trials, split),
+        }
+    if spec.experiment is not None:
+        return {"name": spec.experiment}
+    return None
