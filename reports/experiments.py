@@ -45,11 +45,12 @@ INIT_ORDER = ("std", "xavier", "he")
 INIT_COLORS = {"std 1": "#9e9e9e", "std 0.01": "#ff7f0e", "Xavier": "#2ca02c", "He": "#1f77b4"}
 
 
-def smooth(values: list[float | None], window: int = SMOOTHING_WINDOW) -> dict[str, list]:
-    """Trailing means of ``window`` values (missing values count as NaN): ``step`` (from 1) is
-    the last step of each window, ``value`` its mean. Shorter series use one window of all."""
+def smooth(values: list[float | None], window: int | None = None) -> dict[str, list]:
+    """Trailing means of ``window`` values (default ``SMOOTHING_WINDOW``; missing values count
+    as NaN): ``step`` (from 1) is the last step of each window, ``value`` its mean. Shorter
+    series use one window of all."""
     v = np.array([math.nan if x is None else x for x in values], dtype=np.float64)
-    w = max(1, min(window, len(v)))
+    w = max(1, min(SMOOTHING_WINDOW if window is None else window, len(v)))
     if not len(v):
         return {"step": [], "value": []}
     sums = np.cumsum(np.concatenate([[0.0], v]))
@@ -68,8 +69,8 @@ def _complete_by(snapshot: StudySnapshot, key: Callable[[TrialRecord], Any]) -> 
     return best
 
 
-def _gap(curves: dict[str, list[float]], epochs: int = GAP_EPOCHS) -> dict[str, float]:
-    train, val = curves["train_accuracy"][-epochs:], curves["val_accuracy"][-epochs:]
+def _gap(curves: dict[str, list[float]]) -> dict[str, float]:
+    train, val = curves["train_accuracy"][-GAP_EPOCHS:], curves["val_accuracy"][-GAP_EPOCHS:]
     t, v = sum(train) / len(train), sum(val) / len(val)
     return {"train": t, "val": v, "gap": t - v}
 
