@@ -2,6 +2,7 @@
 objective fingerprint. No training and no optuna study runs."""
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -676,3 +677,11 @@ def test_grid_refuses_a_conditional_parameter_under_a_searched_optimizer(tmp_pat
     with pytest.raises(SpecError) as e:
         load_spec(str(path))
     assert e.value.field == "space.momentum" and "repeat configurations" in str(e.value)
+
+
+def test_the_readmes_study_file_example_is_a_valid_spec():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    spec = spec_from_dict(tomllib.loads(block), source="README.md", default_name="readme")
+    assert spec.name == "lr-sweep" and spec.experiment is None
+    assert not spec.training.record_batch_loss
