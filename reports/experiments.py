@@ -382,7 +382,7 @@ def plot_init_loss(panels: list[dict]) -> Figure:
         ax.set_title(p["activation"])
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 5.0)  # std 1 starts far above; ln 10 ≈ 2.30 is chance
-        ax.legend(loc="lower left")
+        ax.legend(loc="upper right")
     axes[0][0].set_ylabel("training loss")
     fig.tight_layout()
     return fig
