@@ -164,7 +164,8 @@ def train(
     best_epoch, best_val, best_state = 0, -1.0, None
     stop_reason, diverged = "completed", False
     n = len(x_train)
-    params, grads = net.params, net.grads
+    # The flat buffers hold every parameter and gradient: one array op per optimizer step.
+    params, grads = [net.flat_params], [net.flat_grads]
     # Both splits measured in one forward pass an epoch (when they fit in one evaluation batch).
     both = (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]))
     n_train = n
