@@ -42,6 +42,7 @@ class Affine(Layer):
         self.input_grad = input_grad  # False for a first layer: nothing needs dx there
         self.x: np.ndarray | None = None  # (N, D), kept for dW
         self.ones: np.ndarray | None = None  # (N,), for db
+        self.W_t = np.empty(W.shape[::-1], dtype=W.dtype)  # (M, D), W transposed, for dx
 
     def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
         self.x = x
@@ -55,7 +56,12 @@ class Affine(Layer):
         if self.ones is None or len(self.ones) != len(dout):
             self.ones = np.ones(len(dout), dtype=dout.dtype)
         np.matmul(self.ones, dout, out=self.grads["b"])  # (M,)
-        return dout @ self.params["W"].T if self.input_grad else None  # (N, D)
+        if not self.input_grad:
+            return None
+        # OpenBLAS multiplies by a transposed view (dout @ W.T) 1.5x slower than by a contiguous
+        # matrix at N = D = M = 100 (20 us against 13.5); the copy costs 3.
+        np.copyto(self.W_t, self.params["W"].T)
+        return dout @ self.W_t  # (N, D)
 
 
 class ReLU(Layer):
@@ -63,11 +69,13 @@ class ReLU(Layer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mask: np.ndarray | None = None  # (N, D) bool, where x > 0
+        self.mask: np.ndarray | None = None  # (N, D) bool, where x > 0; None after inference
 
     def forward(self, x: np.ndarray, *, train: bool) -> np.ndarray:
-        self.mask = x > 0
-        return x * self.mask
+        # np.maximum takes 2/3 of the time of x * mask (a float-by-bool product); inference
+        # needs no mask at all.
+        self.mask = x > 0 if train else None
+        return np.maximum(x, 0.0)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * self.mask
