@@ -193,3 +193,26 @@ def test_load_state_keeps_params_as_views(rng):
     for p, s in zip(net.params, saved[: len(net.params)], strict=True):
         np.testing.assert_array_equal(p, s)
         assert not np.shares_memory(s, net.flat_params)  # state() copies
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"batchnorm": True, "dropout_ratio": 0.3, "weight_decay": 0.1}],
+    ids=["plain", "all"],
+)
+def test_float32_net_computes_in_float32(overrides, rng):
+    # Gradients land in float32 buffers through out=, which would cast a float64 upcast away
+    # silently: check what each layer hands on instead.
+    net = make_net(dtype=np.float32, activation="relu", **overrides)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0, 1])
+    for layer in net.layers:
+        x = layer.forward(x, train=True)
+        assert x.dtype == np.float32, type(layer).__name__
+    net.loss_layer.forward(x, labels)
+    dout = net.loss_layer.backward()
+    assert dout.dtype == np.float32
+    for layer in reversed(net.layers[1:]):
+        dout = layer.backward(dout)
+        assert dout.dtype == np.float32, type(layer).__name__
+    assert isinstance(net.gradient(rng.standard_normal((5, 6)).astype(np.float32), labels), float)
