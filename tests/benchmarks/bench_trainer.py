@@ -13,17 +13,17 @@ Three implementations train it side by side:
 
 hpo's trainer also runs a second time per repeat with BLAS held to one thread, because its
 100-wide matmuls are too small for a second thread to pay off (and hpo's workers train so).
-PyTorch gets the same choice: the target compares hpo against the faster of PyTorch's two
-settings. On an idle machine the two are within a few percent; on a busy one PyTorch's default
-OpenMP threads spin against the other processes and run several times slower, which would flatter
-hpo.
+PyTorch gets the same choice, and the target compares each side at its faster setting. On an idle
+machine each side's two settings are within a few percent; on a busy one the default threads
+(OpenBLAS's and PyTorch's OpenMP) spin against the other processes and run several times slower,
+which would decide the ratio instead of the code.
 
 Each repeat draws a new split, initial weights and shuffling order from its own seed; within a
 repeat all three start from the same weights and see the batches in the same order, so their
 validation accuracies should agree closely. The implementations are interleaved within each repeat
 so that machine noise hits them alike. hpo and PyTorch measure both splits in one forward pass
-per epoch. The report adds the machine's float32 matmul peak (at the
-default thread count and at one thread) and the GFLOP/s hpo's trainer achieves.
+per epoch. The report adds the machine's float32 matmul peak (at the default thread count and at
+one thread) and the GFLOP/s hpo's trainer achieves.
 
 Run: ``python tests/benchmarks/bench_trainer.py [--repeats N] [--seed S] [--json]``. Not a pytest
 test: the default pytest run ignores ``tests/benchmarks``.
