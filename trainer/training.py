@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainer.layers import cross_entropy, log_softmax
+from trainer.layers import sample_cross_entropy
 from trainer.network import MultiLayerNet
 from trainer.optimizers import Optimizer
 
@@ -88,7 +88,7 @@ def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, f
     for start in range(0, len(x), EVAL_BATCH):
         xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
         scores = net.predict(xb)
-        loss_sum += cross_entropy(scores, yb) * len(yb)
+        loss_sum += float(sample_cross_entropy(scores, yb).sum())
         correct += int(np.count_nonzero(np.argmax(scores, axis=1) == yb))
     return loss_sum / len(x), correct / len(x)
 
@@ -102,13 +102,13 @@ def evaluate_splits(
     if len(x) > EVAL_BATCH:
         return evaluate(net, x[:n_first], y[:n_first]), evaluate(net, x[n_first:], y[n_first:])
     scores = net.predict(x)
-    log_probs = log_softmax(scores)
-    picked = -log_probs[np.arange(len(y)), y]  # (N,) per-sample cross-entropy
-    correct = np.argmax(scores, axis=1) == y
-    first, second = slice(0, n_first), slice(n_first, None)
+    losses = sample_cross_entropy(scores, y)  # (N,)
+    correct = np.argmax(scores, axis=1) == y  # (N,)
+    n_second = len(y) - n_first
+    # Sums and a division: ndarray.mean's Python wrapper costs more than the sum at N = 500.
     return (
-        (float(picked[first].mean()), float(correct[first].mean())),
-        (float(picked[second].mean()), float(correct[second].mean())),
+        (float(losses[:n_first].sum()) / n_first, int(correct[:n_first].sum()) / n_first),
+        (float(losses[n_first:].sum()) / n_second, int(correct[n_first:].sum()) / n_second),
     )
 
 
@@ -164,7 +164,8 @@ def train(
     best_epoch, best_val, best_state = 0, -1.0, None
     stop_reason, diverged = "completed", False
     n = len(x_train)
-    params, grads = net.params, net.grads
+    # The flat buffers hold every parameter and gradient: one array op per optimizer step.
+    params, grads = [net.flat_params], [net.flat_grads]
     # Both splits measured in one forward pass an epoch (when they fit in one evaluation batch).
     both = (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]))
     n_train = n

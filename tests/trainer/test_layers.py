@@ -13,6 +13,7 @@ from trainer.layers import (
     SoftmaxWithLoss,
     Tanh,
     cross_entropy,
+    sample_cross_entropy,
 )
 from trainer.network import numerical_gradient, relative_error
 
@@ -152,3 +153,47 @@ def test_float32_stays_float32(rng):
     for layer in reversed(layers):
         x = layer.backward(x)
         assert x.dtype == np.float32, type(layer).__name__
+
+
+def test_affine_input_gradient_follows_weights_changed_in_place(rng):
+    # backward copies W.T for its dx product: the copy must be of the weights as they are now.
+    W = rng.standard_normal((5, 4))
+    layer = Affine(W, np.zeros(4))
+    x, dout = rng.standard_normal((3, 5)), rng.standard_normal((3, 4))
+    layer.forward(x, train=True)
+    layer.backward(dout)
+    W += 1.0
+    layer.forward(x, train=True)
+    np.testing.assert_allclose(layer.backward(dout), dout @ W.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [Affine, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout])
+def test_inference_keeps_no_cache(cls, rng):
+    x = rng.standard_normal((4, 3))
+    if cls is Affine:
+        layer = Affine(rng.standard_normal((3, 3)), np.zeros(3))
+    elif cls is Dropout:
+        layer = Dropout(0.5, rng=rng)
+    else:
+        layer = cls()
+    layer.forward(x, train=True)
+    layer.forward(x, train=False)
+    caches = {k: v for k, v in vars(layer).items() if k in ("x", "mask", "slope", "out")}
+    assert caches and all(v is None for v in caches.values())
+
+
+def test_sample_cross_entropy_is_minus_log_softmax_of_the_label(rng):
+    scores = 3 * rng.standard_normal((6, 4))
+    labels = np.array([0, 3, 1, 1, 2, 0])
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    expected = -np.log(probs[np.arange(6), labels])
+    np.testing.assert_allclose(sample_cross_entropy(scores, labels), expected, rtol=1e-12)
+    assert cross_entropy(scores, labels) == pytest.approx(expected.mean(), rel=1e-12)
+    assert SoftmaxWithLoss().forward(scores, labels) == pytest.approx(expected.mean(), rel=1e-12)
+
+
+def test_sample_cross_entropy_is_stable_for_huge_scores():
+    scores = np.array([[1000.0, 0.0], [0.0, -1000.0]], dtype=np.float32)
+    losses = sample_cross_entropy(scores, np.array([0, 1]))
+    assert losses.dtype == np.float32
+    np.testing.assert_allclose(losses, [0.0, 1000.0])

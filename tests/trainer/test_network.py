@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trainer.layers import BatchNorm, Dropout, Sigmoid
-from trainer.network import MultiLayerNet, numerical_gradient, relative_error
+from trainer.network import MultiLayerNet, init_std, numerical_gradient, relative_error
 
 
 def make_net(**overrides) -> MultiLayerNet:
@@ -150,3 +150,69 @@ def test_same_seed_gives_same_weights_across_dtypes():
 def test_rejects_bad_arguments(overrides, match):
     with pytest.raises(ValueError, match=match):
         make_net(**overrides)
+
+
+def test_params_and_grads_are_views_into_the_flat_buffers(rng):
+    net = make_net(batchnorm=True)
+    assert net.flat_params.size == sum(p.size for p in net.params)
+    layer_params = [v for layer in net.layers for v in layer.params.values()]
+    layer_grads = [v for layer in net.layers for v in layer.grads.values()]
+    assert all(a is b for a, b in zip(layer_params, net.params, strict=True))
+    assert all(a is b for a, b in zip(layer_grads, net.grads, strict=True))
+    assert all(np.shares_memory(p, net.flat_params) for p in net.params)
+    assert all(np.shares_memory(g, net.flat_grads) for g in net.grads)
+    net.gradient(rng.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1]))
+    np.testing.assert_array_equal(net.flat_grads, np.concatenate([g.ravel() for g in net.grads]))
+    np.testing.assert_array_equal(net.flat_params, np.concatenate([p.ravel() for p in net.params]))
+
+
+def test_flat_buffer_keeps_the_initial_weights():
+    # Copying the weights into the buffer must not change the draw a seed gives.
+    net = make_net(rng=np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    W = init_std("he", 6, 1.0) * rng.standard_normal((6, 5))
+    np.testing.assert_array_equal(net.affines[0].params["W"], W)
+
+
+def test_updating_the_flat_buffer_moves_the_layers_weights(rng):
+    net = make_net()
+    x, labels = rng.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1])
+    before = net.loss(x, labels)
+    net.gradient(x, labels)
+    net.flat_params -= 0.1 * net.flat_grads
+    assert net.loss(x, labels) < before
+    np.testing.assert_array_equal(net.affines[0].params["W"], net.params[0])
+
+
+def test_load_state_keeps_params_as_views(rng):
+    net = make_net(batchnorm=True)
+    saved = net.state()
+    net.flat_params += 1.0
+    net.load_state(saved)
+    assert all(np.shares_memory(p, net.flat_params) for p in net.params)
+    for p, s in zip(net.params, saved[: len(net.params)], strict=True):
+        np.testing.assert_array_equal(p, s)
+        assert not np.shares_memory(s, net.flat_params)  # state() copies
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"batchnorm": True, "dropout_ratio": 0.3, "weight_decay": 0.1}],
+    ids=["plain", "all"],
+)
+def test_float32_net_computes_in_float32(overrides, rng):
+    # Gradients land in float32 buffers through out=, which would cast a float64 upcast away
+    # silently: check what each layer hands on instead.
+    net = make_net(dtype=np.float32, activation="relu", **overrides)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0, 1])
+    for layer in net.layers:
+        x = layer.forward(x, train=True)
+        assert x.dtype == np.float32, type(layer).__name__
+    net.loss_layer.forward(x, labels)
+    dout = net.loss_layer.backward()
+    assert dout.dtype == np.float32
+    for layer in reversed(net.layers[1:]):
+        dout = layer.backward(dout)
+        assert dout.dtype == np.float32, type(layer).__name__
+    assert isinstance(net.gradient(rng.standard_normal((5, 6)).astype(np.float32), labels), float)

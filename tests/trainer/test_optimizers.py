@@ -100,3 +100,18 @@ def test_adam_first_steps_match_hand_computation():
     m_hat, v_hat = m / (1 - 0.9**2), v / (1 - 0.999**2)
     expected = 1.0 - 0.1 * 2 / (2 + 1e-8) - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
     assert p[0] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_one_flat_array_steps_like_the_arrays_it_holds(name, rng):
+    # The training loop hands optimizers the net's flat buffers: every rule is elementwise, so
+    # stepping the concatenation must give, bit for bit, what stepping each array gives.
+    shapes = [(3, 4), (4,), (4, 2)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    flat = np.concatenate([p.ravel() for p in params])
+    per_array, whole = make_optimizer(name), make_optimizer(name)
+    for _ in range(3):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        per_array.update(params, grads)
+        whole.update([flat], [np.concatenate([g.ravel() for g in grads])])
+    np.testing.assert_array_equal(flat, np.concatenate([p.ravel() for p in params]))

@@ -6,7 +6,7 @@ import pytest
 from trainer.datasets import load_split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
-from trainer.training import train
+from trainer.training import evaluate, evaluate_splits, train
 
 
 def run(
@@ -159,3 +159,14 @@ def test_learning_rate_decay_is_applied_per_epoch():
 def test_rejects_bad_arguments(option, value):
     with pytest.raises(ValueError, match=option):
         run(**{option: value})
+
+
+def test_evaluate_splits_measures_each_split_as_evaluate_does():
+    _, net, split = run(epochs=1)
+    x = np.concatenate([split.x_train, split.x_val])
+    both = (x, np.concatenate([split.y_train, split.y_val]))
+    first, second = evaluate_splits(net, both, len(split.y_train))
+    train_loss, train_acc = evaluate(net, split.x_train, split.y_train)
+    val_loss, val_acc = evaluate(net, split.x_val, split.y_val)
+    assert first[0] == pytest.approx(train_loss, rel=1e-5) and first[1] == train_acc
+    assert second[0] == pytest.approx(val_loss, rel=1e-5) and second[1] == val_acc
