@@ -6,11 +6,13 @@ belong to). ``configuration`` completes the suggestion with the spec's fixed val
 defaults. ``train_configuration`` builds and trains the net; ``run_trial`` does it for an Optuna
 trial, turning ``on_epoch_end`` into reports and pruning.
 
-Pruning costs. Optuna's SQLite storage pays a transaction for each ``trial.report`` and reads the
-study again for each ``trial.should_prune``: about 5 ms an epoch, as much as a small net's epoch
-of training. For the median pruner, which only compares against completed trials, the decision
-is taken here against a snapshot of the completed trials read once when the trial starts, and
-the epoch values are written to the storage in one transaction when the trial ends. The
+Storage costs. Optuna's SQLite storage pays a transaction for each ``suggest_*``,
+``trial.report`` and ``set_user_attr``, and reads the study again for each ``trial.should_prune``
+(about 5 ms an epoch, as much as a small net's epoch of training). So a trial's parameters are
+suggested against one read of the study and written in one transaction before training
+(``buffered_suggestions``). For the median pruner, which only compares against completed trials,
+the decision is taken here against the completed trials the sampler read, and the epoch values
+and the user attributes are written in one transaction when the trial ends. The
 successive-halving and Hyperband pruners keep state in the storage as trials run, so they report
 and ask every epoch.
 """
@@ -27,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.heartbeat import trial_heartbeat
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from hpo.storage import retrying, write_trial_records
+from hpo.storage import buffered_suggestions, retrying, write_trial_records
 from trainer.datasets import Split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
@@ -194,7 +196,8 @@ def run_trial(
     PRUNED; ``user_attrs`` hold the curves and the facts of the run.
     """
     start = time.perf_counter()
-    suggest(trial, spec)
+    with buffered_suggestions(study, trial):
+        suggest(trial, spec)
     config = configuration(spec, trial.params)
     seed = trial_seed(spec.search.seed, trial.number)
     pruner = study.pruner

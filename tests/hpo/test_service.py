@@ -1,14 +1,20 @@
 """The study service end to end, in-process: creation, resume, target, divergence, seeds."""
 
+import sqlite3
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import UsageError
 from hpo.service import count_trials, load_hpo_study, run_study
 from hpo.spec import load_spec
+from hpo.storage import buffered_suggestions, open_storage
 from tests.hpo.conftest import write_spec
+
+# The tests of bulk writes ask() for trials on storages opened with heartbeats, as hpo does.
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
 
 
 def run(spec_path, url, **options):
@@ -151,3 +157,113 @@ def test_grid_values_never_pass_high(tmp_path):
         "dropout_ratio = { low = 0.5, high = 0.95, step = 0.3 }\n"
     )
     assert grid_space(load_spec(str(spec))) == {"dropout_ratio": [0.5, 0.8]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The bulk writes of a trial produce what Optuna's own API stores
+
+
+def storages_to_compare(tmp_path, kind):
+    """Two fresh storages of one kind: the public API writes into one, hpo's bulk writes into
+    the other."""
+    if kind == "journal":
+        return [open_storage(f"journal:///{tmp_path / f'{name}.log'}") for name in "ab"]
+    return [open_storage(f"sqlite:///{tmp_path / f'{name}.db'}") for name in "ab"]
+
+
+def comparable(trial: FrozenTrial) -> dict:
+    """What a FrozenTrial holds, ids and clock times left out (params in their stored order)."""
+    return {
+        "number": trial.number,
+        "state": trial.state,
+        "values": trial.values,
+        "params": list(trial.params.items()),
+        "distributions": trial.distributions,
+        "user_attrs": trial.user_attrs,
+        "system_attrs": trial.system_attrs,
+        "intermediate_values": {k: repr(v) for k, v in trial.intermediate_values.items()},  # NaN
+        "finished": trial.datetime_complete is not None,
+    }
+
+
+ROWS = {
+    "trials": "number, state, datetime_complete IS NULL",
+    "trial_params": "param_name, param_value, distribution_json",
+    "trial_values": "objective, value, value_type",
+    "trial_intermediate_values": "step, intermediate_value, intermediate_value_type",
+    "trial_user_attributes": "key, value_json",
+    "trial_system_attributes": "key, value_json",
+}
+
+
+def stored_rows(storage) -> dict[str, list]:
+    """Every trial row of a SQLite storage, ids and clock times left out, in insertion order."""
+    path = storage.engine.url.database
+    with sqlite3.connect(path) as c:
+        return {
+            table: c.execute(
+                f"SELECT t.number, {', '.join(f'x.{c.strip()}' for c in columns.split(','))} "
+                f"FROM {table} x JOIN trials t USING (trial_id) ORDER BY x.rowid"
+            ).fetchall()
+            if table != "trials"
+            else c.execute(f"SELECT {columns} FROM trials ORDER BY trial_id").fetchall()
+            for table, columns in ROWS.items()
+        }
+
+
+def suggest_a_few(trial):
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    if trial.suggest_categorical("optimizer", ["sgd", "momentum"]) == "momentum":
+        trial.suggest_float("momentum", 0.5, 0.99)
+    trial.suggest_float("dropout", 0.0, 0.5, step=0.1)
+    trial.suggest_int("layers", 1, 3)
+
+
+def tpe_study(storage, name="s"):
+    # multivariate TPE with constant_liar, as hpo's: relative samples and a system attribute.
+    sampler = optuna.samplers.TPESampler(seed=3, n_startup_trials=3, constant_liar=True)
+    return optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, direction="maximize"
+    )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_buffered_suggestions_store_what_suggest_stores(tmp_path, kind):
+    plain, buffered = (tpe_study(s) for s in storages_to_compare(tmp_path, kind))
+    for i in range(8):
+        a, b = plain.ask(), buffered.ask()
+        suggest_a_few(a)
+        with buffered_suggestions(buffered, b):
+            suggest_a_few(b)
+        assert b.params == a.params
+        plain.tell(a, float(i % 3))
+        buffered.tell(b, float(i % 3))
+    assert [comparable(t) for t in buffered.get_trials()] == [
+        comparable(t) for t in plain.get_trials()
+    ]
+    if kind == "sqlite":
+        assert stored_rows(buffered._storage._backend) == stored_rows(plain._storage._backend)
+    relative = [k for t in buffered.get_trials() for k in t.system_attrs]
+    if kind == "sqlite":  # the shared relative sample went through the buffer too
+        assert any(k.startswith("tpe:relative_params") for k in relative)
+
+
+def test_buffered_suggestions_are_stored_before_the_block_returns(tmp_path):
+    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
+    trial = study.ask()
+    with buffered_suggestions(study, trial):
+        suggest_a_few(trial)
+        assert study.get_trials()[0].params == {}  # inside: held back, read from one snapshot
+    reader = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    assert reader.get_trials()[0].params == trial.params
+
+
+def test_an_error_inside_buffered_suggestions_writes_nothing(tmp_path):
+    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
+    storage = study._storage
+    trial = study.ask()
+    with pytest.raises(KeyboardInterrupt), buffered_suggestions(study, trial):
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        raise KeyboardInterrupt
+    assert study._storage is storage and trial.storage is storage
+    assert study.get_trials()[0].params == {}
