@@ -11,10 +11,10 @@ Storage costs. Optuna's SQLite storage pays a transaction for each ``suggest_*``
 (about 5 ms an epoch, as much as a small net's epoch of training). So a trial's parameters are
 suggested against one read of the study and written in one transaction before training
 (``buffered_suggestions``). For the median pruner, which only compares against completed trials,
-the decision is taken here against the completed trials the sampler read, and the epoch values
-and the user attributes are written in one transaction when the trial ends. The
-successive-halving and Hyperband pruners keep state in the storage as trials run, so they report
-and ask every epoch.
+the decision is taken here against the completed trials the sampler read, and the epoch values,
+the user attributes and the outcome are written in one transaction when the trial ends
+(``finish_trial``). The successive-halving and Hyperband pruners keep state in the storage as
+trials run, so they report and ask every epoch.
 """
 
 import math
@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.heartbeat import trial_heartbeat
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from hpo.storage import buffered_suggestions, retrying, write_trial_records
+from hpo.storage import buffered_suggestions, finish_trial, retrying
 from trainer.datasets import Split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
@@ -235,21 +235,20 @@ def run_trial(
                 values[result.epochs_run + 1] = 0.0
             else:
                 retrying(lambda: trial.report(0.0, result.epochs_run + 1), what="reporting")
-        retrying(
-            lambda: write_trial_records(
-                study,
-                trial._trial_id,
-                user_attrs=result_attrs(result, seed, batch_loss=spec.training.record_batch_loss),
-                intermediate_values=values if local else {},
-            ),
-            what=f"storing trial #{trial.number}",
-        )
     if result.diverged or result.stop_reason == "callback":
         state, value = TrialState.PRUNED, None
     else:
         state, value = TrialState.COMPLETE, result.best_val_accuracy
+    attrs = result_attrs(result, seed, batch_loss=spec.training.record_batch_loss)
     retrying(
-        lambda: study.tell(trial, value, state=state, skip_if_finished=True),
+        lambda: finish_trial(
+            study,
+            trial,
+            state=state,
+            value=value,
+            user_attrs=attrs,
+            intermediate_values=values if local else {},
+        ),
         what=f"finishing trial #{trial.number}",
     )
     return TrialOutcome(trial.number, state, value, result, time.perf_counter() - start)

@@ -20,9 +20,9 @@ file lock beside a SQLite or journal file, a PostgreSQL advisory lock on a serve
 started at the same instant therefore neither race on Optuna's ``alembic_version`` table nor
 overshoot a trial target.
 
-A trial's own writes are bundled (``buffered_suggestions``, ``write_trial_records``): Optuna's
-RDB storage commits every value on its own, and its ORM costs about 0.3 ms a statement, as much
-as the SQL itself many times over. The bundled writes insert the rows Optuna's API would, in one
+A trial's own writes are bundled (``buffered_suggestions``, ``finish_trial``): Optuna's RDB
+storage commits every value on its own, and its ORM costs about 0.3 ms a statement, as much as
+the SQL itself many times over. The bundled writes insert the rows Optuna's API would, in one
 transaction; other storages get the public API, one call a value.
 """
 
@@ -31,6 +31,7 @@ import copy
 import fcntl
 import functools
 import json
+import math
 import os
 import re
 import sqlite3
@@ -585,65 +586,103 @@ def _stored_distribution(session, trial_id: int, name: str):
     return None if record is None else json_to_distribution(record.distribution_json)
 
 
-def write_trial_records(
+def finish_trial(
     study: optuna.Study,
-    trial_id: int,
+    trial: optuna.Trial,
     *,
+    state: optuna.trial.TrialState,
+    value: float | None,
     user_attrs: dict[str, object],
     intermediate_values: dict[int, float],
 ) -> None:
-    """Write a running trial's user attributes and intermediate values in one transaction.
+    """Store a running trial's user attributes and intermediate values, and finish it: what
+    ``set_user_attr``, ``report`` and ``study.tell(trial, value, state=state)`` store.
 
-    Optuna's public API commits each value on its own (about 1 ms a value on SQLite, 30 to 60
-    values a trial). On RDB storages this inserts the same rows, in the same representation,
-    with two multi-row statements and one commit, after checking that the trial still runs;
-    elsewhere it falls back to the public API.
+    Optuna commits each value on its own (about 1 ms a value on SQLite, 30 to 60 values a
+    trial), and ``tell`` reads the trial back first. On RDB storages this is one transaction:
+    it checks that the trial still runs, inserts the same rows in the same representation (a
+    table's rows in one statement), and sets the value, state and completion time as ``tell``
+    does (a PRUNED trial's value is its last intermediate value). The sampler's ``after_trial``
+    sees the trial as this process knows it: as created, with its parameters and intermediate
+    values, and the new records. Elsewhere the public API does it all.
     """
+    from optuna.trial import TrialState
+
     backend = _rdb_backend(study)
     if backend is None:
-        for step, value in intermediate_values.items():
-            study._storage.set_trial_intermediate_value(trial_id, step, value)
-        for key, value in user_attrs.items():
-            study._storage.set_trial_user_attr(trial_id, key, value)
+        for step, v in intermediate_values.items():
+            study._storage.set_trial_intermediate_value(trial._trial_id, step, v)
+        for key, v in user_attrs.items():
+            study._storage.set_trial_user_attr(trial._trial_id, key, v)
+        study.tell(trial, value, state=state)
         return
+    if state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        raise ValueError(f"Cannot finish a trial as {state.name} (allowed: a finished state).")
+    frozen = copy.copy(trial._cached_frozen_trial)
+    frozen.user_attrs = {**frozen.user_attrs, **user_attrs}
+    frozen.intermediate_values = {**frozen.intermediate_values, **intermediate_values}
+    values = _told_values(state, value, frozen)
+    study._thread_local.cached_all_trials = None  # as tell(): the next trial reads afresh
+    try:
+        from optuna import pruners
+
+        study.sampler.after_trial(pruners._filter_study(study, frozen), frozen, state, values)
+    finally:
+        _finish_rdb_trial(backend, trial._trial_id, state, values, user_attrs, intermediate_values)
+
+
+def _told_values(state, value: float | None, frozen: optuna.trial.FrozenTrial) -> list | None:
+    """The values ``tell`` stores: the value of a COMPLETE trial (a number, not NaN), the last
+    intermediate value of a PRUNED one (when it is not NaN), none for a FAIL."""
+    from optuna.trial import TrialState
+
+    if state == TrialState.COMPLETE:
+        if value is None or math.isnan(float(value)):
+            raise ValueError(f"A COMPLETE trial needs a value that is a number. Got {value!r}.")
+        return [float(value)]
+    if value is not None:
+        raise ValueError(f"A {state.name} trial takes no value. Got {value!r}.")
+    last = frozen.last_step
+    if state == TrialState.PRUNED and last is not None:
+        last_value = float(frozen.intermediate_values[last])
+        if not math.isnan(last_value):
+            return [last_value]
+    return None
+
+
+def _finish_rdb_trial(backend, trial_id, state, values, user_attrs, intermediate_values) -> None:
+    from datetime import datetime
+
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     values_table = models.TrialIntermediateValueModel
-    attrs_table = models.TrialUserAttributeModel
-    value_rows = []
-    for step, value in intermediate_values.items():
-        stored, kind = values_table.intermediate_value_to_stored_repr(value)
-        value_rows.append(
-            {
-                "trial_id": trial_id,
-                "step": step,
-                "intermediate_value": stored,
-                "intermediate_value_type": kind,
-            }
-        )
-    attr_rows = [
-        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-        for key, value in user_attrs.items()
-    ]
     with _create_scoped_session(backend.scoped_session) as session:
-        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
         backend.check_trial_is_updatable(trial_id, trial.state)
-        # A retried trial inherits its predecessor's attributes: replace, do not duplicate.
-        if attr_rows:
-            stale_attrs = attrs_table.key.in_(list(user_attrs))
-            session.execute(
-                sqlalchemy.delete(attrs_table).where(attrs_table.trial_id == trial_id, stale_attrs)
+        _replace_attrs(session, models.TrialUserAttributeModel, trial_id, user_attrs)
+        rows = []
+        for step, v in intermediate_values.items():
+            stored, kind = values_table.intermediate_value_to_stored_repr(v)
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "step": step,
+                    "intermediate_value": stored,
+                    "intermediate_value_type": kind,
+                }
             )
-            session.execute(sqlalchemy.insert(attrs_table), attr_rows)
-        if value_rows:
-            stale_steps = values_table.step.in_(list(intermediate_values))
-            session.execute(
-                sqlalchemy.delete(values_table).where(
-                    values_table.trial_id == trial_id, stale_steps
-                )
+        _replace_rows(session, values_table, trial_id, values_table.step, rows, "step")
+        rows = []
+        for objective, v in enumerate(values or ()):
+            stored, kind = models.TrialValueModel.value_to_stored_repr(v)
+            rows.append(
+                {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
             )
-            session.execute(sqlalchemy.insert(values_table), value_rows)
+        table = models.TrialValueModel
+        _replace_rows(session, table, trial_id, table.objective, rows, "objective")
+        trial.state = state  # through the model: it stores datetimes as naive UTC
+        trial.datetime_complete = datetime.now()
 
 
 def _replace_attrs(session, table, trial_id: int, attrs: dict[str, object]) -> None:

@@ -58,6 +58,7 @@ import optuna  # noqa: E402
 
 import hpo.objective  # noqa: E402
 import hpo.service  # noqa: E402
+import hpo.storage  # noqa: E402
 from hpo.service import environment, run_study  # noqa: E402
 from hpo.spec import StudySpec, load_spec, spec_from_dict  # noqa: E402
 from hpo.storage import open_storage  # noqa: E402
@@ -232,8 +233,8 @@ def instrument_service(watch: Stopwatch) -> None:
     watch.wrap(hpo.service, "run_trial", "trial")
     watch.wrap(hpo.objective, "suggest", "trial: suggest")
     watch.wrap(hpo.objective, "train_configuration", "trial: train_configuration")
-    watch.wrap(hpo.objective, "write_trial_records", "trial: write_trial_records")
-    watch.wrap(optuna.study.Study, "tell", "trial: tell")
+    watch.wrap(hpo.storage, "write_trial_params", "trial: write_trial_params")
+    watch.wrap(hpo.objective, "finish_trial", "trial: finish_trial")
 
 
 class CpuMeter:
@@ -453,8 +454,8 @@ def measure_overhead(sizes: Sizes) -> dict[str, Any]:
     trial_parts = {
         "suggest": spent("trial: suggest"),
         "net build": spent("trial: train_configuration") - train,
-        "write_trial_records": spent("trial: write_trial_records"),
-        "tell": spent("trial: tell"),
+        "write_trial_params": spent("trial: write_trial_params"),
+        "finish_trial": spent("trial: finish_trial"),
     }
     # The pruning snapshot, the heartbeat thread, the configuration.
     trial_parts["other"] = in_trials - sum(trial_parts.values())

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import UsageError
 from hpo.service import count_trials, load_hpo_study, run_study
 from hpo.spec import load_spec
-from hpo.storage import buffered_suggestions, open_storage
+from hpo.storage import buffered_suggestions, finish_trial, open_storage
 from tests.hpo.conftest import write_spec
 
 # The tests of bulk writes ask() for trials on storages opened with heartbeats, as hpo does.
@@ -267,3 +267,80 @@ def test_an_error_inside_buffered_suggestions_writes_nothing(tmp_path):
         raise KeyboardInterrupt
     assert study._storage is storage and trial.storage is storage
     assert study.get_trials()[0].params == {}
+
+
+def finished_by_both(tmp_path, kind, state, value, reports, attrs):
+    """The same trial finished by set_user_attr + report + tell, and by finish_trial."""
+    plain, bulk = (tpe_study(s) for s in storages_to_compare(tmp_path, kind))
+    a, b = plain.ask(), bulk.ask()
+    for t in (a, b):
+        t.suggest_float("lr", 1e-4, 1e-1, log=True)
+    for key, v in attrs.items():
+        a.set_user_attr(key, v)
+    for step, v in reports.items():
+        a.report(v, step)
+    plain.tell(a, value, state=state)
+    finish_trial(bulk, b, state=state, value=value, user_attrs=attrs, intermediate_values=reports)
+    return plain.get_trials()[0], bulk.get_trials()[0], bulk, plain
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+@pytest.mark.parametrize(
+    ("state", "value", "reports"),
+    [
+        (TrialState.COMPLETE, 0.75, {1: 0.5, 2: 0.75, 3: 0.7}),
+        (TrialState.PRUNED, None, {1: 0.5, 2: 0.25}),  # the value: the last intermediate one
+        (TrialState.PRUNED, None, {1: 0.5, 2: 0.0, 4: float("nan")}),  # NaN: no value
+        (TrialState.PRUNED, None, {}),
+        (TrialState.FAIL, None, {1: 0.5}),
+    ],
+)
+def test_finish_trial_stores_what_tell_and_set_user_attr_store(
+    tmp_path, kind, state, value, reports
+):
+    attrs = {"best_epoch": 2, "curves": {"val": [0.5, 0.75]}, "seed": [0, 0], "none": None}
+    a, b, bulk, plain = finished_by_both(tmp_path, kind, state, value, reports, attrs)
+    assert comparable(b) == comparable(a)
+    if kind == "sqlite":
+        assert stored_rows(bulk._storage._backend) == stored_rows(plain._storage._backend)
+    if state == TrialState.COMPLETE:
+        assert bulk.best_trial.value == value
+
+
+def test_finish_trial_replaces_the_attributes_a_retried_trial_inherited(tmp_path):
+    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
+    study.enqueue_trial({"lr": 0.01}, user_attrs={"best_epoch": 9, "kept": 1})
+    trial = study.ask()
+    attrs = {"best_epoch": 1}
+    finish_trial(
+        study, trial, state=TrialState.COMPLETE, value=0.5, user_attrs=attrs, intermediate_values={}
+    )
+    assert study.get_trials()[0].user_attrs == {"best_epoch": 1, "kept": 1}
+
+
+def test_finish_trial_refuses_a_finished_trial(tmp_path):
+    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
+    trial = study.ask()
+    study.tell(trial, state=TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        finish_trial(
+            study,
+            trial,
+            state=TrialState.COMPLETE,
+            value=0.5,
+            user_attrs={"x": 1},
+            intermediate_values={1: 0.5},
+        )
+    (stored,) = study.get_trials()
+    assert stored.state == TrialState.FAIL and stored.user_attrs == {} and stored.values is None
+
+
+@pytest.mark.parametrize(
+    ("state", "value"), [(TrialState.COMPLETE, None), (TrialState.COMPLETE, float("nan"))]
+)
+def test_finish_trial_refuses_a_complete_trial_without_a_number(tmp_path, state, value):
+    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
+    trial = study.ask()
+    with pytest.raises(ValueError, match="COMPLETE trial needs a value"):
+        finish_trial(study, trial, state=state, value=value, user_attrs={}, intermediate_values={})
+    assert study.get_trials()[0].state == TrialState.RUNNING
