@@ -12,6 +12,7 @@ reach the target exactly.
 """
 
 import contextlib
+import gc
 import math
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ from hpo.storage import (
     count_states,
     heartbeat_settings,
     mask_password,
+    new_running_trial,
     open_storage,
     retrying,
     storage_lock,
@@ -227,9 +229,10 @@ def load_hpo_study(
 
 def new_trial(study: optuna.Study) -> optuna.Trial:
     """``study.ask()`` when no trial is queued: ask() first reads every unfinished trial to look
-    for a WAITING one (11 ms a trial on SQLite), which the claim's count has already ruled out."""
+    for a WAITING one (11 ms a trial on SQLite), which the claim's count has already ruled out,
+    and then reads back the trial it created (``new_running_trial`` does not)."""
     study._thread_local.cached_all_trials = None
-    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    return new_running_trial(study)
 
 
 class TrialClaimer:
@@ -311,6 +314,10 @@ def worker_loop(
     """
     ran, errors = 0, 0
     claimer = TrialClaimer(study, storage_url, target)
+    # What the imports and the setup allocated lives as long as the process: moved out of the
+    # collector's sight, a full collection between trials scans the trials' objects alone (40 ms
+    # a collection fewer, the default study's first claim measured).
+    gc.freeze()
     wait = WAIT_POLL_SECONDS[0]
     while deadline is None or time.monotonic() < deadline:
         trial = None

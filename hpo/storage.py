@@ -501,6 +501,50 @@ def buffered_suggestions(study: optuna.Study, trial: optuna.Trial) -> Iterator[N
     )
 
 
+def new_running_trial(study: optuna.Study) -> optuna.Trial:
+    """``optuna.Trial(study, storage.create_new_trial(study_id))``, without the constructor's read
+    of the trial just created (1.5 ms on SQLite): the cached storage (RDB) keeps the FrozenTrial
+    that the creation returned, and the constructor is given that one."""
+    storage = study._storage
+    trial_id = storage.create_new_trial(study._study_id)
+    created = _created_trial(storage, trial_id)
+    if created is None:
+        return optuna.Trial(study, trial_id)
+    study._storage = _CreatedTrialStorage(storage, created)
+    try:
+        trial = optuna.Trial(study, trial_id)
+    finally:
+        study._storage = storage
+    trial.storage = storage
+    return trial
+
+
+def _created_trial(storage: BaseStorage, trial_id: int) -> optuna.trial.FrozenTrial | None:
+    """The running trial ``trial_id`` as _CachedStorage.create_new_trial cached it, if it did."""
+    where = getattr(storage, "_trial_id_to_study_id_and_number", {}).get(trial_id)
+    if where is None:
+        return None
+    study_id, number = where
+    trial = storage._studies[study_id].trials.get(number)
+    fresh = trial is not None and trial._trial_id == trial_id
+    return trial if fresh and trial.state == optuna.trial.TrialState.RUNNING else None
+
+
+class _CreatedTrialStorage:
+    """The storage, with the trial just created read from what its creation returned."""
+
+    def __init__(self, storage: BaseStorage, created: optuna.trial.FrozenTrial) -> None:
+        self._storage, self._created = storage, created
+
+    def __getattr__(self, name: str):
+        return getattr(self._storage, name)
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        if trial_id == self._created._trial_id:
+            return copy.deepcopy(self._created)  # the Trial fills in its params as it goes
+        return self._storage.get_trial(trial_id)
+
+
 def write_trial_params(
     study: optuna.Study,
     trial_id: int,

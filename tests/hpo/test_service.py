@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import UsageError
 from hpo.service import count_trials, load_hpo_study, run_study
 from hpo.spec import load_spec
-from hpo.storage import buffered_suggestions, finish_trial, open_storage
+from hpo.storage import buffered_suggestions, finish_trial, new_running_trial, open_storage
 from tests.hpo.conftest import write_spec
 
 # The tests of bulk writes ask() for trials on storages opened with heartbeats, as hpo does.
@@ -225,6 +225,20 @@ def tpe_study(storage, name="s"):
     return optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, direction="maximize"
     )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_new_running_trial_is_the_trial_the_storage_holds(tmp_path, kind):
+    storage = storages_to_compare(tmp_path, kind)[0]
+    study = tpe_study(storage)
+    study.tell(study.ask(), 0.5)
+    trial = new_running_trial(study)
+    assert study._storage is trial.storage and not hasattr(study._storage, "_created")
+    assert trial.number == 1
+    assert trial._cached_frozen_trial == study._storage.get_trial(trial._trial_id)
+    suggest_a_few(trial)
+    study.tell(trial, 0.25)
+    assert study.get_trials()[1].params == trial.params
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
