@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.heartbeat import trial_heartbeat
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from hpo.storage import buffered_suggestions, finish_trial, retrying
+from hpo.storage import KnownTrials, buffered_suggestions, finish_trial, retrying
 from trainer.datasets import Split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
@@ -187,21 +187,29 @@ class TrialOutcome:
 
 
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, spec: StudySpec, split: Split
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    split: Split,
+    *,
+    known: KnownTrials | None = None,
 ) -> TrialOutcome:
     """Train ``trial``'s configuration, report every epoch, and tell the study the outcome.
 
     The value is the best epoch's validation accuracy. A pruned trial and a diverged one (which
     reports 0 accuracy at the epoch it diverged, so that samplers learn to avoid it) end as
-    PRUNED; ``user_attrs`` hold the curves and the facts of the run.
+    PRUNED; ``user_attrs`` hold the curves and the facts of the run. ``known`` trials of the
+    study (see ``hpo.storage.KnownTrials``) spare the sampler its read while they are current;
+    they serve pruners that decide in-process only.
     """
     start = time.perf_counter()
-    with buffered_suggestions(study, trial):
+    pruner = study.pruner
+    local = local_pruning_supported(pruner)
+    known = known if local else None
+    with buffered_suggestions(study, trial, known=known):
         suggest(trial, spec)
     config = configuration(spec, trial.params)
     seed = trial_seed(spec.search.seed, trial.number)
-    pruner = study.pruner
-    local = local_pruning_supported(pruner)
     values: dict[int, float] = {}
     if local:
         # The trials the sampler read for this trial (Study caches them per trial): no new read.
@@ -248,6 +256,7 @@ def run_trial(
             value=value,
             user_attrs=attrs,
             intermediate_values=values if local else {},
+            known=known,
         ),
         what=f"finishing trial #{trial.number}",
     )

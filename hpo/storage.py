@@ -23,7 +23,9 @@ overshoot a trial target.
 A trial's own writes are bundled (``buffered_suggestions``, ``finish_trial``): Optuna's RDB
 storage commits every value on its own, and its ORM costs about 0.3 ms a statement, as much as
 the SQL itself many times over. The bundled writes insert the rows Optuna's API would, in one
-transaction; other storages get the public API, one call a value.
+transaction; other storages get the public API, one call a value. Reads are spared too: a
+worker keeps the trials it read up to date with its own writes (``KnownTrials``), and its
+sampler uses them instead of reading the study while a claim's count shows nothing else changed.
 """
 
 import contextlib
@@ -38,6 +40,7 @@ import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -419,6 +422,102 @@ def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
 
+@dataclass(frozen=True)
+class Census:
+    """The study's trials counted by state; on RDB storages also the last trial id of each
+    state, which tells whether the study still holds exactly the trials a ``KnownTrials`` has."""
+
+    counts: dict[optuna.trial.TrialState, int]
+    last_ids: dict[optuna.trial.TrialState, int] | None
+
+
+def take_census(study: optuna.Study) -> Census:
+    """One GROUP BY on RDB storages (a claim needs no more), otherwise a count of the trials."""
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(TrialState, 0)
+    backend = _rdb_backend(study)
+    if backend is not None:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        table = models.TrialModel
+        last_ids = {}
+        with _create_scoped_session(backend.scoped_session) as session:
+            rows = (
+                session.query(
+                    table.state,
+                    sqlalchemy.func.count(table.trial_id),
+                    sqlalchemy.func.max(table.trial_id),
+                )
+                .filter(table.study_id == study._study_id)
+                .group_by(table.state)
+                .all()
+            )
+        for state, n, last in rows:
+            counts[TrialState[state.name]] = n
+            last_ids[TrialState[state.name]] = last
+        return Census(counts, last_ids)
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return Census(counts, None)
+
+
+class KnownTrials:
+    """All trials of one study as this worker last read them, kept up to date with its own
+    writes: while no other process changes the study, a trial's sampling needs no read.
+
+    The trials are those ``study.get_trials(deepcopy=False)`` would return, equal field by
+    field. They are ``current`` for a trial when its claim's census (under the storage lock)
+    counts exactly them, by state and last id, before adding the trial itself: then nothing but
+    this worker changed the study since. Any other change (another worker's trial, a sweep, a
+    failed trial) makes them stale, and the sampling reads the study, which refreshes them.
+    Only for RDB storages and pruners that write nothing while a trial trains.
+    """
+
+    def __init__(self) -> None:
+        self._trials: dict[int, optuna.trial.FrozenTrial] = {}
+        self._complete = False  # holds every trial of the study (after a read)
+        self.current = False  # holds the study as it is (checked by the latest claim)
+
+    def check(self, census: Census) -> None:
+        """Whether the study holds exactly these trials (called under the storage lock)."""
+        self.current = (
+            self._complete
+            and census.last_ids is not None
+            and self._census()
+            == (
+                {state: n for state, n in census.counts.items() if n},
+                census.last_ids,
+            )
+        )
+
+    def _census(self) -> tuple[dict, dict]:
+        counts, last_ids = {}, {}
+        for t in self._trials.values():
+            counts[t.state] = counts.get(t.state, 0) + 1
+            last_ids[t.state] = max(last_ids.get(t.state, -1), t._trial_id)
+        return counts, last_ids
+
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return [self._trials[number] for number in sorted(self._trials)]
+
+    def replace_all(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """Every trial of the study, as just read."""
+        self._trials = {t.number: t for t in trials}
+        self._complete = True
+
+    def put(self, trial: optuna.trial.FrozenTrial) -> None:
+        """A trial as this worker just wrote it."""
+        self._trials[trial.number] = trial
+
+    def get(self, number: int) -> optuna.trial.FrozenTrial | None:
+        return self._trials.get(number)
+
+    def forget(self) -> None:
+        self._trials, self._complete, self.current = {}, False, False
+
+
 class _SuggestionStorage:
     """The study's storage as one trial's suggestions see it (see ``buffered_suggestions``).
 
@@ -426,8 +525,11 @@ class _SuggestionStorage:
     attributes are held back, and reads of the trial see them; everything else passes through.
     """
 
-    def __init__(self, storage: BaseStorage, study_id: int, trial_id: int) -> None:
+    def __init__(
+        self, storage: BaseStorage, study_id: int, trial_id: int, known: KnownTrials | None
+    ) -> None:
         self._storage, self._study_id, self._trial_id = storage, study_id, trial_id
+        self._known = known
         self._trials: list[optuna.trial.FrozenTrial] | None = None
         self.params: dict[str, tuple[float, optuna.distributions.BaseDistribution]] = {}
         self.system_attrs: dict[str, object] = {}
@@ -438,8 +540,12 @@ class _SuggestionStorage:
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
         if study_id != self._study_id:
             return self._storage.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        if self._trials is None:
+        if self._trials is None and self._known is not None and self._known.current:
+            self._trials = self._known.trials()
+        elif self._trials is None:
             self._trials = self._storage.get_all_trials(study_id, deepcopy=False)
+            if self._known is not None:
+                self._known.replace_all(self._trials)
         trials = [t for t in self._trials if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
@@ -475,7 +581,9 @@ class _SuggestionStorage:
 
 
 @contextlib.contextmanager
-def buffered_suggestions(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+def buffered_suggestions(
+    study: optuna.Study, trial: optuna.Trial, *, known: KnownTrials | None = None
+) -> Iterator[None]:
     """Suggest ``trial``'s parameters inside the block; they reach the storage in one write.
 
     Optuna commits each ``suggest_*`` on its own, and its samplers read every trial of the study
@@ -486,10 +594,11 @@ def buffered_suggestions(study: optuna.Study, trial: optuna.Trial) -> Iterator[N
     the system attributes the sampler sets on the trial (TPE's shared relative sample) are
     written together when the block ends without an error: before training, so that a trial
     retried after its worker died has them. ``trial`` must be fresh, with no other thread using
-    ``study`` during the block.
+    ``study`` during the block. With ``known`` trials that are current, the sampler reads them
+    instead of the study; otherwise its read refreshes them.
     """
     storage = study._storage
-    buffer = _SuggestionStorage(storage, study._study_id, trial._trial_id)
+    buffer = _SuggestionStorage(storage, study._study_id, trial._trial_id, known)
     study._storage = trial.storage = buffer
     try:
         yield
@@ -499,6 +608,26 @@ def buffered_suggestions(study: optuna.Study, trial: optuna.Trial) -> Iterator[N
         lambda: write_trial_params(study, trial._trial_id, buffer.params, buffer.system_attrs),
         what=f"storing the parameters of trial #{trial.number}",
     )
+    entry = known.get(trial.number) if known is not None else None
+    if entry is not None and entry._trial_id == trial._trial_id:
+        known.put(_with_suggestions(entry, buffer.params, buffer.system_attrs))
+
+
+def _with_suggestions(trial, params, system_attrs) -> optuna.trial.FrozenTrial:
+    """``trial`` as a read returns it once ``params`` and ``system_attrs`` are stored."""
+    trial = copy.copy(trial)
+    trial.distributions = {**trial.distributions, **{k: d for k, (_, d) in params.items()}}
+    trial.params = {
+        **trial.params,
+        **{k: d.to_external_repr(float(v)) for k, (v, d) in params.items()},
+    }
+    trial.system_attrs = {**trial.system_attrs, **_as_stored(system_attrs)}
+    return trial
+
+
+def _as_stored(attrs: dict[str, object]) -> dict[str, object]:
+    """Attributes as they read back: through JSON (tuples become lists, keys strings)."""
+    return {key: json.loads(json.dumps(value)) for key, value in attrs.items()}
 
 
 def new_running_trial(study: optuna.Study) -> optuna.Trial:
@@ -638,6 +767,7 @@ def finish_trial(
     value: float | None,
     user_attrs: dict[str, object],
     intermediate_values: dict[int, float],
+    known: KnownTrials | None = None,
 ) -> None:
     """Store a running trial's user attributes and intermediate values, and finish it: what
     ``set_user_attr``, ``report`` and ``study.tell(trial, value, state=state)`` store.
@@ -648,7 +778,8 @@ def finish_trial(
     table's rows in one statement), and sets the value, state and completion time as ``tell``
     does (a PRUNED trial's value is its last intermediate value). The sampler's ``after_trial``
     sees the trial as this process knows it: as created, with its parameters and intermediate
-    values, and the new records. Elsewhere the public API does it all.
+    values, and the new records. Elsewhere the public API does it all. ``known`` trials that
+    hold the trial get it as a read would now return it.
     """
     from optuna.trial import TrialState
 
@@ -672,7 +803,39 @@ def finish_trial(
 
         study.sampler.after_trial(pruners._filter_study(study, frozen), frozen, state, values)
     finally:
-        _finish_rdb_trial(backend, trial._trial_id, state, values, user_attrs, intermediate_values)
+        completed = _finish_rdb_trial(
+            backend, trial._trial_id, state, values, user_attrs, intermediate_values
+        )
+    entry = known.get(trial.number) if known is not None else None
+    if entry is not None and entry._trial_id == trial._trial_id:
+        known.put(
+            _as_finished(entry, state, values, completed, user_attrs, frozen.intermediate_values)
+        )
+
+
+def _as_finished(trial, state, values, completed, user_attrs, intermediate_values):
+    """``trial`` (running, as read) as a read returns it once finish_trial has stored it."""
+    from optuna.storages._rdb import models
+
+    value_model, step_model = models.TrialValueModel, models.TrialIntermediateValueModel
+    trial = copy.copy(trial)
+    trial.state = state
+    trial.values = (
+        None
+        if values is None
+        else [
+            value_model.stored_repr_to_value(*value_model.value_to_stored_repr(v)) for v in values
+        ]
+    )
+    trial.datetime_complete = completed
+    trial.user_attrs = {**trial.user_attrs, **_as_stored(user_attrs)}
+    trial.intermediate_values = {
+        step: step_model.stored_repr_to_intermediate_value(
+            *step_model.intermediate_value_to_stored_repr(v)
+        )
+        for step, v in intermediate_values.items()
+    }
+    return trial
 
 
 def _told_values(state, value: float | None, frozen: optuna.trial.FrozenTrial) -> list | None:
@@ -727,6 +890,7 @@ def _finish_rdb_trial(backend, trial_id, state, values, user_attrs, intermediate
         _replace_rows(session, table, trial_id, table.objective, rows, "objective")
         trial.state = state  # through the model: it stores datetimes as naive UTC
         trial.datetime_complete = datetime.now()
+        return trial.datetime_complete  # as a read returns it
 
 
 def _replace_attrs(session, table, trial_id: int, attrs: dict[str, object]) -> None:
@@ -760,30 +924,3 @@ def artifact_dir(url: str) -> Path:
     if path is None:
         return Path("hpo-artifacts")
     return path.with_name(path.stem + "-artifacts")
-
-
-def count_states(study: optuna.Study) -> dict[optuna.trial.TrialState, int]:
-    """The study's trials counted by state: one GROUP BY on RDB storages (a claim needs no
-    more), otherwise a count over the trials read."""
-    from optuna.trial import TrialState
-
-    counts = dict.fromkeys(TrialState, 0)
-    backend = getattr(study._storage, "_backend", study._storage)
-    if isinstance(backend, optuna.storages.RDBStorage):
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        table = models.TrialModel
-        with _create_scoped_session(backend.scoped_session) as session:
-            rows = (
-                session.query(table.state, sqlalchemy.func.count(table.trial_id))
-                .filter(table.study_id == study._study_id)
-                .group_by(table.state)
-                .all()
-            )
-        for state, n in rows:
-            counts[TrialState[state.name]] = n
-        return counts
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state] += 1
-    return counts

@@ -358,3 +358,55 @@ def test_finish_trial_refuses_a_complete_trial_without_a_number(tmp_path, state,
     with pytest.raises(ValueError, match="COMPLETE trial needs a value"):
         finish_trial(study, trial, state=state, value=value, user_attrs={}, intermediate_values={})
     assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+# ---------------------------------------------------------------------------------------------
+# Known trials: the sampler's read spared while no other process changed the study
+
+
+def test_known_trials_equal_a_read_of_the_study_whenever_they_are_used(
+    tiny_spec, db_url, monkeypatch
+):
+    from hpo import storage as storage_module
+
+    served = []
+    reader = []
+    trials_of_known = storage_module.KnownTrials.trials
+
+    def compared_with_a_read(self):
+        trials = trials_of_known(self)
+        if not reader:
+            reader.append(optuna.storages.RDBStorage(db_url, skip_table_creation=True))
+        study_id = reader[0].get_study_id_from_name("tiny")
+        assert trials == reader[0].get_all_trials(study_id, deepcopy=False)
+        served.append(len(trials))
+        return trials
+
+    monkeypatch.setattr(storage_module.KnownTrials, "trials", compared_with_a_read)
+    run(tiny_spec, db_url, trials=12)
+    assert len(served) >= 10  # every trial after the first read; none in the first
+    assert served == sorted(served)
+
+
+def test_known_trials_change_no_trial(tiny_spec, tmp_path, monkeypatch):
+    from hpo import storage as storage_module
+
+    a = f"sqlite:///{tmp_path / 'a.db'}"
+    b = f"sqlite:///{tmp_path / 'b.db'}"
+    run(tiny_spec, a, trials=10)
+    monkeypatch.setattr(storage_module.KnownTrials, "check", lambda self, census: None)
+    run(tiny_spec, b, trials=10)  # every sampling reads the study
+
+    def fingerprint(url):
+        return [(t.params, t.state, t.values, t.system_attrs) for t in trials_of(url)]
+
+    assert fingerprint(a) == fingerprint(b)
+
+
+def test_known_trials_go_stale_when_another_process_adds_a_trial(tiny_spec, db_url):
+    run(tiny_spec, db_url, trials=3)
+    other = optuna.load_study(study_name="tiny", storage=db_url)
+    other.enqueue_trial({"learning_rate": 0.01})  # WAITING: the next claim takes it
+    summary = run(tiny_spec, db_url, trials=6)
+    assert summary.counts.finished == 6
+    assert trials_of(db_url)[3].params["learning_rate"] == 0.01
