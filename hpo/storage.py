@@ -417,6 +417,68 @@ def retrying(call: Callable[[], T], *, what: str, delays=RETRY_DELAYS) -> T:
 # Bulk writes
 
 
+# Statements built once: SQLAlchemy spends more on building a statement and its cache key than
+# SQLite on running it. Core statements on a session's connection, for the same reason.
+
+
+@functools.cache
+def _state_query(*, for_update: bool):
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    query = sqlalchemy.select(trials.c.state).where(
+        trials.c.trial_id == sqlalchemy.bindparam("trial_id")
+    )
+    # As set_trial_state_values: lock the row (PostgreSQL; SQLite ignores it).
+    return query.with_for_update() if for_update else query
+
+
+@functools.cache
+def _census_query():
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    return (
+        sqlalchemy.select(
+            trials.c.state,
+            sqlalchemy.func.count(trials.c.trial_id),
+            sqlalchemy.func.max(trials.c.trial_id),
+        )
+        .where(trials.c.study_id == sqlalchemy.bindparam("study_id"))
+        .group_by(trials.c.state)
+    )
+
+
+@functools.cache
+def _finish_update():
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    return (
+        sqlalchemy.update(trials)
+        .where(trials.c.trial_id == sqlalchemy.bindparam("finished_id"))
+        .values(
+            state=sqlalchemy.bindparam("new_state"),
+            datetime_complete=sqlalchemy.bindparam("completed_utc"),
+        )
+    )
+
+
+@functools.cache
+def _delete_rows(model, key: str):
+    """Delete a trial's rows of ``model`` whose ``key`` column is among the given keys."""
+    table = model.__table__
+    return sqlalchemy.delete(table).where(
+        table.c.trial_id == sqlalchemy.bindparam("trial_id"),
+        table.c[key].in_(sqlalchemy.bindparam("keys", expanding=True)),
+    )
+
+
+@functools.cache
+def _insert_rows(model):
+    return sqlalchemy.insert(model.__table__)
+
+
 def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     backend = getattr(study._storage, "_backend", study._storage)
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
@@ -438,22 +500,12 @@ def take_census(study: optuna.Study) -> Census:
     counts = dict.fromkeys(TrialState, 0)
     backend = _rdb_backend(study)
     if backend is not None:
-        from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        table = models.TrialModel
         last_ids = {}
         with _create_scoped_session(backend.scoped_session) as session:
-            rows = (
-                session.query(
-                    table.state,
-                    sqlalchemy.func.count(table.trial_id),
-                    sqlalchemy.func.max(table.trial_id),
-                )
-                .filter(table.study_id == study._study_id)
-                .group_by(table.state)
-                .all()
-            )
+            query = _census_query()
+            rows = session.connection().execute(query, {"study_id": study._study_id}).all()
         for state, n, last in rows:
             counts[TrialState[state.name]] = n
             last_ids[TrialState[state.name]] = last
@@ -717,7 +769,7 @@ def write_trial_params(
                 }
             )
         if rows:
-            session.connection().execute(sqlalchemy.insert(models.TrialParamModel.__table__), rows)
+            session.connection().execute(_insert_rows(models.TrialParamModel), rows)
         _replace_attrs(session, models.TrialSystemAttributeModel, trial_id, system_attrs)
     for name, (_, distribution) in params.items():
         known.setdefault(name, distribution)
@@ -729,12 +781,11 @@ def _known_distributions(study: optuna.Study) -> dict:
     return info.param_distribution if info is not None else {}
 
 
-def _check_updatable(backend, session, trial_id: int) -> None:
+def _check_updatable(backend, session, trial_id: int, *, for_update: bool = False) -> None:
     from optuna.storages._rdb import models
 
-    table = models.TrialModel
-    query = sqlalchemy.select(table.state).where(table.trial_id == trial_id)
-    state = session.connection().execute(query).scalar_one_or_none()
+    query = _state_query(for_update=for_update)
+    state = session.connection().execute(query, {"trial_id": trial_id}).scalar_one_or_none()
     if state is None:
         raise KeyError(models.NOT_FOUND_MSG)
     backend.check_trial_is_updatable(trial_id, state)
@@ -857,16 +908,18 @@ def _told_values(state, value: float | None, frozen: optuna.trial.FrozenTrial) -
     return None
 
 
-def _finish_rdb_trial(backend, trial_id, state, values, user_attrs, intermediate_values) -> None:
+def _finish_rdb_trial(backend, trial_id, state, values, user_attrs, intermediate_values):
+    """Returns the completion time as a read returns it."""
     from datetime import datetime
 
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     values_table = models.TrialIntermediateValueModel
+    # The model's own conversion: it stores naive UTC and reads back naive local time.
+    completed = models.TrialModel(datetime_complete=datetime.now())
     with _create_scoped_session(backend.scoped_session) as session:
-        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-        backend.check_trial_is_updatable(trial_id, trial.state)
+        _check_updatable(backend, session, trial_id, for_update=True)
         _replace_attrs(session, models.TrialUserAttributeModel, trial_id, user_attrs)
         rows = []
         for step, v in intermediate_values.items():
@@ -879,42 +932,43 @@ def _finish_rdb_trial(backend, trial_id, state, values, user_attrs, intermediate
                     "intermediate_value_type": kind,
                 }
             )
-        _replace_rows(session, values_table, trial_id, values_table.step, rows, "step")
+        _replace_rows(session, values_table, trial_id, rows, "step")
         rows = []
         for objective, v in enumerate(values or ()):
             stored, kind = models.TrialValueModel.value_to_stored_repr(v)
             rows.append(
                 {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
             )
-        table = models.TrialValueModel
-        _replace_rows(session, table, trial_id, table.objective, rows, "objective")
-        trial.state = state  # through the model: it stores datetimes as naive UTC
-        trial.datetime_complete = datetime.now()
-        return trial.datetime_complete  # as a read returns it
+        _replace_rows(session, models.TrialValueModel, trial_id, rows, "objective")
+        session.connection().execute(
+            _finish_update(),
+            {
+                "finished_id": trial_id,
+                "new_state": state,
+                "completed_utc": completed._datetime_complete_utc,
+            },
+        )
+    return completed.datetime_complete
 
 
-def _replace_attrs(session, table, trial_id: int, attrs: dict[str, object]) -> None:
+def _replace_attrs(session, model, trial_id: int, attrs: dict[str, object]) -> None:
     """Set a trial's attributes (user or system) as ``set_trial_*_attr`` would, in one insert."""
     rows = [
         {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
         for key, value in attrs.items()
     ]
-    _replace_rows(session, table, trial_id, table.key, rows, "key")
+    _replace_rows(session, model, trial_id, rows, "key")
 
 
-def _replace_rows(session, table, trial_id: int, column, rows: list[dict], key: str) -> None:
-    """Insert ``rows`` into ``table`` for ``trial_id``, replacing those with the same ``key``:
-    an upsert (a retried trial inherits its predecessor's attributes)."""
+def _replace_rows(session, model, trial_id: int, rows: list[dict], key: str) -> None:
+    """Insert ``rows`` into ``model``'s table for ``trial_id``, replacing those with the same
+    ``key``: an upsert (a retried trial inherits its predecessor's attributes)."""
     if not rows:
         return
-    # Core statements on the session's connection: the ORM's bulk paths cost more than SQLite.
     connection = session.connection()
-    connection.execute(
-        sqlalchemy.delete(table.__table__).where(
-            table.trial_id == trial_id, column.in_([r[key] for r in rows])
-        )
-    )
-    connection.execute(sqlalchemy.insert(table.__table__), rows)
+    keys = [r[key] for r in rows]
+    connection.execute(_delete_rows(model, key), {"trial_id": trial_id, "keys": keys})
+    connection.execute(_insert_rows(model), rows)
 
 
 def artifact_dir(url: str) -> Path:

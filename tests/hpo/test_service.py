@@ -410,3 +410,18 @@ def test_known_trials_go_stale_when_another_process_adds_a_trial(tiny_spec, db_u
     summary = run(tiny_spec, db_url, trials=6)
     assert summary.counts.finished == 6
     assert trials_of(db_url)[3].params["learning_rate"] == 0.01
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
+def test_finish_trial_stores_the_completion_time_as_tell_does(tmp_path, monkeypatch, zone):
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        a, b, _, _ = finished_by_both(tmp_path, "sqlite", TrialState.COMPLETE, 0.5, {1: 0.5}, {})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert abs((b.datetime_complete - a.datetime_complete).total_seconds()) < 60
+    assert abs((b.datetime_complete - b.datetime_start).total_seconds()) < 60
