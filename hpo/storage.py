@@ -479,6 +479,38 @@ def _insert_rows(model):
     return sqlalchemy.insert(model.__table__)
 
 
+@functools.cache
+def _study_lock():
+    from optuna.storages._rdb import models
+
+    studies = models.StudyModel.__table__
+    query = sqlalchemy.select(studies.c.study_id)
+    return query.where(studies.c.study_id == sqlalchemy.bindparam("study_id")).with_for_update()
+
+
+@functools.cache
+def _past_trials_count():
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    return sqlalchemy.select(sqlalchemy.func.count(trials.c.trial_id)).where(
+        trials.c.study_id == sqlalchemy.bindparam("study_id"),
+        trials.c.trial_id < sqlalchemy.bindparam("trial_id"),
+    )
+
+
+@functools.cache
+def _number_update():
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    return (
+        sqlalchemy.update(trials)
+        .where(trials.c.trial_id == sqlalchemy.bindparam("numbered_id"))
+        .values(number=sqlalchemy.bindparam("new_number"))
+    )
+
+
 def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     backend = getattr(study._storage, "_backend", study._storage)
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
@@ -685,9 +717,15 @@ def _as_stored(attrs: dict[str, object]) -> dict[str, object]:
 def new_running_trial(study: optuna.Study) -> optuna.Trial:
     """``optuna.Trial(study, storage.create_new_trial(study_id))``, without the constructor's read
     of the trial just created (1.5 ms on SQLite): the cached storage (RDB) keeps the FrozenTrial
-    that the creation returned, and the constructor is given that one."""
+    that the creation returned, and the constructor is given that one. On RDB storages the trial
+    is created as ``RDBStorage._create_new_trial`` creates it, with statements built once (1.5
+    ms of ORM work otherwise)."""
     storage = study._storage
-    trial_id = storage.create_new_trial(study._study_id)
+    backend = _rdb_backend(study)
+    if backend is not None and hasattr(storage, "_add_trials_to_cache"):
+        trial_id = _create_rdb_trial(storage, backend, study._study_id)
+    else:
+        trial_id = storage.create_new_trial(study._study_id)
     created = _created_trial(storage, trial_id)
     if created is None:
         return optuna.Trial(study, trial_id)
@@ -698,6 +736,48 @@ def new_running_trial(study: optuna.Study) -> optuna.Trial:
         study._storage = storage
     trial.storage = storage
     return trial
+
+
+def _create_rdb_trial(storage, backend, study_id: int) -> int:
+    """``_CachedStorage.create_new_trial(study_id)``: the row, its number (the count of the
+    study's earlier trials, under the study row's lock), and the cache's entry."""
+    from datetime import datetime
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import FrozenTrial, TrialState
+
+    started = models.TrialModel(datetime_start=datetime.now())  # Optuna's naive UTC conversion
+    with _create_scoped_session(backend.scoped_session) as session:
+        connection = session.connection()
+        if connection.execute(_study_lock(), {"study_id": study_id}).first() is None:
+            raise KeyError(models.NOT_FOUND_MSG)
+        row = {"study_id": study_id, "state": TrialState.RUNNING}
+        row["datetime_start"] = started._datetime_start_utc
+        trial_id = connection.execute(_insert_rows(models.TrialModel), row).inserted_primary_key[0]
+        ids = {"study_id": study_id, "trial_id": trial_id}
+        number = connection.execute(_past_trials_count(), ids).scalar_one()
+        connection.execute(_number_update(), {"numbered_id": trial_id, "new_number": number})
+    frozen = FrozenTrial(
+        number=number,
+        state=TrialState.RUNNING,
+        value=None,
+        values=None,
+        datetime_start=started.datetime_start,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=trial_id,
+    )
+    from optuna.storages._cached_storage import _StudyInfo
+
+    with storage._lock:
+        storage._studies.setdefault(study_id, _StudyInfo())
+        storage._add_trials_to_cache(study_id, [frozen])
+    return trial_id
 
 
 def _created_trial(storage: BaseStorage, trial_id: int) -> optuna.trial.FrozenTrial | None:

@@ -236,9 +236,39 @@ def test_new_running_trial_is_the_trial_the_storage_holds(tmp_path, kind):
     assert study._storage is trial.storage and not hasattr(study._storage, "_created")
     assert trial.number == 1
     assert trial._cached_frozen_trial == study._storage.get_trial(trial._trial_id)
+    assert study.get_trials(deepcopy=False)[1] == trial._cached_frozen_trial
+    assert study._storage.get_trial_id_from_study_id_trial_number(study._study_id, 1) == (
+        trial._trial_id
+    )
     suggest_a_few(trial)
     study.tell(trial, 0.25)
     assert study.get_trials()[1].params == trial.params
+
+
+def test_new_running_trial_stores_the_row_ask_stores(tmp_path):
+    plain, created = (tpe_study(s) for s in storages_to_compare(tmp_path, "sqlite"))
+    for _ in range(3):
+        plain.ask()
+        new_running_trial(created)
+    assert stored_rows(created._storage._backend) == stored_rows(plain._storage._backend)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
+def test_new_running_trial_stores_the_start_time_as_ask_does(tmp_path, monkeypatch, zone):
+    import datetime
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
+        before = datetime.datetime.now()
+        trial = new_running_trial(study)
+        stored = study._storage.get_trial(trial._trial_id).datetime_start
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert abs((stored - before).total_seconds()) < 60
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
