@@ -455,3 +455,19 @@ def test_finish_trial_stores_the_completion_time_as_tell_does(tmp_path, monkeypa
         time.tzset()
     assert abs((b.datetime_complete - a.datetime_complete).total_seconds()) < 60
     assert abs((b.datetime_complete - b.datetime_start).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "sha"])
+def test_storage_pruners_report_every_epoch_to_the_storage(tmp_path, db_url, pruner):
+    spec = write_spec(tmp_path / "tiny.toml", epochs=4, trials=8)
+    text = spec.read_text().replace("[search]\n", f'[search]\npruner = "{pruner}"\n')
+    spec.write_text(text)
+    summary = run(spec, db_url)
+    assert summary.counts.finished == 8 and summary.counts.failed == 0
+    trials = trials_of(db_url)
+    for t in trials:
+        epochs = t.user_attrs["epochs_run"]
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        assert t.params and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    if pruner == "sha":  # the pruner's own records, written while the trials ran
+        assert any(k.startswith("completed_rung") for t in trials for k in t.system_attrs)
