@@ -598,9 +598,6 @@ class KnownTrials:
     def get(self, number: int) -> optuna.trial.FrozenTrial | None:
         return self._trials.get(number)
 
-    def forget(self) -> None:
-        self._trials, self._complete, self.current = {}, False, False
-
 
 class _SuggestionStorage:
     """The study's storage as one trial's suggestions see it (see ``buffered_suggestions``).
