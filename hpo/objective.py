@@ -6,13 +6,15 @@ belong to). ``configuration`` completes the suggestion with the spec's fixed val
 defaults. ``train_configuration`` builds and trains the net; ``run_trial`` does it for an Optuna
 trial, turning ``on_epoch_end`` into reports and pruning.
 
-Pruning costs. Optuna's SQLite storage pays a transaction for each ``trial.report`` and reads the
-study again for each ``trial.should_prune``: about 5 ms an epoch, as much as a small net's epoch
-of training. For the median pruner, which only compares against completed trials, the decision
-is taken here against a snapshot of the completed trials read once when the trial starts, and
-the epoch values are written to the storage in one transaction when the trial ends. The
-successive-halving and Hyperband pruners keep state in the storage as trials run, so they report
-and ask every epoch.
+Storage costs. Optuna's SQLite storage pays a transaction for each ``suggest_*``,
+``trial.report`` and ``set_user_attr``, and reads the study again for each ``trial.should_prune``
+(about 5 ms an epoch, as much as a small net's epoch of training). So a trial's parameters are
+suggested against one read of the study and written in one transaction before training
+(``buffered_suggestions``). For the median pruner, which only compares against completed trials,
+the decision is taken here against the completed trials the sampler read, and the epoch values,
+the user attributes and the outcome are written in one transaction when the trial ends
+(``finish_trial``). The successive-halving and Hyperband pruners keep state in the storage as
+trials run, so they report and ask every epoch.
 """
 
 import math
@@ -27,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.heartbeat import trial_heartbeat
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from hpo.storage import retrying, write_trial_records
+from hpo.storage import KnownTrials, buffered_suggestions, finish_trial, retrying
 from trainer.datasets import Split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
@@ -185,20 +187,29 @@ class TrialOutcome:
 
 
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, spec: StudySpec, split: Split
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    split: Split,
+    *,
+    known: KnownTrials | None = None,
 ) -> TrialOutcome:
     """Train ``trial``'s configuration, report every epoch, and tell the study the outcome.
 
     The value is the best epoch's validation accuracy. A pruned trial and a diverged one (which
     reports 0 accuracy at the epoch it diverged, so that samplers learn to avoid it) end as
-    PRUNED; ``user_attrs`` hold the curves and the facts of the run.
+    PRUNED; ``user_attrs`` hold the curves and the facts of the run. ``known`` trials of the
+    study (see ``hpo.storage.KnownTrials``) spare the sampler its read while they are current;
+    they serve pruners that decide in-process only.
     """
     start = time.perf_counter()
-    suggest(trial, spec)
-    config = configuration(spec, trial.params)
-    seed = trial_seed(spec.search.seed, trial.number)
     pruner = study.pruner
     local = local_pruning_supported(pruner)
+    known = known if local else None
+    with buffered_suggestions(study, trial, known=known):
+        suggest(trial, spec)
+    config = configuration(spec, trial.params)
+    seed = trial_seed(spec.search.seed, trial.number)
     values: dict[int, float] = {}
     if local:
         # The trials the sampler read for this trial (Study caches them per trial): no new read.
@@ -232,21 +243,21 @@ def run_trial(
                 values[result.epochs_run + 1] = 0.0
             else:
                 retrying(lambda: trial.report(0.0, result.epochs_run + 1), what="reporting")
-        retrying(
-            lambda: write_trial_records(
-                study,
-                trial._trial_id,
-                user_attrs=result_attrs(result, seed, batch_loss=spec.training.record_batch_loss),
-                intermediate_values=values if local else {},
-            ),
-            what=f"storing trial #{trial.number}",
-        )
     if result.diverged or result.stop_reason == "callback":
         state, value = TrialState.PRUNED, None
     else:
         state, value = TrialState.COMPLETE, result.best_val_accuracy
+    attrs = result_attrs(result, seed, batch_loss=spec.training.record_batch_loss)
     retrying(
-        lambda: study.tell(trial, value, state=state, skip_if_finished=True),
+        lambda: finish_trial(
+            study,
+            trial,
+            state=state,
+            value=value,
+            user_attrs=attrs,
+            intermediate_values=values if local else {},
+            known=known,
+        ),
         what=f"finishing trial #{trial.number}",
     )
     return TrialOutcome(trial.number, state, value, result, time.perf_counter() - start)

@@ -12,6 +12,8 @@ reach the target exactly.
 """
 
 import contextlib
+import copy
+import gc
 import math
 import multiprocessing
 import os
@@ -30,15 +32,17 @@ from threadpoolctl import threadpool_limits
 
 from hpo.errors import RunError, UsageError
 from hpo.heartbeat import sweep_stale_trials
-from hpo.objective import TrialOutcome, run_trial
+from hpo.objective import TrialOutcome, local_pruning_supported, run_trial
 from hpo.spec import StudySpec, spec_from_dict
 from hpo.storage import (
-    count_states,
+    KnownTrials,
     heartbeat_settings,
     mask_password,
+    new_running_trial,
     open_storage,
     retrying,
     storage_lock,
+    take_census,
 )
 from trainer.datasets import DatasetError, Split, load_split
 
@@ -227,9 +231,10 @@ def load_hpo_study(
 
 def new_trial(study: optuna.Study) -> optuna.Trial:
     """``study.ask()`` when no trial is queued: ask() first reads every unfinished trial to look
-    for a WAITING one (11 ms a trial on SQLite), which the claim's count has already ruled out."""
+    for a WAITING one (11 ms a trial on SQLite), which the claim's count has already ruled out,
+    and then reads back the trial it created (``new_running_trial`` does not)."""
     study._thread_local.cached_all_trials = None
-    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    return new_running_trial(study)
 
 
 class TrialClaimer:
@@ -238,13 +243,15 @@ class TrialClaimer:
     Each claim happens under the storage lock: sweep the trials of dead workers (they are
     queued again; at most once per heartbeat interval, since nothing goes stale faster, but
     always on the first claim), count, and ask. A queued (WAITING) trial is asked for first,
-    with its parameters.
+    with its parameters. The count also tells whether the trials this worker knows (``known``,
+    for pruners that decide in-process) are still all of the study's, the new one added.
     """
 
     def __init__(self, study: optuna.Study, storage_url: str, target: int) -> None:
         self.study, self.storage_url, self.target = study, storage_url, target
         self.sweep_every = float(heartbeat_settings()[0])
         self.last_sweep = -math.inf
+        self.known = KnownTrials() if local_pruning_supported(study.pruner) else None
 
     def claim(self) -> tuple[optuna.Trial | None, Counts]:
         """A new trial (None once finished plus running trials reach the target), and the
@@ -256,7 +263,8 @@ class TrialClaimer:
             if time.monotonic() - self.last_sweep >= self.sweep_every:
                 sweep_stale_trials(self.study)
                 self.last_sweep = time.monotonic()
-            states = count_states(self.study)
+            census = take_census(self.study)
+            states = census.counts
             finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
             counts = Counts(
                 complete=states[TrialState.COMPLETE],
@@ -267,11 +275,18 @@ class TrialClaimer:
             if finished + counts.running >= self.target:
                 return None, counts
             if states[TrialState.WAITING]:  # a queued retry: ask() hands it out first
+                if self.known is not None:
+                    self.known.current = False
                 with warnings.catch_warnings():
                     # hpo runs its own ask/tell loop, with a heartbeat thread around each trial.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                     return self.study.ask(), counts
-            return new_trial(self.study), counts
+            if self.known is not None:
+                self.known.check(census)
+            trial = new_trial(self.study)
+            if self.known is not None and self.known.current:
+                self.known.put(copy.deepcopy(trial._cached_frozen_trial))
+            return trial, counts
 
 
 def load_study_split(spec: StudySpec) -> Split:
@@ -311,6 +326,10 @@ def worker_loop(
     """
     ran, errors = 0, 0
     claimer = TrialClaimer(study, storage_url, target)
+    # What the imports and the setup allocated lives as long as the process: moved out of the
+    # collector's sight, a full collection between trials scans the trials' objects alone (40 ms
+    # a collection fewer, the default study's first claim measured).
+    gc.freeze()
     wait = WAIT_POLL_SECONDS[0]
     while deadline is None or time.monotonic() < deadline:
         trial = None
@@ -330,7 +349,7 @@ def worker_loop(
                 wait = min(2 * wait, WAIT_POLL_SECONDS[1])
                 continue
             wait = WAIT_POLL_SECONDS[0]
-            outcome = run_trial(study, trial, spec, split)
+            outcome = run_trial(study, trial, spec, split, known=claimer.known)
         except KeyboardInterrupt:
             if trial is not None:
                 with _sigint_ignored():  # finish the bookkeeping undisturbed

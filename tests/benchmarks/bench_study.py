@@ -4,11 +4,15 @@ Every study runs the packaged default spec (digits, 3x100 ReLU, 30 epochs, TPE w
 pruner) with some ``[search]`` fields overridden, in a fresh SQLite file of its own, through
 ``hpo.service.run_study``. Three parts, printed side by side with their targets:
 
-1. overhead: one worker runs N trials. The overhead is the wall time of ``run_study`` beyond the
-   trials' ``train_seconds``, as a share of them, with and without the one-off data loading (the
-   first ``load_study_split`` imports scikit-learn). The study runs in a freshly spawned process
-   so that this import is as cold as it is for ``hpo run``; wrappers put around the service's
-   steps split the overhead into setup, time inside trials and time between trials.
+1. overhead: one worker runs N trials. The training time is the trials' ``train_seconds`` (the
+   trainer's own clock) less the time spent in the ``on_epoch_end`` callbacks, which the trainer
+   counts but which is the service's pruning bookkeeping; the overhead is the wall time of
+   ``run_study`` beyond the training time, as a share of it, with and without the one-off data
+   loading and study setup. The study runs in a freshly spawned process so that imports are as
+   cold as they are for ``hpo run``; wrappers put around the service's steps split the overhead
+   into setup, time inside trials and time between trials. The heartbeat thread's writes run
+   concurrently with training; their time is shown, not counted (with the heartbeat off, the
+   trials' train_seconds did not change beyond the noise).
 2. scaling: finished trials per minute with ``workers=1`` and ``workers=2``, each run in a fresh
    process. Trial durations depend on the sampled configuration, so the comparison is repeated
    with the random sampler and no pruner, whose trials depend on the seed alone. ``make_sampler``
@@ -58,6 +62,7 @@ import optuna  # noqa: E402
 
 import hpo.objective  # noqa: E402
 import hpo.service  # noqa: E402
+import hpo.storage  # noqa: E402
 from hpo.service import environment, run_study  # noqa: E402
 from hpo.spec import StudySpec, load_spec, spec_from_dict  # noqa: E402
 from hpo.storage import open_storage  # noqa: E402
@@ -135,6 +140,7 @@ class StudyRun:
     other_cpu_share: float  # of the machine's CPUs, used by processes not of this run
     trials: list[TrialRecord]
     timers: dict[str, dict[str, float]] = field(default_factory=dict)
+    callback_seconds: float = 0.0  # in the trials' on_epoch_end callbacks (pruning decisions)
 
     @property
     def finished(self) -> list[TrialRecord]:
@@ -182,7 +188,11 @@ class Stopwatch:
         self._originals: list[tuple[Any, str, Callable]] = []
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
-        original = getattr(owner, name)
+        """Time ``owner.name`` under ``label``; nothing when the code measured has none (an
+        older revision)."""
+        original = getattr(owner, name, None)
+        if original is None:
+            return
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
@@ -222,6 +232,10 @@ def instrument_service(watch: Stopwatch) -> None:
         watch.wrap(hpo.service.TrialClaimer, "claim", "claim")
     else:
         watch.wrap(hpo.service, "claim_trial", "claim")
+    if hasattr(hpo.service, "take_census"):
+        watch.wrap(hpo.service, "take_census", "claim: census")
+    if hasattr(hpo.service, "new_trial"):
+        watch.wrap(hpo.service, "new_trial", "claim: new trial")
     # The sweep of dead workers' trials: hpo's own where it has one, else Optuna's.
     if hasattr(hpo.service, "sweep_stale_trials"):
         watch.wrap(hpo.service, "sweep_stale_trials", "claim: stale sweep")
@@ -232,8 +246,14 @@ def instrument_service(watch: Stopwatch) -> None:
     watch.wrap(hpo.service, "run_trial", "trial")
     watch.wrap(hpo.objective, "suggest", "trial: suggest")
     watch.wrap(hpo.objective, "train_configuration", "trial: train_configuration")
+    watch.wrap(hpo.storage, "write_trial_params", "trial: write_trial_params")
+    watch.wrap(hpo.objective, "finish_trial", "trial: finish_trial")
+    # Their predecessors, to measure older revisions.
     watch.wrap(hpo.objective, "write_trial_records", "trial: write_trial_records")
-    watch.wrap(optuna.study.Study, "tell", "trial: tell")
+    if not hasattr(hpo.objective, "finish_trial"):
+        watch.wrap(optuna.study.Study, "tell", "trial: tell")
+    # Runs in the heartbeat thread, concurrently with training.
+    watch.wrap(optuna.storages.RDBStorage, "record_heartbeat", "heartbeat thread")
 
 
 class CpuMeter:
@@ -336,10 +356,23 @@ def run_job(job: StudyJob) -> StudyRun:
     threads_in_trial: list[int] = []
     train_configuration = hpo.objective.train_configuration
     blas_threads = blas_counter()
+    # The trainer's train_seconds include its on_epoch_end callbacks: the service's pruning.
+    callback_seconds = [0.0]
 
     def counting_threads(*args, **kwargs):
         if not threads_in_trial:
             threads_in_trial.append(blas_threads())
+        callback = kwargs.get("on_epoch_end")
+        if callback is not None:
+
+            def timed_callback(metrics):
+                start = time.perf_counter()
+                try:
+                    return callback(metrics)
+                finally:
+                    callback_seconds[0] += time.perf_counter() - start
+
+            kwargs["on_epoch_end"] = timed_callback
         return train_configuration(*args, **kwargs)
 
     hpo.objective.train_configuration = counting_threads
@@ -363,6 +396,7 @@ def run_job(job: StudyJob) -> StudyRun:
         other_cpu_share=other,
         trials=trials,
         timers=watch.as_dict(),
+        callback_seconds=callback_seconds[0],
     )
 
 
@@ -443,7 +477,8 @@ def measure_overhead(sizes: Sizes) -> dict[str, Any]:
     def spent(label: str) -> float:
         return timer.get(label, {}).get("seconds", 0.0)
 
-    train = run.train_seconds
+    callbacks = run.callback_seconds
+    train = run.train_seconds - callbacks  # the trainer's clock, less the service's pruning
     data = timer["data loading"]["first_seconds"]
     setup = spent("study setup")
     in_trials = spent("trial") - train
@@ -452,21 +487,21 @@ def measure_overhead(sizes: Sizes) -> dict[str, Any]:
     claim = spent("claim")
     trial_parts = {
         "suggest": spent("trial: suggest"),
-        "net build": spent("trial: train_configuration") - train,
-        "write_trial_records": spent("trial: write_trial_records"),
-        "tell": spent("trial: tell"),
+        "net build": spent("trial: train_configuration") - run.train_seconds,
+        "pruning callbacks": callbacks,
     }
-    # The pruning snapshot, the heartbeat thread, the configuration.
+    for step in ("write_trial_params", "finish_trial", "write_trial_records", "tell"):
+        if f"trial: {step}" in timer:
+            trial_parts[step] = spent(f"trial: {step}")
+    # The pruning snapshot, starting and stopping the heartbeat thread, the configuration.
     trial_parts["other"] = in_trials - sum(trial_parts.values())
-    # run_study counts the trials twice itself, before and after the loop; the rest of the
-    # count_trials calls are the claims' (calls are alike, so seconds split by calls).
-    counts = timer["count_trials"]
     claim_parts = {
         "stale sweep": spent("claim: stale sweep"),
-        "count_trials": counts["seconds"] * (counts["calls"] - 2) / counts["calls"],
-        "ask": spent("claim: ask"),
+        "census": spent("claim: census"),  # count_states before it: in "the rest"
+        "new trial": spent("claim: new trial"),
+        "ask (queued trials)": spent("claim: ask"),
     }
-    claim_parts["lock"] = claim - sum(claim_parts.values())  # and the warning filters
+    claim_parts["lock and the rest"] = claim - sum(claim_parts.values())
     return {
         "trials": n,
         "finished": len(run.finished),
@@ -475,6 +510,9 @@ def measure_overhead(sizes: Sizes) -> dict[str, Any]:
         "other_cpu_percent": 100 * run.other_cpu_share,
         "wall_seconds": run.wall_seconds,
         "train_seconds": train,
+        "train_seconds_as_recorded": run.train_seconds,
+        "callback_seconds": callbacks,
+        "heartbeat_thread_seconds": spent("heartbeat thread"),
         "data_loading_seconds": data,
         "study_setup_seconds": setup,
         "inside_trials_seconds": in_trials,
@@ -514,7 +552,8 @@ def print_overhead(r: dict[str, Any]) -> None:
     rows = [
         info("run_study wall time", seconds(r["wall_seconds"])),
         info(
-            f"  trials' train_seconds (sum; {1000 * r['train_seconds'] / n:.0f} ms/trial)",
+            f"  training: train_seconds less callbacks ({1000 * r['train_seconds'] / n:.0f} "
+            "ms/trial)",
             seconds(r["train_seconds"]),
         ),
         info("  data loading (first load_study_split)", seconds(r["data_loading_seconds"])),
@@ -536,7 +575,9 @@ def print_overhead(r: dict[str, Any]) -> None:
         rows,
         (
             f"a) inside trials: {per_trial(r['inside_trials_parts'])}",
-            f"b) claim_trial: {per_trial(r['claim_parts'])}; the rest is the loop's own",
+            f"b) claims: {per_trial(r['claim_parts'])}; the rest of b is the loop's own",
+            f"the heartbeat thread's writes, concurrent with training: "
+            f"{1000 * r['heartbeat_thread_seconds'] / n:.1f} ms/trial (not counted)",
         ),
     )
 
