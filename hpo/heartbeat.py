@@ -23,6 +23,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.interrupts import sigint_deferred, sigint_ignored
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
@@ -37,8 +38,19 @@ def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
 def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Keep ``trial`` alive in the storage while the block runs."""
     if is_heartbeat_enabled(study._storage):
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        # Optuna's thread is not a daemon: a Ctrl-C between its start and its join (Thread.start
+        # waits for the thread to run, long on a loaded machine) would leave it beating and the
+        # process hanging at exit. So it starts with SIGINT held back and always joins.
+        beat = get_heartbeat_thread(trial._trial_id, study._storage)
+        with sigint_deferred() as interrupted:
+            beat.start()
+        try:
+            if interrupted:
+                raise KeyboardInterrupt
             yield
+        finally:
+            with sigint_ignored():
+                beat.join()
         return
     if _rdb_backend(study) is not None:
         yield  # a storage opened without heartbeats (reading, reporting)
@@ -54,12 +66,16 @@ def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
                 return
 
     thread = threading.Thread(target=beat, name="hpo-heartbeat", daemon=True)
-    thread.start()
+    with sigint_deferred() as interrupted:
+        thread.start()
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         yield
     finally:
         stop.set()
-        thread.join()
+        with sigint_ignored():
+            thread.join()
 
 
 def _rdb_heartbeat_trial_ids(backend: optuna.storages.RDBStorage, trial_ids: list[int]) -> set:

@@ -28,6 +28,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.heartbeat import trial_heartbeat
+from hpo.interrupts import storage_step
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
 from hpo.storage import KnownTrials, buffered_suggestions, finish_trial, retrying
 from trainer.datasets import Split
@@ -206,8 +207,12 @@ def run_trial(
     pruner = study.pruner
     local = local_pruning_supported(pruner)
     known = known if local else None
-    with buffered_suggestions(study, trial, known=known):
-        suggest(trial, spec)
+
+    def suggest_all() -> None:
+        with buffered_suggestions(study, trial, known=known):
+            suggest(trial, spec)
+
+    storage_step(suggest_all)
     config = configuration(spec, trial.params)
     seed = trial_seed(spec.search.seed, trial.number)
     values: dict[int, float] = {}
@@ -229,12 +234,16 @@ def run_trial(
             trial_id=trial._trial_id,
         )
 
+    def report_and_ask(value: float, epoch: int) -> bool:
+        """The storage's way, for pruners that keep their state there."""
+        retrying(lambda: trial.report(value, epoch), what="reporting")
+        return retrying(trial.should_prune, what="pruning")
+
     def on_epoch_end(m: EpochMetrics) -> bool:
         values[m.epoch] = m.val_accuracy
         if local:
             return pruner.prune(view, frozen)
-        retrying(lambda: trial.report(m.val_accuracy, m.epoch), what="reporting")
-        return retrying(trial.should_prune, what="pruning")
+        return storage_step(lambda: report_and_ask(m.val_accuracy, m.epoch))
 
     with trial_heartbeat(study, trial):
         _, result = train_configuration(spec, config, split, seed, on_epoch_end=on_epoch_end)
@@ -242,23 +251,29 @@ def run_trial(
             if local:
                 values[result.epochs_run + 1] = 0.0
             else:
-                retrying(lambda: trial.report(0.0, result.epochs_run + 1), what="reporting")
+                storage_step(
+                    lambda: retrying(
+                        lambda: trial.report(0.0, result.epochs_run + 1), what="reporting"
+                    )
+                )
     if result.diverged or result.stop_reason == "callback":
         state, value = TrialState.PRUNED, None
     else:
         state, value = TrialState.COMPLETE, result.best_val_accuracy
     attrs = result_attrs(result, seed, batch_loss=spec.training.record_batch_loss)
-    retrying(
-        lambda: finish_trial(
-            study,
-            trial,
-            state=state,
-            value=value,
-            user_attrs=attrs,
-            intermediate_values=values if local else {},
-            known=known,
-        ),
-        what=f"finishing trial #{trial.number}",
+    storage_step(
+        lambda: retrying(
+            lambda: finish_trial(
+                study,
+                trial,
+                state=state,
+                value=value,
+                user_attrs=attrs,
+                intermediate_values=values if local else {},
+                known=known,
+            ),
+            what=f"finishing trial #{trial.number}",
+        )
     )
     return TrialOutcome(trial.number, state, value, result, time.perf_counter() - start)
 

@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from hpo.errors import RunError, UsageError
 from hpo.heartbeat import sweep_stale_trials
+from hpo.interrupts import sigint_deferred, sigint_ignored
 from hpo.objective import TrialOutcome, local_pruning_supported, run_trial
 from hpo.spec import StudySpec, spec_from_dict
 from hpo.storage import (
@@ -336,7 +336,7 @@ def worker_loop(
         try:
             # A Ctrl-C inside the claim would land between creating the trial and knowing it,
             # leaving it RUNNING: it waits until the claim is done, then fails the trial.
-            with _sigint_deferred() as interrupted:
+            with sigint_deferred() as interrupted:
                 trial, counts = claimer.claim()
             if interrupted:
                 raise KeyboardInterrupt
@@ -352,7 +352,7 @@ def worker_loop(
             outcome = run_trial(study, trial, spec, split, known=claimer.known)
         except KeyboardInterrupt:
             if trial is not None:
-                with _sigint_ignored():  # finish the bookkeeping undisturbed
+                with sigint_ignored():  # finish the bookkeeping undisturbed
                     _fail(study, trial, "interrupted")
             raise
         except Exception as e:  # a bug or a resource failure: record it and go on
@@ -368,29 +368,6 @@ def worker_loop(
         if on_trial is not None:
             on_trial(outcome)
     return ran
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[list]:
-    """Hold back SIGINT for the block; the yielded list is non-empty if one arrived."""
-    arrived: list = []
-    if threading.current_thread() is not threading.main_thread():
-        yield arrived
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
-    try:
-        yield arrived
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -565,7 +542,7 @@ def _spawned_workers(
     try:
         yield workers
     except BaseException:
-        with _sigint_ignored():
+        with sigint_ignored():
             workers.interrupt()
         raise
 

@@ -262,7 +262,8 @@ def test_help_of_every_command_has_an_example():
 
 
 def test_sigint_keeps_finished_trials_leaves_none_running_and_resumes(tmp_path):
-    spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=40)
+    # A target far beyond what runs before the signal (a pruned trial takes milliseconds).
+    spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     argv = [
         sys.executable,
@@ -276,20 +277,25 @@ def test_sigint_keeps_finished_trials_leaves_none_running_and_resumes(tmp_path):
         "--no-report",
     ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    finished = 0
-    while time.monotonic() < deadline and finished < 2:
-        time.sleep(0.2)
-        if (tmp_path / "slow.db").exists():
-            try:  # open_storage takes the creation lock: no schema race with the run
-                storage = open_storage(url, write=False)
-                trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
-            except KeyError:
-                continue
-            finished = sum(t.state.is_finished() for t in trials)
-    assert finished >= 2, "the study did not get going"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        finished = 0
+        while time.monotonic() < deadline and finished < 2:
+            time.sleep(0.2)
+            if (tmp_path / "slow.db").exists():
+                try:  # open_storage takes the creation lock: no schema race with the run
+                    storage = open_storage(url, write=False)
+                    trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
+                except KeyError:
+                    continue
+                finished = sum(t.state.is_finished() for t in trials)
+        assert finished >= 2, "the study did not get going"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a hung run must not outlive the test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
