@@ -19,11 +19,13 @@ trials run, so they report and ask every epoch.
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.pruners._percentile import _is_first_in_interval_step
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -160,15 +162,69 @@ def train_configuration(
     return net, fit_net(spec, config, net, split, rng, **fit_options)
 
 
-class _CompletedTrialsView:
-    """The part of a Study that percentile pruners read, frozen at the trial's start."""
+class LocalPercentilePruning:
+    """Optuna's ``PercentilePruner`` (``MedianPruner`` is its 50th percentile) decided in-process
+    against the completed trials read when the trial started.
 
-    def __init__(self, completed: list[FrozenTrial]) -> None:
+    The decision is Optuna's, rule for rule (startup trials, warm-up, interval, the trial's best
+    value so far against the percentile of the completed trials at the same step, NaN prunes),
+    but the percentiles of all steps are computed in one vectorized pass when first needed
+    instead of one ``np.nanpercentile`` per epoch: the completed trials do not change while the
+    trial runs. Equality with ``pruner.prune`` is tested over random studies.
+    """
+
+    def __init__(
+        self,
+        pruner: optuna.pruners.PercentilePruner,
+        completed: list[FrozenTrial],
+        direction: StudyDirection = StudyDirection.MAXIMIZE,
+    ) -> None:
+        self._pruner = pruner
         self._completed = completed
-        self.direction = StudyDirection.MAXIMIZE
+        self._direction = direction
+        self._thresholds: dict[int, float] = {}
 
-    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
-        return list(self._completed)
+    def should_prune(self, values: dict[int, float]) -> bool:
+        """Whether a trial with the intermediate ``values`` (step -> value) is pruned now."""
+        p, n = self._pruner, len(self._completed)
+        if n == 0 or n < p._n_startup_trials or not values:
+            return False
+        step = max(values)
+        if step < p._n_warmup_steps:
+            return False
+        warmup, interval = p._n_warmup_steps, p._interval_steps
+        if not _is_first_in_interval_step(step, values.keys(), warmup, interval):
+            return False
+        finite = [v for v in values.values() if not math.isnan(v)]
+        if not finite:
+            return True
+        maximize = self._direction == StudyDirection.MAXIMIZE
+        best = max(finite) if maximize else min(finite)
+        if step not in self._thresholds:
+            self._thresholds = self._all_thresholds(step)
+        threshold = self._thresholds[step]
+        if math.isnan(threshold):
+            return False
+        return best < threshold if maximize else best > threshold
+
+    def _all_thresholds(self, step: int) -> dict[int, float]:
+        """The percentile at every step from 1 to the last step of any completed trial (and
+        ``step``): NaN where fewer than ``n_min_trials`` completed trials reported the step."""
+        p = self._pruner
+        last = max([step, *(max(t.intermediate_values, default=0) for t in self._completed)])
+        values = np.full((len(self._completed), last + 1), np.nan)  # (trials, steps), NaN: none
+        reported = np.zeros(last + 1, dtype=int)
+        for i, t in enumerate(self._completed):
+            for s, v in t.intermediate_values.items():
+                if s >= 0:
+                    values[i, s] = v
+                    reported[s] += 1
+        q = 100 - p._percentile if self._direction == StudyDirection.MAXIMIZE else p._percentile
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a step of NaNs only: NaN
+            thresholds = np.nanpercentile(values, q, axis=0)
+        thresholds[reported < max(p._n_min_trials, 1)] = np.nan
+        return {s: float(thresholds[s]) for s in range(last + 1)}
 
 
 def local_pruning_supported(pruner: optuna.pruners.BasePruner) -> bool:
@@ -216,23 +272,11 @@ def run_trial(
     config = configuration(spec, trial.params)
     seed = trial_seed(spec.search.seed, trial.number)
     values: dict[int, float] = {}
-    if local:
+    decide = None
+    if local and isinstance(pruner, optuna.pruners.PercentilePruner):
         # The trials the sampler read for this trial (Study caches them per trial): no new read.
         completed = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
-        view = _CompletedTrialsView(completed)
-        frozen = FrozenTrial(
-            number=trial.number,
-            state=TrialState.RUNNING,
-            value=None,
-            datetime_start=None,
-            datetime_complete=None,
-            params={},
-            distributions={},
-            user_attrs={},
-            system_attrs={},
-            intermediate_values=values,
-            trial_id=trial._trial_id,
-        )
+        decide = LocalPercentilePruning(pruner, completed, study.direction)
 
     def report_and_ask(value: float, epoch: int) -> bool:
         """The storage's way, for pruners that keep their state there."""
@@ -242,7 +286,7 @@ def run_trial(
     def on_epoch_end(m: EpochMetrics) -> bool:
         values[m.epoch] = m.val_accuracy
         if local:
-            return pruner.prune(view, frozen)
+            return decide is not None and decide.should_prune(values)
         return storage_step(lambda: report_and_ask(m.val_accuracy, m.epoch))
 
     with trial_heartbeat(study, trial):

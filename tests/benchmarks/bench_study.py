@@ -36,6 +36,7 @@ test: the default pytest run ignores ``tests/benchmarks``.
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -930,8 +931,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write all numbers here")
     parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
+    parser.add_argument(
+        "--scaling-trials",
+        type=int,
+        metavar="N",
+        help=f"trials per scaling run (default {FULL.scaling_trials}; more amortize the start of "
+        "the second worker process)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.scaling_trials:
+        sizes = dataclasses.replace(sizes, scaling_trials=args.scaling_trials)
     names = list(PARTS) if args.part == "all" else [args.part]
     results: dict[str, Any] = {
         "sizes": asdict(sizes),
