@@ -1,14 +1,16 @@
 """Heartbeats of running trials, and the sweep that fails and retries the trials of dead workers.
 
-On RDB storages a running trial's heartbeat is Optuna's own (``heartbeat_interval``,
-``grace_period``, ``RetryHeartbeatStaleTrialCallback``). Optuna only records it inside
-``Study.optimize`` and only fails stale trials when ``optimize`` starts a trial, so hpo, which
-runs its own ask/tell loop, starts the heartbeat thread itself and sweeps before every claim.
+On RDB storages a running trial's heartbeat is Optuna's own table and settings
+(``heartbeat_interval``, ``grace_period``, ``RetryHeartbeatStaleTrialCallback``). Optuna only
+records it inside ``Study.optimize`` and only fails stale trials when ``optimize`` starts a
+trial, so hpo, which runs its own ask/tell loop, beats from its own thread and sweeps before
+every claim.
 
-Two cases Optuna never fails are swept here too: a worker killed between ``ask`` and its first
-heartbeat leaves a RUNNING trial with no heartbeat row, and the journal storage has no heartbeats
-at all (hpo records them there as the trial's ``hpo:heartbeat`` system attribute). Such a trial
-is stale once its last sign of life (heartbeat, else start) is older than the grace period.
+Two cases Optuna never fails are swept here too: a RUNNING trial with no heartbeat row (its
+worker died before its first beat, which comes one interval after the start), and the journal
+storage, which has no heartbeats at all (hpo records them there as the trial's
+``hpo:heartbeat`` system attribute). Such a trial is stale once its last sign of life
+(heartbeat, else start) is older than the grace period.
 A stale trial becomes FAIL and is queued again, as WAITING, with the same parameters.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.interrupts import sigint_deferred, sigint_ignored
@@ -36,34 +38,37 @@ def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
 
 @contextlib.contextmanager
 def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Keep ``trial`` alive in the storage while the block runs."""
-    if is_heartbeat_enabled(study._storage):
-        # Optuna's thread is not a daemon: a Ctrl-C between its start and its join (Thread.start
-        # waits for the thread to run, long on a loaded machine) would leave it beating and the
-        # process hanging at exit. So it starts with SIGINT held back and always joins.
-        beat = get_heartbeat_thread(trial._trial_id, study._storage)
-        with sigint_deferred() as interrupted:
-            beat.start()
-        try:
-            if interrupted:
-                raise KeyboardInterrupt
-            yield
-        finally:
-            with sigint_ignored():
-                beat.join()
-        return
-    if _rdb_backend(study) is not None:
+    """Keep ``trial`` alive in the storage while the block runs: a beat every heartbeat
+    interval, the first one interval after the start.
+
+    No beat at the start: a trial shorter than the interval (most of them) writes none, and its
+    start time is the sign of life the sweep reads until a first beat exists. (Optuna's own
+    thread beats at once, a write that competed with the trial's first epoch for the GIL.) The
+    thread starts with SIGINT held back and is always joined, so a Ctrl-C cannot leave it
+    beating for a trial that is over.
+    """
+    storage = study._storage
+    if is_heartbeat_enabled(storage):
+        interval = storage.get_heartbeat_interval()
+
+        def record() -> None:
+            storage.record_heartbeat(trial._trial_id)
+
+    elif _rdb_backend(study) is not None:
         yield  # a storage opened without heartbeats (reading, reporting)
         return
-    interval, _ = heartbeat_settings()
+    else:
+        interval, _ = heartbeat_settings()
+
+        def record() -> None:
+            storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+
     stop = threading.Event()
 
     def beat() -> None:
-        while True:
+        while not stop.wait(interval):
             with contextlib.suppress(Exception):  # a missed beat is not the trial's failure
-                study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
-            if stop.wait(interval):
-                return
+                record()
 
     thread = threading.Thread(target=beat, name="hpo-heartbeat", daemon=True)
     with sigint_deferred() as interrupted:

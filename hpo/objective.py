@@ -19,7 +19,6 @@ trials run, so they report and ask every epoch.
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,9 +167,9 @@ class LocalPercentilePruning:
 
     The decision is Optuna's, rule for rule (startup trials, warm-up, interval, the trial's best
     value so far against the percentile of the completed trials at the same step, NaN prunes),
-    but the percentiles of all steps are computed in one vectorized pass when first needed
-    instead of one ``np.nanpercentile`` per epoch: the completed trials do not change while the
-    trial runs. Equality with ``pruner.prune`` is tested over random studies.
+    but the completed trials' values are gathered by step once per trial instead of once per
+    epoch: they do not change while the trial runs. Equality with ``pruner.prune`` is tested
+    over random studies.
     """
 
     def __init__(
@@ -182,7 +181,7 @@ class LocalPercentilePruning:
         self._pruner = pruner
         self._completed = completed
         self._direction = direction
-        self._thresholds: dict[int, float] = {}
+        self._by_step: dict[int, list[float]] | None = None  # step -> completed trials' values
 
     def should_prune(self, values: dict[int, float]) -> bool:
         """Whether a trial with the intermediate ``values`` (step -> value) is pruned now."""
@@ -200,31 +199,27 @@ class LocalPercentilePruning:
             return True
         maximize = self._direction == StudyDirection.MAXIMIZE
         best = max(finite) if maximize else min(finite)
-        if step not in self._thresholds:
-            self._thresholds = self._all_thresholds(step)
-        threshold = self._thresholds[step]
+        threshold = self._threshold(step)
         if math.isnan(threshold):
             return False
         return best < threshold if maximize else best > threshold
 
-    def _all_thresholds(self, step: int) -> dict[int, float]:
-        """The percentile at every step from 1 to the last step of any completed trial (and
-        ``step``): NaN where fewer than ``n_min_trials`` completed trials reported the step."""
+    def _threshold(self, step: int) -> float:
+        """The percentile of the completed trials' values at ``step``; NaN where fewer than
+        ``n_min_trials`` reported it (NaN values count as reported, as in Optuna)."""
+        if self._by_step is None:
+            by_step: dict[int, list[float]] = {}
+            for t in self._completed:
+                for s, v in t.intermediate_values.items():
+                    by_step.setdefault(s, []).append(v)
+            self._by_step = by_step
         p = self._pruner
-        last = max([step, *(max(t.intermediate_values, default=0) for t in self._completed)])
-        values = np.full((len(self._completed), last + 1), np.nan)  # (trials, steps), NaN: none
-        reported = np.zeros(last + 1, dtype=int)
-        for i, t in enumerate(self._completed):
-            for s, v in t.intermediate_values.items():
-                if s >= 0:
-                    values[i, s] = v
-                    reported[s] += 1
+        reported = self._by_step.get(step, [])
+        finite = [v for v in reported if not math.isnan(v)]
+        if len(reported) < p._n_min_trials or not finite:
+            return math.nan
         q = 100 - p._percentile if self._direction == StudyDirection.MAXIMIZE else p._percentile
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a step of NaNs only: NaN
-            thresholds = np.nanpercentile(values, q, axis=0)
-        thresholds[reported < max(p._n_min_trials, 1)] = np.nan
-        return {s: float(thresholds[s]) for s in range(last + 1)}
+        return float(np.percentile(finite, q))  # = np.nanpercentile(reported, q)
 
 
 def local_pruning_supported(pruner: optuna.pruners.BasePruner) -> bool:

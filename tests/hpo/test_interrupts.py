@@ -2,6 +2,8 @@
 
 import os
 import signal
+import threading
+import time
 
 import optuna
 import pytest
@@ -40,28 +42,47 @@ def test_nested_deferrals_report_the_signal_to_the_inner_one_only():
         assert inner and not outer
 
 
-class RecordingThread:
+started_threads: list[threading.Thread] = []
+joined_threads: list[threading.Thread] = []
+
+
+class InterruptedStart(threading.Thread):
     """A heartbeat thread whose start is interrupted, as on a loaded machine."""
 
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
     def start(self) -> None:
-        self.calls.append("start")
+        super().start()
+        started_threads.append(self)
         interrupt_self()
 
-    def join(self) -> None:
-        self.calls.append("join")
+    def join(self, timeout=None) -> None:
+        super().join(timeout)
+        joined_threads.append(self)
 
 
-def test_an_interrupted_heartbeat_start_is_still_joined(tmp_path, monkeypatch):
+def test_an_interrupted_heartbeat_start_is_still_stopped_and_joined(tmp_path, monkeypatch):
     storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
     study = optuna.create_study(storage=storage)
     trial = study.ask()
-    thread = RecordingThread()
-    monkeypatch.setattr(heartbeat, "get_heartbeat_thread", lambda *args: thread)
+    monkeypatch.setattr(heartbeat.threading, "Thread", InterruptedStart)
     ran = []
     with pytest.raises(KeyboardInterrupt), heartbeat.trial_heartbeat(study, trial):
         ran.append("block")
-    assert thread.calls == ["start", "join"]
     assert ran == []  # the interrupt came before the block: it never ran
+    (thread,) = started_threads
+    assert joined_threads == [thread] and not thread.is_alive()
+
+
+def test_the_first_beat_comes_one_interval_after_the_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_GRACE_PERIOD", "3")
+    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(storage=storage)
+    short, long = study.ask(), study.ask()
+    with heartbeat.trial_heartbeat(study, short):
+        pass
+    with heartbeat.trial_heartbeat(study, long):
+        time.sleep(1.5)
+    beats = heartbeat._rdb_heartbeat_trial_ids(
+        heartbeat._rdb_backend(study), [short._trial_id, long._trial_id]
+    )
+    assert beats == {long._trial_id}
