@@ -25,7 +25,7 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.interrupts import sigint_deferred, sigint_ignored
+from hpo.interrupts import sigint_deferred
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
@@ -44,8 +44,8 @@ def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     No beat at the start: a trial shorter than the interval (most of them) writes none, and its
     start time is the sign of life the sweep reads until a first beat exists. (Optuna's own
     thread beats at once, a write that competed with the trial's first epoch for the GIL.) The
-    thread starts with SIGINT held back and is always joined, so a Ctrl-C cannot leave it
-    beating for a trial that is over.
+    thread starts and is joined with SIGINT held back (and raised after), so a Ctrl-C can neither
+    leave it beating for a trial that is over nor be lost.
     """
     storage = study._storage
     if is_heartbeat_enabled(storage):
@@ -79,8 +79,10 @@ def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        with sigint_ignored():
+        with sigint_deferred() as late:
             thread.join()
+    if late:  # a Ctrl-C during the join, with no other exception on its way: raise it now
+        raise KeyboardInterrupt
 
 
 def _rdb_heartbeat_trial_ids(backend: optuna.storages.RDBStorage, trial_ids: list[int]) -> set:

@@ -86,3 +86,22 @@ def test_the_first_beat_comes_one_interval_after_the_start(tmp_path, monkeypatch
         heartbeat._rdb_backend(study), [short._trial_id, long._trial_id]
     )
     assert beats == {long._trial_id}
+
+
+class InterruptedJoin(threading.Thread):
+    """A heartbeat thread whose join is interrupted: the trial was over, the run was not."""
+
+    def join(self, timeout=None) -> None:
+        interrupt_self()
+        super().join(timeout)
+
+
+def test_an_interrupt_during_the_heartbeat_join_is_raised_not_lost(tmp_path, monkeypatch):
+    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    monkeypatch.setattr(heartbeat.threading, "Thread", InterruptedJoin)
+    ran = []
+    with pytest.raises(KeyboardInterrupt), heartbeat.trial_heartbeat(study, trial):
+        ran.append("block")
+    assert ran == ["block"]
