@@ -7,6 +7,7 @@ allowed), 130 when interrupted.
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -226,7 +227,24 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def stdout_closed() -> int:
+    """The reader of our stdout went away (``| head``): point stdout at /dev/null, so that the
+    interpreter's last flush raises nothing, and exit 1 without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return code
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

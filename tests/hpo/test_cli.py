@@ -366,3 +366,19 @@ def test_a_raw_at_sign_in_a_password_is_refused_and_masked(capsys):
     assert main(["studies", "--storage", url]) == 2
     err = capsys.readouterr().err
     assert "%40" in err and "p@ss" not in err and "ss@" not in err
+
+
+@pytest.mark.parametrize("module", ["hpo", "trainer"])
+def test_a_closed_pipe_ends_quietly(module):
+    # `python -m hpo specs | head -0`: the reader is gone before the first write.
+    argv = ["specs"] if module == "hpo" else ["--epochs", "1", "--train-size", "100", "--json"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err  # progress lines may show
