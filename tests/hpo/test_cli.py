@@ -256,7 +256,7 @@ def test_worker_on_unknown_study_exits_2(tiny_spec, db_url, capsys):
 
 
 def test_help_of_every_command_has_an_example():
-    for command in ("run", "worker", "specs", "studies", "best"):
+    for command in ("run", "worker", "specs", "studies", "best", "report", "compare", "dashboard"):
         done = hpo(command, "--help")
         assert done.returncode == 0 and "example:" in done.stdout, command
 
