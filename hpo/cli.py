@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
               python -m hpo run                      # the packaged default study on digits
               python -m hpo run default --trials 100 --workers 2
               python -m hpo best --json
-              python -m hpo run book-tpe && python -m hpo compare book-random book-tpe
+              python -m hpo compare book-random book-tpe   # two studies side by side
             storage: --storage URL, else $HPO_STORAGE, else sqlite:///hpo.db here."""),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
