@@ -270,7 +270,7 @@ def _spec_with_overrides(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _spec_with_overrides(args)
     url = resolve_url(args.storage)
-    bar = ProgressBar(quiet=args.quiet, label=args.study or spec.name)
+    bar = ProgressBar(quiet=args.quiet or args.create_only, label=args.study or spec.name)
     try:
         summary = run_study(
             spec,
