@@ -20,7 +20,7 @@ from hpo.results import best_trial_summary, retrain_best, top_trials
 from hpo.service import SPEC_ATTR, Counts, count_trials, load_hpo_study, run_study, run_worker
 from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
 from hpo.storage import mask_password, open_storage, resolve_url
-from trainer.cli import int_at_least, stdout_closed
+from trainer.cli import int_at_least, main_closing_quietly
 from trainer.datasets import DATASETS, DatasetError, check_dataset_name
 
 
@@ -464,12 +464,7 @@ def _fmt(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        code = _main(argv)
-        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
-        return code
-    except BrokenPipeError:
-        return stdout_closed()
+    return main_closing_quietly(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -26,14 +26,9 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.interrupts import sigint_deferred
-from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
+from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, rdb_backend
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
-
-
-def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    backend = getattr(study._storage, "_backend", study._storage)
-    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
 
 @contextlib.contextmanager
@@ -54,7 +49,7 @@ def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         def record() -> None:
             storage.record_heartbeat(trial._trial_id)
 
-    elif _rdb_backend(study) is not None:
+    elif rdb_backend(study) is not None:
         yield  # a storage opened without heartbeats (reading, reporting)
         return
     else:
@@ -102,7 +97,7 @@ def stale_trials(study: optuna.Study, *, now: datetime | None = None) -> list[Fr
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    backend = _rdb_backend(study)
+    backend = rdb_backend(study)
     stale = []
     if backend is not None:
         with_row = _rdb_heartbeat_trial_ids(backend, [t._trial_id for t in running])

@@ -5,7 +5,9 @@ evaluator, PED-ANOVA), and the best configuration is trained again with its own 
 activations at initialization and after training. ``reports`` then draws and renders.
 """
 
+import dataclasses
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -145,30 +147,32 @@ def build_snapshot(
             f"on {min(ACTIVATION_SAMPLES, len(split.x_val))} validation inputs at initialization "
             "(top) and after training (bottom)."
         )
-    return StudySnapshot(
-        name=study.study_name,
-        storage=mask_password(storage_url),
-        spec=spec.to_dict(),
+    return dataclasses.replace(
+        trials_snapshot(study, spec, storage_url, trials=trials),
         split_sizes={
             "train": len(split.x_train),
             "validation": len(split.x_val),
             "test": len(split.x_test),
         },
-        trials=tuple(_record(t) for t in trials),
-        params=_param_infos(trials),
         importances=imp,
         importance_note=imp_note,
         test_accuracy=study.user_attrs.get(TEST_ACCURACY_ATTR),
         activations=activations,
         activation_note=activation_note,
         experiment=experiment_data(spec, trials, split),
-        generated=datetime.now(),
     )
 
 
-def trials_snapshot(study: optuna.Study, spec: StudySpec, storage_url: str) -> StudySnapshot:
-    """The study's trials and spec alone: no data loaded, nothing computed."""
-    trials = study.get_trials(deepcopy=False)
+def trials_snapshot(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    trials: list[optuna.trial.FrozenTrial] | None = None,
+) -> StudySnapshot:
+    """The study's trials (read now unless given) and spec alone: no data, nothing computed."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
     return StudySnapshot(
         name=study.study_name,
         storage=mask_password(storage_url),
@@ -195,6 +199,14 @@ def _check_out(path: Path) -> None:
         raise UsageError(f"--out: directory {path.parent} does not exist")
 
 
+def _written(path: Path, what: str, write: Callable[[], Path]) -> Path:
+    """``write()`` the page to ``path``; an OS error becomes a one-line RunError."""
+    try:
+        return write().resolve()
+    except OSError as e:
+        raise RunError(f"cannot write the {what} to {path} ({e.strerror or e})") from None
+
+
 def make_comparison(
     studies: list[tuple[optuna.Study, StudySpec]],
     storage_url: str,
@@ -206,10 +218,7 @@ def make_comparison(
     path = Path(out) if out is not None else Path(f"hpo-compare-{_safe('-vs-'.join(names))}.html")
     _check_out(path)
     snapshots = [trials_snapshot(study, spec, storage_url) for study, spec in studies]
-    try:
-        return write_comparison(snapshots, path).resolve()
-    except OSError as e:
-        raise RunError(f"cannot write the comparison to {path} ({e.strerror or e})") from None
+    return _written(path, "comparison", lambda: write_comparison(snapshots, path))
 
 
 def make_report(
@@ -225,7 +234,4 @@ def make_report(
     path = Path(out) if out is not None else default_report_path(study.study_name)
     _check_out(path)
     snapshot = build_snapshot(study, spec, storage_url, split=split)
-    try:
-        return write_report(snapshot, path, top_k=top_k).resolve()
-    except OSError as e:
-        raise RunError(f"cannot write the report to {path} ({e.strerror or e})") from None
+    return _written(path, "report", lambda: write_report(snapshot, path, top_k=top_k))

@@ -336,6 +336,7 @@ def worker_loop(
         try:
             # A Ctrl-C inside the claim would land between creating the trial and knowing it,
             # leaving it RUNNING: it waits until the claim is done, then fails the trial.
+            # (Not storage_step: its interrupt would come before ``trial`` is assigned.)
             with sigint_deferred() as interrupted:
                 trial, counts = claimer.claim()
             if interrupted:

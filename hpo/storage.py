@@ -511,7 +511,7 @@ def _number_update():
     )
 
 
-def _rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     backend = getattr(study._storage, "_backend", study._storage)
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
@@ -530,7 +530,7 @@ def take_census(study: optuna.Study) -> Census:
     from optuna.trial import TrialState
 
     counts = dict.fromkeys(TrialState, 0)
-    backend = _rdb_backend(study)
+    backend = rdb_backend(study)
     if backend is not None:
         from optuna.storages._rdb.storage import _create_scoped_session
 
@@ -718,7 +718,7 @@ def new_running_trial(study: optuna.Study) -> optuna.Trial:
     is created as ``RDBStorage._create_new_trial`` creates it, with statements built once (1.5
     ms of ORM work otherwise)."""
     storage = study._storage
-    backend = _rdb_backend(study)
+    backend = rdb_backend(study)
     if backend is not None and hasattr(storage, "_add_trials_to_cache"):
         trial_id = _create_rdb_trial(storage, backend, study._study_id)
     else:
@@ -816,7 +816,7 @@ def write_trial_params(
     must still run, and a parameter's distribution must be compatible with the one the study
     already has under its name.
     """
-    backend = _rdb_backend(study)
+    backend = rdb_backend(study)
     if backend is None or not (params or system_attrs):
         for name, (value, distribution) in params.items():
             study._storage.set_trial_param(trial_id, name, value, distribution)
@@ -911,7 +911,7 @@ def finish_trial(
     """
     from optuna.trial import TrialState
 
-    backend = _rdb_backend(study)
+    backend = rdb_backend(study)
     if backend is None:
         for step, v in intermediate_values.items():
             study._storage.set_trial_intermediate_value(trial._trial_id, step, v)

@@ -32,7 +32,6 @@ GAP_EPOCHS = 10
 """The generalization gap is the mean over the last this many epochs (one epoch is noisy)."""
 TRAINS = 0.9
 """The training accuracy at which the batchnorm experiment calls a net trained."""
-OPTIMIZER_ORDER = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 OPTIMIZER_COLORS = {
     "sgd": "#1f77b4",
     "momentum": "#ff7f0e",
@@ -41,6 +40,7 @@ OPTIMIZER_COLORS = {
     "rmsprop": "#9467bd",
     "adam": "#d62728",
 }
+OPTIMIZER_ORDER = tuple(OPTIMIZER_COLORS)  # the chapter's order
 INIT_ORDER = ("std", "xavier", "he")
 INIT_COLORS = {"std 1": "#9e9e9e", "std 0.01": "#ff7f0e", "Xavier": "#2ca02c", "He": "#1f77b4"}
 

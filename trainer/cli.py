@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -227,21 +228,22 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def stdout_closed() -> int:
-    """The reader of our stdout went away (``| head``): point stdout at /dev/null, so that the
-    interpreter's last flush raises nothing, and exit 1 without a traceback."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 1
+def main_closing_quietly(main: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """``main(argv)``, ending quietly with exit 1 when the reader of stdout went away
+    (``| head``): stdout then points at /dev/null, so the interpreter's last flush raises
+    nothing either. The flush happens here, not at exit, where the error could not be caught."""
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        code = _main(argv)
-        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
-        return code
-    except BrokenPipeError:
-        return stdout_closed()
+    return main_closing_quietly(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:

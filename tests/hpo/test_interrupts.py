@@ -10,7 +10,7 @@ import pytest
 
 from hpo import heartbeat
 from hpo.interrupts import sigint_deferred, storage_step
-from hpo.storage import open_storage
+from hpo.storage import open_storage, rdb_backend
 
 
 def interrupt_self() -> None:
@@ -42,6 +42,13 @@ def test_nested_deferrals_report_the_signal_to_the_inner_one_only():
         assert inner and not outer
 
 
+@pytest.fixture
+def study_and_trial(tmp_path):
+    """A study on SQLite opened as hpo opens it (with heartbeats), and one running trial."""
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'hb.db'}"))
+    return study, study.ask()
+
+
 started_threads: list[threading.Thread] = []
 joined_threads: list[threading.Thread] = []
 
@@ -59,10 +66,8 @@ class InterruptedStart(threading.Thread):
         joined_threads.append(self)
 
 
-def test_an_interrupted_heartbeat_start_is_still_stopped_and_joined(tmp_path, monkeypatch):
-    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
-    study = optuna.create_study(storage=storage)
-    trial = study.ask()
+def test_an_interrupted_heartbeat_start_is_still_stopped_and_joined(study_and_trial, monkeypatch):
+    study, trial = study_and_trial
     monkeypatch.setattr(heartbeat.threading, "Thread", InterruptedStart)
     ran = []
     with pytest.raises(KeyboardInterrupt), heartbeat.trial_heartbeat(study, trial):
@@ -83,7 +88,7 @@ def test_the_first_beat_comes_one_interval_after_the_start(tmp_path, monkeypatch
     with heartbeat.trial_heartbeat(study, long):
         time.sleep(1.5)
     beats = heartbeat._rdb_heartbeat_trial_ids(
-        heartbeat._rdb_backend(study), [short._trial_id, long._trial_id]
+        rdb_backend(study), [short._trial_id, long._trial_id]
     )
     assert beats == {long._trial_id}
 
@@ -96,10 +101,8 @@ class InterruptedJoin(threading.Thread):
         super().join(timeout)
 
 
-def test_an_interrupt_during_the_heartbeat_join_is_raised_not_lost(tmp_path, monkeypatch):
-    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
-    study = optuna.create_study(storage=storage)
-    trial = study.ask()
+def test_an_interrupt_during_the_heartbeat_join_is_raised_not_lost(study_and_trial, monkeypatch):
+    study, trial = study_and_trial
     monkeypatch.setattr(heartbeat.threading, "Thread", InterruptedJoin)
     ran = []
     with pytest.raises(KeyboardInterrupt), heartbeat.trial_heartbeat(study, trial):
