@@ -2,7 +2,12 @@
 
 ``main(argv)`` parses, dispatches to a plain function, and turns the ``HPOError`` family into one
 line on stderr and an exit code: 0 success, 2 bad usage or input, 1 runtime failure, 130
-interrupted.
+interrupted. It installs the one SIGINT handler (``hpo.interrupts``) and, however the command
+ends, closes every storage it opened (``hpo.storage.close_storages``: the SQLite file then holds
+every trial on its own).
+
+Each command imports what it uses when it runs: ``--help``, ``specs``, ``studies`` and ``best``
+start without matplotlib, scikit-learn or optuna-dashboard.
 """
 
 import argparse
@@ -11,15 +16,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import optuna
-
-from hpo.dashboard import serve_dashboard
 from hpo.errors import HPOError, UsageError
-from hpo.report import make_comparison, make_report
-from hpo.results import best_trial_summary, retrain_best, top_trials
-from hpo.service import SPEC_ATTR, Counts, count_trials, load_hpo_study, run_study, run_worker
+from hpo.interrupts import INTERRUPTS
 from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
-from hpo.storage import mask_password, open_storage, resolve_url
+from hpo.urls import mask_password, resolve_url
 from trainer.cli import int_at_least, main_closing_quietly
 from trainer.datasets import DATASETS, DatasetError, check_dataset_name
 
@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     def storage_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--storage", metavar="URL", help="default: $HPO_STORAGE or sqlite:///hpo.db")
 
+    def workers_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--workers",
+            type=int_at_least(1),
+            default=1,
+            metavar="N",
+            help="trials in flight, each in its own worker process (default 1; one per core)",
+        )
+        p.add_argument(
+            "--in-process",
+            action="store_true",
+            help="train in this process, one trial at a time (for a debugger or a profiler)",
+        )
+
     p = command(
         "run",
         "Create or resume a study and run trials until it has the target of finished trials.",
@@ -93,13 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="finished trials (complete + pruned) the study should reach in total",
     )
     p.add_argument("--timeout", type=_seconds, metavar="SEC", help="start no trial after SEC")
-    p.add_argument(
-        "--workers",
-        type=int_at_least(1),
-        default=1,
-        metavar="N",
-        help="worker processes (default 1)",
-    )
+    workers_flags(p)
     p.add_argument("--seed", type=int_at_least(0), help="the sampler's and the trials' seed")
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
@@ -126,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--study", metavar="NAME", required=True)
     storage_flag(p)
+    workers_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_worker)
 
@@ -210,7 +219,7 @@ class ProgressBar:
     def __init__(self, *, quiet: bool, label: str) -> None:
         self.quiet, self.label, self.bar = quiet, label, None
 
-    def __call__(self, counts: Counts, target: int) -> None:
+    def __call__(self, counts, target: int) -> None:
         if self.quiet:
             return
         if self.bar is None:
@@ -268,6 +277,8 @@ def _spec_with_overrides(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hpo.service import load_hpo_study, run_study
+
     spec = _spec_with_overrides(args)
     url = resolve_url(args.storage)
     bar = ProgressBar(quiet=args.quiet or args.create_only, label=args.study or spec.name)
@@ -279,11 +290,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             trials=args.trials,
             timeout=args.timeout,
             workers=0 if args.create_only else args.workers,
+            in_process=args.in_process,
             progress=None if args.quiet else bar,
         )
     finally:
         bar.close()
     study, stored_spec = load_hpo_study(storage_url=url, study_name=summary.study_name)
+    INTERRUPTS.check()
     if args.create_only:
         print(
             f"study {summary.study_name!r} is ready in {mask_password(url)}: start workers "
@@ -292,16 +305,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     _print_summary(study, summary.counts, url)
     if not args.no_report:
-        path = make_report(study, stored_spec, url)
+        from hpo.report import make_report
+
+        with INTERRUPTS.raising():
+            path = make_report(study, stored_spec, url)
         print(f"report: {path}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.report import make_report
+    from hpo.service import load_hpo_study
+
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
     study, spec = load_hpo_study(storage_url=url, study_name=name, write=False)
-    print(make_report(study, spec, url, out=args.out, top_k=args.top))
+    with INTERRUPTS.raising():
+        print(make_report(study, spec, url, out=args.out, top_k=args.top))
     return 0
 
 
@@ -310,37 +330,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(
             f"STUDY: {' '.join(args.studies)} (allowed: two or more different study names)"
         )
+    from hpo.report import make_comparison
+    from hpo.service import load_hpo_study
+
     url = resolve_url(args.storage)
     studies = [
         load_hpo_study(storage_url=url, study_name=name, write=False) for name in args.studies
     ]
-    print(f"report: {make_comparison(studies, url, out=args.out)}")
+    with INTERRUPTS.raising():
+        print(f"report: {make_comparison(studies, url, out=args.out)}")
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from hpo.dashboard import serve_dashboard
+    from hpo.storage import open_storage
+
     url = resolve_url(args.storage)
     storage = open_storage(url, write=False)
     try:
-        serve_dashboard(
-            storage, url, host=args.host, port=args.port, allow_remote=args.allow_remote
-        )
+        with INTERRUPTS.raising():
+            serve_dashboard(
+                storage, url, host=args.host, port=args.port, allow_remote=args.allow_remote
+            )
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)  # Ctrl-C is how a server is stopped
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from hpo.service import run_worker
+
     url = resolve_url(args.storage)
     bar = ProgressBar(quiet=args.quiet, label=args.study)
     try:
         summary = run_worker(
-            storage_url=url, study_name=args.study, progress=None if args.quiet else bar
+            storage_url=url,
+            study_name=args.study,
+            workers=args.workers,
+            in_process=args.in_process,
+            progress=None if args.quiet else bar,
         )
     finally:
         bar.close()
     print(
-        f"worker done: {summary.finished_here} trials finished while it ran; study "
+        f"worker done: {summary.finished_here} trials finished here; study "
         f"{summary.study_name!r} has {summary.counts.finished} finished"
     )
     return 0
@@ -355,13 +389,20 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo.runner import count_trials
+    from hpo.service import SPEC_ATTR
+    from hpo.storage import open_storage
+
     url = resolve_url(args.storage)
     storage = open_storage(url, write=False)
     rows = [("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")]
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=s.study_name, storage=storage)
-        counts = count_trials(study)
-        stamps = [t.datetime_complete or t.datetime_start for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        counts = count_trials(trials)
+        stamps = [t.datetime_complete or t.datetime_start for t in trials]
         stamps = [t for t in stamps if t is not None]
         dataset = study.user_attrs.get(SPEC_ATTR, {}).get("data", {}).get("dataset", "?")
         rows.append(
@@ -388,6 +429,10 @@ def cmd_studies(args: argparse.Namespace) -> int:
 def _study_name_or_only(url: str, name: str | None) -> str:
     if name:
         return name
+    import optuna
+
+    from hpo.storage import open_storage
+
     storage = open_storage(url, write=False)
     names = [
         s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -401,6 +446,9 @@ def _study_name_or_only(url: str, name: str | None) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
+    from hpo.results import best_trial_summary, retrain_best
+    from hpo.service import load_hpo_study
+
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
     if args.export is not None and not args.export.endswith(".npz"):
@@ -426,7 +474,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(study: optuna.Study, counts: Counts, url: str) -> None:
+def _print_summary(study, counts, url: str) -> None:
+    from hpo.results import top_trials
+
     print(
         f"\nstudy {study.study_name!r}: {counts.finished} finished ({counts.complete} complete, "
         f"{counts.pruned} pruned of which {counts.diverged} diverged), {counts.failed} failed"
@@ -470,8 +520,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    INTERRUPTS.install()
     try:
-        return args.func(args)
+        code = args.func(args)
+        INTERRUPTS.check()  # a Ctrl-C during the last storage write
+        return code
     except HPOError as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -482,3 +535,13 @@ def _main(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        _close_storages()
+        INTERRUPTS.uninstall()
+
+
+def _close_storages() -> None:
+    """Close what the command opened (only if it opened something: ``--help`` imports nothing)."""
+    storage = sys.modules.get("hpo.storage")
+    if storage is not None:
+        storage.close_storages()

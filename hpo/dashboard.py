@@ -15,7 +15,7 @@ import optuna
 import optuna_dashboard
 
 from hpo.errors import UsageError
-from hpo.storage import artifact_dir, mask_password
+from hpo.urls import artifact_dir, mask_password
 
 
 def is_loopback(host: str) -> bool:

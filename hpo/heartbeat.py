@@ -1,112 +1,99 @@
-"""Heartbeats of running trials, and the sweep that fails and retries the trials of dead workers.
+"""Heartbeats of running trials, and the sweep that fails and retries the trials of lost runs.
 
-On RDB storages a running trial's heartbeat is Optuna's own table and settings
-(``heartbeat_interval``, ``grace_period``, ``RetryHeartbeatStaleTrialCallback``). Optuna only
-records it inside ``Study.optimize`` and only fails stale trials when ``optimize`` starts a
-trial, so hpo, which runs its own ask/tell loop, beats from its own thread and sweeps before
-every claim.
+On RDB storages a running trial's heartbeat is Optuna's own (``heartbeat_interval``,
+``grace_period``, ``RetryHeartbeatStaleTrialCallback``, ``optuna.storages.fail_stale_trials``).
+Optuna records heartbeats only inside ``Study.optimize``; hpo runs its own ask/tell loop, so the
+orchestrator records them: once when it claims a trial (so that every running trial has a
+heartbeat from its first second), then every interval from one thread for all its running
+trials. Optuna's journal storage has no heartbeats: there hpo records the time as the trial's
+``hpo:heartbeat`` system attribute and sweeps those itself.
 
-Two cases Optuna never fails are swept here too: a RUNNING trial with no heartbeat row (its
-worker died before its first beat, which comes one interval after the start), and the journal
-storage, which has no heartbeats at all (hpo records them there as the trial's
-``hpo:heartbeat`` system attribute). Such a trial is stale once its last sign of life
-(heartbeat, else start) is older than the grace period.
-A stale trial becomes FAIL and is queued again, as WAITING, with the same parameters.
+A stale trial (no heartbeat for the grace period: its orchestrator was killed, its machine
+lost) becomes FAIL and is queued again, as WAITING, with the same parameters, at most
+``MAX_STALE_TRIAL_RETRIES`` times.
 """
 
 import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from hpo.interrupts import sigint_deferred
-from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, rdb_backend
+from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
 
 
-@contextlib.contextmanager
-def trial_heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Keep ``trial`` alive in the storage while the block runs: a beat every heartbeat
-    interval, the first one interval after the start.
+def has_optuna_heartbeats(storage: optuna.storages.BaseStorage) -> bool:
+    return (
+        isinstance(storage, optuna.storages.RDBStorage)
+        and storage.get_heartbeat_interval() is not None
+    )
 
-    No beat at the start: a trial shorter than the interval (most of them) writes none, and its
-    start time is the sign of life the sweep reads until a first beat exists. (Optuna's own
-    thread beats at once, a write that competed with the trial's first epoch for the GIL.) The
-    thread starts and is joined with SIGINT held back (and raised after), so a Ctrl-C can neither
-    leave it beating for a trial that is over nor be lost.
+
+def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """One heartbeat of a running trial."""
+    if has_optuna_heartbeats(storage):
+        storage.record_heartbeat(trial_id)
+    elif not isinstance(storage, optuna.storages.RDBStorage):
+        storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+    # else: an RDB storage opened to read (no heartbeats): nothing to keep alive
+
+
+class Heartbeats:
+    """A daemon thread that beats, every interval, for each trial this orchestrator runs.
+
+    A missed beat (the storage away for a moment) is not the trial's failure: the next beat
+    comes an interval later, well inside the grace period.
     """
-    storage = study._storage
-    if is_heartbeat_enabled(storage):
-        interval = storage.get_heartbeat_interval()
 
-        def record() -> None:
-            storage.record_heartbeat(trial._trial_id)
+    def __init__(self, storage: optuna.storages.BaseStorage, *, interval: float) -> None:
+        self._storage = storage
+        self._interval = interval
+        self._trial_ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    elif rdb_backend(study) is not None:
-        yield  # a storage opened without heartbeats (reading, reporting)
-        return
-    else:
-        interval, _ = heartbeat_settings()
+    def add(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.add(trial_id)
 
-        def record() -> None:
-            storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.discard(trial_id)
 
-    stop = threading.Event()
+    def __enter__(self) -> "Heartbeats":
+        self._thread = threading.Thread(target=self._beat, name="hpo-heartbeat", daemon=True)
+        self._thread.start()
+        return self
 
-    def beat() -> None:
-        while not stop.wait(interval):
-            with contextlib.suppress(Exception):  # a missed beat is not the trial's failure
-                record()
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
-    thread = threading.Thread(target=beat, name="hpo-heartbeat", daemon=True)
-    with sigint_deferred() as interrupted:
-        thread.start()
-    try:
-        if interrupted:
-            raise KeyboardInterrupt
-        yield
-    finally:
-        stop.set()
-        with sigint_deferred() as late:
-            thread.join()
-    if late:  # a Ctrl-C during the join, with no other exception on its way: raise it now
-        raise KeyboardInterrupt
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                trial_ids = sorted(self._trial_ids)
+            for trial_id in trial_ids:
+                with contextlib.suppress(Exception):
+                    record_heartbeat(self._storage, trial_id)
 
 
-def _rdb_heartbeat_trial_ids(backend: optuna.storages.RDBStorage, trial_ids: list[int]) -> set:
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    table = models.TrialHeartbeatModel
-    with _create_scoped_session(backend.scoped_session) as session:
-        rows = session.query(table.trial_id).filter(table.trial_id.in_(trial_ids)).all()
-    return {r[0] for r in rows}
-
-
-def stale_trials(study: optuna.Study, *, now: datetime | None = None) -> list[FrozenTrial]:
-    """RUNNING trials that Optuna's own sweep does not catch and whose worker is gone."""
+def stale_journal_trials(
+    study: optuna.Study, *, now: datetime | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials of a storage without Optuna heartbeats whose last sign of life (hpo's
+    heartbeat attribute, else the start) is older than the grace period."""
     _, grace = heartbeat_settings()
     now = now or datetime.now()
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not running:
-        return []
-    backend = rdb_backend(study)
     stale = []
-    if backend is not None:
-        with_row = _rdb_heartbeat_trial_ids(backend, [t._trial_id for t in running])
-        for t in running:
-            started = t.datetime_start
-            if t._trial_id not in with_row and started and now - started > timedelta(seconds=grace):
-                stale.append(t)
-        return stale
-    for t in running:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = t.system_attrs.get(HEARTBEAT_ATTR)
         last = datetime.fromtimestamp(beat) if beat is not None else t.datetime_start
         if last is not None and now - last > timedelta(seconds=grace):
@@ -114,27 +101,23 @@ def stale_trials(study: optuna.Study, *, now: datetime | None = None) -> list[Fr
     return stale
 
 
-def sweep_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail the trials of dead workers and queue them again; return the failed numbers."""
-    swept = []
-    if is_heartbeat_enabled(study._storage):
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+def sweep_stale_trials(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int
+) -> None:
+    """Fail the stale trials of ``study`` and queue each again with the same parameters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if has_optuna_heartbeats(storage):
             optuna.storages.fail_stale_trials(study)
-        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        swept += sorted(before - after)
-    for t in stale_trials(study):
-        try:
-            ok = study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished (or another worker swept it) meanwhile
-        if ok:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_STALE_TRIAL_RETRIES
-                )
-                retry(study, study._storage.get_trial(t._trial_id))
-            swept.append(t.number)
-    return swept
+            return
+        if isinstance(storage, optuna.storages.RDBStorage):
+            return  # opened to read: sweeping is a writer's job
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_TRIAL_RETRIES)
+        for t in stale_journal_trials(study):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                failed = storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it finished (or another orchestrator swept it) meanwhile
+            if failed:
+                retry(study, storage.get_trial(trial_id))

@@ -21,7 +21,7 @@ from hpo.experiments import experiment_data
 from hpo.objective import build_net, configuration, fit_net, trial_seed
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
-from hpo.storage import mask_password
+from hpo.urls import mask_password
 from reports.comparison import write_comparison
 from reports.html import write_report
 from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord

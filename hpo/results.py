@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.objective import configuration, train_configuration, trial_seed
 from hpo.spec import StudySpec
-from hpo.storage import artifact_dir
+from hpo.urls import artifact_dir
 from trainer.checkpoint import save_checkpoint
 from trainer.training import evaluate
 

@@ -58,7 +58,7 @@ class History:
         }
 
 
-STOP_REASONS = ("completed", "early_stopping", "callback", "diverged")
+STOP_REASONS = ("completed", "early_stopping", "callback", "diverged", "interrupted")
 
 
 @dataclass
@@ -128,6 +128,7 @@ def train(
     restore_best: bool = True,
     lr_decay: float = 1.0,
     divergence_factor: float | None = 1e4,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``net`` in place.
 
@@ -147,6 +148,8 @@ def train(
         divergence_factor: also call the run diverged once a batch's loss exceeds this multiple
             of the first batch's loss (a run whose loss grows ten-thousandfold only overflows
             later, after wasting its epochs); None keeps only the non-finite check.
+        should_stop: polled before every minibatch step; a truthy return stops training at
+            once with ``stop_reason = "interrupted"`` (how a Ctrl-C reaches the loop).
 
     Returns:
         The history and the outcome; a diverged run is a result, not an error.
@@ -178,6 +181,9 @@ def train(
         for epoch in range(1, epochs + 1):
             order = rng.permutation(n)
             for first in range(0, n, batch_size):
+                if should_stop is not None and should_stop():
+                    stop_reason = "interrupted"
+                    break
                 idx = order[first : first + batch_size]
                 loss = net.gradient(x_train[idx], y_train[idx])
                 batch_loss.append(loss)
@@ -189,6 +195,8 @@ def train(
                 optimizer.update(params, grads)
             if diverged:
                 stop_reason = "diverged"
+                break
+            if stop_reason == "interrupted":
                 break
             (train_loss, train_acc), (val_loss, val_acc) = evaluate_splits(net, both, n_train)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):

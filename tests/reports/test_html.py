@@ -176,6 +176,11 @@ SCENARIOS = {
     ),
     "5000 trials": lambda: big_snapshot(5000),
 }
+# The 5,000-trial study takes seconds to draw: CI runs it with the slow tests.
+SCENARIO_PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow) if name == "5000 trials" else name
+    for name in SCENARIOS
+]
 EVERY_FIGURE = [
     "curves",
     "history",
@@ -240,20 +245,20 @@ def pages(studies):
 # Every kind of study
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_render_makes_one_html_page(pages, scenario):
     page = pages(scenario)
     assert page.startswith("<!DOCTYPE html>")
     assert page.rstrip().endswith("</html>")
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_build_figures_makes_the_figures_the_study_has_data_for(studies, scenario):
     keys = [f.key for f in html.build_figures(studies[scenario], 10)]
     assert keys == FIGURE_KEYS[scenario]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_page_shows_every_figure_it_builds(pages, scenario):
     shown = re.findall(r"<h2 id=\"([^\"]+)\">[^<]*</h2>\s*<figure>", pages(scenario))
     assert shown == FIGURE_KEYS[scenario]
@@ -289,6 +294,7 @@ def test_page_gives_the_test_accuracy_of_the_retrained_winner(studies):
     assert "its test\n  accuracy is <strong>0.8750</strong>" in html.render(retrained)
 
 
+@pytest.mark.slow
 def test_5000_trial_page_is_under_10_mb(pages):
     assert len(pages("5000 trials").encode("utf-8")) < 10 * 10**6
 
@@ -342,7 +348,7 @@ def test_page_escapes_the_spec_description(hostile_page):
 # Self-contained
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_page_loads_nothing_from_the_network(pages, scenario):
     page = pages(scenario)
     for reference in ('src="http', 'href="http', "url(http", 'src="//', 'href="//', "<link"):
@@ -350,7 +356,7 @@ def test_page_loads_nothing_from_the_network(pages, scenario):
     assert "<script" not in page
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_every_image_is_an_inline_png(pages, scenario):
     page = pages(scenario)
     sources = re.findall(r'<img [^>]*src="([^"]*)"', page)

@@ -1,0 +1,279 @@
+"""Where trials train: in this process, or in local worker processes.
+
+An executor takes a ``TrialTask`` and returns a ``concurrent.futures.Future`` of its
+``TrialResult``: the one seam between the orchestrator, which alone talks to the storage, and
+the training, which never does. Every executor trains each trial on one BLAS thread
+(``ONE_BLAS_THREAD``); more cores are used through more trials in flight.
+
+- ``InlineExecutor``: the trial trains in this process when it is submitted (one in flight).
+  For debuggers and profilers, and for tests; the orchestrator's storage writes then add to
+  every trial's time.
+- ``LocalProcessExecutor``: N spawned worker processes, each holding the study's spec and split
+  (sent once, when it starts). The orchestrator's writes then overlap the training, and it
+  keeps one trial asked ahead (``prefetch``) so that a worker never waits for a claim. Workers
+  ignore SIGINT (the orchestrator decides what a Ctrl-C means and stops them) and die with
+  their parent, even a SIGKILL'd one. A worker that dies with a trial (killed, out of memory)
+  fails that trial's future with ``WorkerLost`` and is replaced.
+"""
+
+import abc
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+
+from threadpoolctl import threadpool_limits
+
+from hpo.interrupts import INTERRUPTS
+from hpo.objective import TrialResult, TrialTask, run_task
+from hpo.spec import StudySpec
+from trainer.datasets import Split
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+ONE_BLAS_THREAD = 1
+"""Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
+from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by
+tests/benchmarks/bench_trainer.py); more cores are used through more trials in flight."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_SECONDS = 1.0
+
+
+class WorkerLost(RuntimeError):
+    """The process training a trial died before it returned a result."""
+
+
+class TrialFailed(RuntimeError):
+    """The trial raised in its worker; the message carries the worker's traceback's last line."""
+
+
+class TrialExecutor(abc.ABC):
+    """Runs trials. ``slots`` trials may be in flight at once; ``prefetch`` says whether the
+    orchestrator gains by keeping one more trial asked ahead (true when training runs
+    elsewhere, so the claim overlaps it)."""
+
+    slots: int = 1
+    prefetch: bool = False
+
+    @abc.abstractmethod
+    def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
+        """Start training ``task``; the future holds its result or the reason it has none."""
+
+    @abc.abstractmethod
+    def shutdown(self, *, cancel: bool = False) -> None:
+        """Release the workers; ``cancel`` stops the trials in flight at once."""
+
+
+class InlineExecutor(TrialExecutor):
+    """Trains each trial in this process, at submission; a Ctrl-C stops it between steps."""
+
+    def __init__(self, spec: StudySpec, split: Split) -> None:
+        self.spec, self.split = spec, split
+
+    def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
+        future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
+        try:
+            with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+                result = run_task(task, self.spec, self.split, should_stop=INTERRUPTS.requested)
+        except Exception as e:
+            future.set_exception(e)
+        else:
+            future.set_result(result)
+        return future
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        pass
+
+
+class LocalProcessExecutor(TrialExecutor):
+    """``workers`` spawned processes; a thread of this process hands them tasks in order and
+    collects their results (see the module docstring)."""
+
+    prefetch = True
+
+    def __init__(self, spec: StudySpec, split: Split, *, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"The 'workers' parameter must be >= 1. Got {workers}.")
+        self.slots = workers
+        self._spec, self._split = spec, split
+        self._context = multiprocessing.get_context("spawn")  # no connection crosses fork()
+        self._queue: deque[tuple[TrialTask, concurrent.futures.Future]] = deque()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._workers = [self._start_worker() for _ in range(workers)]
+        self._thread = threading.Thread(target=self._serve, name="hpo-executor", daemon=True)
+        self._thread.start()
+
+    def _start_worker(self) -> "_Worker":
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=worker_main,
+            args=(theirs, self._spec, self._split, os.getpid()),
+            name="hpo-trial-worker",
+            daemon=True,
+        )
+        # The children read these when they import numpy: one BLAS thread each.
+        with environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))):
+            process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
+        future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("cannot submit a trial after shutdown")
+            self._queue.append((task, future))
+        return future
+
+    def _serve(self) -> None:
+        """Hand queued tasks to idle workers; resolve futures as results (or deaths) come."""
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                for worker in self._workers:
+                    if worker.future is None and self._queue:
+                        task, future = self._queue.popleft()
+                        if future.set_running_or_notify_cancel():
+                            worker.assign(task, future)
+                waitables = [w.connection for w in self._workers if w.future is not None]
+                waitables += [w.process.sentinel for w in self._workers if w.future is not None]
+            if not waitables:
+                time.sleep(0.002)
+                continue
+            ready = multiprocessing.connection.wait(waitables, timeout=0.05)
+            if not ready:
+                continue
+            with self._lock:
+                if self._closing:
+                    return
+                for i, worker in enumerate(self._workers):
+                    ours = worker.connection in ready or worker.process.sentinel in ready
+                    if worker.future is not None and ours and not worker.collect():
+                        self._workers[i] = self._start_worker()
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        with self._lock:
+            self._closing = True
+            pending = list(self._queue)
+            self._queue.clear()
+        self._thread.join()
+        for _, future in pending:
+            future.cancel()
+        for worker in self._workers:
+            worker.stop(kill=cancel)
+
+
+class _Worker:
+    """One worker process, its end of the pipe, and the trial it trains (if any)."""
+
+    def __init__(self, process, connection) -> None:
+        self.process, self.connection = process, connection
+        self.future: concurrent.futures.Future | None = None
+        self.number: int | None = None
+
+    def assign(self, task: TrialTask, future: concurrent.futures.Future) -> None:
+        self.future, self.number = future, task.number
+        with contextlib.suppress(OSError, EOFError):  # it died: collect() sees the sentinel
+            self.connection.send(task)
+
+    def collect(self) -> bool:
+        """Resolve the future from the pipe; False when the process is gone (to replace)."""
+        future, self.future = self.future, None
+        try:
+            if self.connection.poll():
+                kind, payload = self.connection.recv()
+                if kind == "result":
+                    future.set_result(payload)
+                else:
+                    future.set_exception(TrialFailed(payload))
+                return True
+        except (OSError, EOFError):
+            pass
+        self.process.join(timeout=5)
+        future.set_exception(
+            WorkerLost(
+                f"worker process {self.process.pid} died (exit code {self.process.exitcode}) "
+                f"while training trial #{self.number}"
+            )
+        )
+        self.connection.close()
+        return False
+
+    def stop(self, *, kill: bool) -> None:
+        if not kill:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                self.connection.send(None)
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.connection.close()
+
+
+def worker_main(connection, spec: StudySpec, split: Split, parent_pid: int) -> None:
+    """A worker process: train each task received, send back its result, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    die_with_parent(parent_pid)
+    with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+        while True:
+            try:
+                task = connection.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            try:
+                message = ("result", run_task(task, spec, split))
+            except Exception as e:
+                last = traceback.format_exception_only(type(e), e)[-1].strip()
+                message = ("error", last)
+            try:
+                connection.send(message)
+            except (OSError, EOFError):
+                return
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when its parent ends, however the parent ends (SIGKILL included).
+
+    Linux: the kernel's parent-death signal. Elsewhere, and should the parent have died before
+    the signal was armed: a thread that checks the parent's pid every second.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="hpo-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for processes started inside the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,388 @@
+"""The trial runner: one orchestrator per command claims, suggests, hands trials out, and tells.
+
+A trial's life, all of it here and all of it through Optuna's public API:
+
+1. **Claim**, under the storage lock: sweep the stale trials of lost runs (they are queued
+   again), count, and while finished plus running trials are below the target, ``study.ask()``
+   (a queued retry first) with a sampler seeded from the study seed and the trial's number, so
+   that a resumed study continues its search instead of repeating it. The parameters are
+   suggested and the trial's first heartbeat recorded before the lock is let go.
+2. **Train**: the trial's configuration, seed and pruning thresholds (``hpo.pruning``, from the
+   study's finished trials) go to the executor as a ``TrialTask``; the training touches no
+   storage.
+3. **Finish**: every epoch's validation accuracy becomes an intermediate value, the facts of the
+   run user attributes, and ``study.tell`` gives the state and value.
+
+The orchestrator is its process's only writer. With worker processes it keeps one trial asked
+ahead, so its writes overlap the training instead of delaying it. With one worker the order of
+claims, hand-outs and tells is fixed, so the same spec and seed give the same trials.
+
+A trial whose training raised is failed; three in a row end the run. A trial whose worker
+process died is failed and queued again with the same parameters (at most
+``MAX_STALE_TRIAL_RETRIES`` times). On a Ctrl-C (``hpo.interrupts``) or any other exit the
+executor is stopped and every trial still in flight is failed, never left RUNNING.
+"""
+
+import concurrent.futures
+import contextlib
+import math
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import RunError
+from hpo.executors import TrialExecutor, WorkerLost
+from hpo.heartbeat import Heartbeats, record_heartbeat, sweep_stale_trials
+from hpo.interrupts import INTERRUPTS
+from hpo.locks import storage_lock
+from hpo.objective import (
+    COMPLETE,
+    INTERRUPTED,
+    TrialResult,
+    TrialTask,
+    configuration,
+    suggest,
+    trial_seed,
+)
+from hpo.pruning import FinishedTrial, PruningRule
+from hpo.spec import StudySpec
+from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, retrying
+
+MAX_CONSECUTIVE_ERRORS = 3
+FAIL_REASON_ATTR = "hpo:fail_reason"
+WAIT_POLL_SECONDS = (0.05, 1.0)
+"""While the rest of the target runs elsewhere, the orchestrator looks again after the first
+delay, doubling it up to the second: quick to notice the end, light on the storage."""
+RESULT_POLL_SECONDS = 0.1
+"""How often the orchestrator looks up from waiting for results (a Ctrl-C is noticed then)."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    diverged: int = 0
+    best_value: float | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def count_trials(trials: list[optuna.trial.FrozenTrial]) -> Counts:
+    """Trial counts by state, the diverged ones among the pruned, and the best value."""
+    by_state = dict.fromkeys(TrialState, 0)
+    best = None
+    diverged = 0
+    for t in trials:
+        by_state[t.state] += 1
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
+            best = t.value
+        if t.state == TrialState.PRUNED and t.user_attrs.get("diverged"):
+            diverged += 1
+    return Counts(
+        complete=by_state[TrialState.COMPLETE],
+        pruned=by_state[TrialState.PRUNED],
+        failed=by_state[TrialState.FAIL],
+        running=by_state[TrialState.RUNNING],
+        waiting=by_state[TrialState.WAITING],
+        diverged=diverged,
+        best_value=best,
+    )
+
+
+@dataclass
+class Claimed:
+    """A trial this orchestrator asked for: RUNNING in the storage, beating, not yet told."""
+
+    trial: optuna.Trial
+    trial_id: int
+    seed_number: int  # the number its seed derives from: its own, or the original's if a retry
+
+
+class Orchestrator:
+    """Runs one study's trials on ``executor`` until ``target`` finished trials or ``deadline``.
+
+    Args:
+        study: the study, loaded with the storage ``storage`` (opened by ``hpo.storage``).
+        spec: the study's spec.
+        storage_url: where the study lives (for the lock).
+        target: finished trials (complete + pruned) the study should reach, counting every
+            orchestrator's.
+        deadline: ``time.monotonic()`` after which no trial is claimed; None: none.
+        executor: where the trials train.
+        make_sampler: the study's sampler for the trial numbered ``n`` (``make_sampler(n)``).
+        pruning: the study's pruning rule.
+        progress: called with the counts and the target whenever they change.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        spec: StudySpec,
+        *,
+        storage: optuna.storages.BaseStorage,
+        storage_url: str,
+        target: int,
+        deadline: float | None,
+        executor: TrialExecutor,
+        make_sampler: Callable[[int], optuna.samplers.BaseSampler],
+        pruning: PruningRule,
+        progress: Callable[[Counts, int], None] | None = None,
+    ) -> None:
+        self.study, self.spec, self.storage = study, spec, storage
+        self.storage_url, self.target, self.deadline = storage_url, target, deadline
+        self.executor, self.make_sampler, self.pruning = executor, make_sampler, pruning
+        self.progress = progress
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.sweep_every = float(heartbeat_settings()[0])
+        self.last_sweep = -math.inf
+        self.finished: dict[int, FinishedTrial] = {}
+        self.counts = Counts()
+        self.ahead: deque[Claimed] = deque()
+        self.in_flight: dict[concurrent.futures.Future, Claimed] = {}
+        self.finishing: deque[tuple[Claimed, concurrent.futures.Future]] = deque()
+        self.ran = 0
+        self.errors = 0
+        self.claim_after = 0.0  # monotonic time before which a claim is known to be refused
+        self.poll = WAIT_POLL_SECONDS[0]
+        self.beats: Heartbeats | None = None
+
+    # -----------------------------------------------------------------------------------------
+    # The loop
+
+    def run(self) -> int:
+        """Run trials until the target or the deadline; return how many finished here."""
+        self.counts = retrying(self._read_counts, what="reading the study")
+        self._report()
+        with Heartbeats(self.storage, interval=self.sweep_every) as self.beats:
+            try:
+                self._loop()
+            except BaseException as e:
+                self.executor.shutdown(cancel=True)
+                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "the run stopped"
+                left = [c for c, _ in self.finishing] + [*self.in_flight.values(), *self.ahead]
+                for claimed in left:
+                    self._fail(claimed, reason)
+                self.in_flight.clear()
+                self.finishing.clear()
+                self.ahead.clear()
+                raise
+            self.executor.shutdown()
+        return self.ran
+
+    def _loop(self) -> None:
+        done: set[concurrent.futures.Future] = set()
+        while True:
+            INTERRUPTS.check()
+            for future in sorted(done, key=self._order):
+                self.finishing.append((self.in_flight.pop(future), future))
+                self._remember(future)
+            self._fill_slots(claim=False)  # a worker never waits for the writes below
+            while self.finishing:
+                self._finish(*self.finishing[0])
+                self.finishing.popleft()
+            self._fill_slots(claim=True)
+            if self.executor.prefetch and not self.ahead and self._may_claim():
+                claimed = self._claim()
+                if claimed is not None:
+                    self.ahead.append(claimed)
+            if not self.in_flight:
+                if self.counts.finished >= self.target or self._past_deadline():
+                    return
+                # The rest of the target runs elsewhere: stay, since a lost trial elsewhere is
+                # swept after the grace period and then retried here.
+                time.sleep(max(0.0, self.claim_after - time.monotonic()))
+                done = set()
+                continue
+            done, _ = concurrent.futures.wait(
+                self.in_flight,
+                timeout=RESULT_POLL_SECONDS,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+
+    def _order(self, future: concurrent.futures.Future) -> int:
+        return self.in_flight[future].trial.number
+
+    def _fill_slots(self, *, claim: bool) -> None:
+        while len(self.in_flight) < self.executor.slots:
+            if self.ahead:
+                claimed = self.ahead.popleft()
+            elif claim and self._may_claim():
+                claimed = self._claim()
+                if claimed is None:
+                    return
+            else:
+                return
+            self._submit(claimed)
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _may_claim(self) -> bool:
+        return not self._past_deadline() and time.monotonic() >= self.claim_after
+
+    # -----------------------------------------------------------------------------------------
+    # Claim, hand out, finish
+
+    def _read_counts(self) -> Counts:
+        trials = self.study.get_trials(deepcopy=False)
+        self._note_finished(trials)
+        return count_trials(trials)
+
+    def _note_finished(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        for t in trials:
+            if t.number not in self.finished and t.state in (
+                TrialState.COMPLETE,
+                TrialState.PRUNED,
+            ):
+                self.finished[t.number] = FinishedTrial(
+                    t.number, t.state == TrialState.COMPLETE, dict(t.intermediate_values)
+                )
+
+    def _claim(self) -> Claimed | None:
+        claimed = retrying(self._claim_once, what="claiming a trial")
+        if claimed is None:
+            # Finished and running trials cover the target: look again later, or when one of
+            # this orchestrator's trials ends.
+            self.claim_after = time.monotonic() + self.poll
+            self.poll = min(2 * self.poll, WAIT_POLL_SECONDS[1])
+            return None
+        self.poll = WAIT_POLL_SECONDS[0]
+        self.beats.add(claimed.trial_id)
+        return claimed
+
+    def _claim_once(self) -> Claimed | None:
+        with storage_lock(self.storage_url):
+            if time.monotonic() - self.last_sweep >= self.sweep_every:
+                sweep_stale_trials(self.study, self.storage, self.study_id)
+                self.last_sweep = time.monotonic()
+            # Through Optuna's cache of finished trials: only the unfinished ones are read.
+            trials = self.study.get_trials(deepcopy=False)
+            counts = count_trials(trials)
+            if counts.finished + counts.running >= self.target:
+                self.counts = counts
+                return None
+            if counts.finished > len(self.finished):  # another orchestrator finished trials
+                self._note_finished(trials)
+            # The next new trial's number; a queued retry keeps its own (and its parameters).
+            next_number = counts.finished + counts.failed + counts.running + counts.waiting
+            self.study.sampler = self.make_sampler(next_number)
+            with warnings.catch_warnings():
+                # hpo runs its own ask/tell loop and records the heartbeats itself.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                trial = self.study.ask()
+            suggest(trial, self.spec)
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, trial.number
+            )
+            record_heartbeat(self.storage, trial_id)
+        seed_number = trial.number
+        if counts.waiting:
+            history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(
+                self.storage.get_trial(trial_id)
+            )
+            seed_number = history[0] if history else trial.number
+        self.counts = replace(
+            counts, running=counts.running + 1, waiting=max(0, counts.waiting - 1)
+        )
+        return Claimed(trial, trial_id, seed_number)
+
+    def _submit(self, claimed: Claimed) -> None:
+        trial = claimed.trial
+        task = TrialTask(
+            number=trial.number,
+            config=configuration(self.spec, trial.params),
+            seed=tuple(trial_seed(self.spec.search.seed, claimed.seed_number).entropy),
+            thresholds=self.pruning.thresholds(
+                trial_number=trial.number, finished=list(self.finished.values())
+            ),
+        )
+        self.in_flight[self.executor.submit(task)] = claimed
+
+    def _remember(self, future: concurrent.futures.Future) -> None:
+        """A finished trial's values count for the thresholds of the trials handed out next."""
+        if future.exception() is None:
+            result = future.result()
+            if result.state != INTERRUPTED:
+                self.finished[result.number] = FinishedTrial(
+                    result.number, result.state == COMPLETE, result.intermediate_values
+                )
+
+    def _finish(self, claimed: Claimed, future: concurrent.futures.Future) -> None:
+        self.beats.discard(claimed.trial_id)
+        self.claim_after = 0.0  # a slot is free: the next claim may succeed
+        error = future.exception()
+        if error is None and future.result().state == INTERRUPTED:
+            self._fail(claimed, "interrupted")
+            raise KeyboardInterrupt
+        if error is not None:
+            self._fail(claimed, f"{type(error).__name__}: {error}")
+            if isinstance(error, WorkerLost):
+                self._retry(claimed)
+            self.errors += 1
+            if self.errors >= MAX_CONSECUTIVE_ERRORS:
+                raise RunError(
+                    f"{self.errors} trials in a row failed; the last with "
+                    f"{type(error).__name__}: {error}"
+                )
+            return
+        result: TrialResult = future.result()
+        retrying(lambda: self._tell(claimed.trial, result), what=f"storing trial #{result.number}")
+        self.errors = 0
+        self.ran += 1
+        c = self.counts
+        complete = result.state == COMPLETE
+        best = c.best_value
+        if complete and (best is None or result.value > best):
+            best = result.value
+        self.counts = replace(
+            c,
+            complete=c.complete + complete,
+            pruned=c.pruned + (not complete),
+            diverged=c.diverged + bool(result.user_attrs.get("diverged")),
+            running=max(0, c.running - 1),
+            best_value=best,
+        )
+        self._report()
+
+    def _tell(self, trial: optuna.Trial, result: TrialResult) -> None:
+        for step, value in sorted(result.intermediate_values.items()):
+            trial.report(value, step)
+        for key, value in result.user_attrs.items():
+            trial.set_user_attr(key, value)
+        if result.state == COMPLETE:
+            self.study.tell(trial, result.value, skip_if_finished=True)
+        else:
+            self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+
+    def _fail(self, claimed: Claimed, reason: str) -> None:
+        """Tell ``claimed`` FAIL with its reason; a storage that is gone leaves it to the sweep."""
+        if self.beats is not None:
+            self.beats.discard(claimed.trial_id)
+        with contextlib.suppress(Exception):
+            self.storage.set_trial_system_attr(claimed.trial_id, FAIL_REASON_ATTR, reason[:500])
+            self.study.tell(claimed.trial, state=TrialState.FAIL, skip_if_finished=True)
+            c = self.counts
+            self.counts = replace(c, failed=c.failed + 1, running=max(0, c.running - 1))
+        self._report()
+
+    def _retry(self, claimed: Claimed) -> None:
+        """Queue a lost trial again with the same parameters (at most the retry limit)."""
+        with contextlib.suppress(Exception):
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_STALE_TRIAL_RETRIES
+            )
+            retry(self.study, self.storage.get_trial(claimed.trial_id))
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.counts, self.target)

@@ -1,0 +1,86 @@
+"""Storage URLs: which storage a URL names, where its files are, and how it is shown.
+
+``sqlite:///PATH`` (the default), ``postgresql://USER:PASSWORD@HOST/DB`` (``postgres://`` too)
+and ``journal:///PATH``. Passwords never reach a message: ``mask_password`` renders them as
+``***``. Nothing here opens a storage.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_STORAGE = "sqlite:///hpo.db"
+URL_FORMS = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, journal:///PATH"
+
+
+def resolve_url(url: str | None) -> str:
+    """``--storage``, else ``$HPO_STORAGE``, else ``sqlite:///hpo.db`` in the current directory."""
+    url = url or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]  # SQLAlchemy only knows the long name
+    return url
+
+
+def mask_password(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and reports."""
+    if url.startswith("journal:"):
+        return url
+    if url.count("@") > 1:  # a raw @ in the password: hide everything up to the last one
+        return re.sub(r"(//[^:/@]*:).*@", r"\1***@", url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)  # renders the password as ***
+
+
+def storage_kind(url: str) -> str:
+    """``"sqlite"``, ``"postgresql"``, ``"journal"`` or ``"other"`` (another SQLAlchemy URL)."""
+    if url.startswith("journal:"):
+        return "journal"
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:
+        return "other"
+    return backend if backend in ("sqlite", "postgresql") else "other"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; None for other URLs or in-memory SQLite."""
+    if storage_kind(url) != "sqlite":
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:///PATH`` URL (``journal:PATH`` for a relative path)."""
+    if not url.startswith("journal:"):
+        return None
+    rest = url[len("journal:") :]
+    return Path(
+        rest[2:] if rest.startswith("///") else rest.lstrip("/") if rest.startswith("//") else rest
+    )
+
+
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy gets: PostgreSQL through psycopg 3, the password percent-encoded."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def artifact_dir(url: str) -> Path:
+    """Where the study's artifacts (exported weights) live: beside a SQLite database or journal,
+    else ``./hpo-artifacts``. The dashboard serves them from there."""
+    path = sqlite_path(url) or journal_path(url)
+    if path is None:
+        return Path("hpo-artifacts")
+    return path.with_name(path.stem + "-artifacts")
