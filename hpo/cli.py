@@ -518,9 +518,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     INTERRUPTS.install()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help, or a bad flag: nothing ran
+        INTERRUPTS.uninstall()
+        raise
     try:
         code = args.func(args)
         INTERRUPTS.check()  # a Ctrl-C during the last storage write

@@ -125,6 +125,11 @@ class LocalProcessExecutor(TrialExecutor):
         theirs.close()
         return _Worker(process, ours)
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (a worker that died is replaced by another)."""
+        with self._lock:
+            return [w.process.pid for w in self._workers]
+
     def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
         future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
         with self._lock:

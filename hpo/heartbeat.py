@@ -6,7 +6,8 @@ Optuna records heartbeats only inside ``Study.optimize``; hpo runs its own ask/t
 orchestrator records them: once when it claims a trial (so that every running trial has a
 heartbeat from its first second), then every interval from one thread for all its running
 trials. Optuna's journal storage has no heartbeats: there hpo records the time as the trial's
-``hpo:heartbeat`` system attribute and sweeps those itself.
+``hpo:heartbeat`` system attribute and sweeps those itself, and it sweeps the one case Optuna
+never fails, a RUNNING trial without a heartbeat (a claim killed before its first beat).
 
 A stale trial (no heartbeat for the grace period: its orchestrator was killed, its machine
 lost) becomes FAIL and is queued again, as WAITING, with the same parameters, at most
@@ -85,16 +86,21 @@ class Heartbeats:
                     record_heartbeat(self._storage, trial_id)
 
 
-def stale_journal_trials(
-    study: optuna.Study, *, now: datetime | None = None
+def stale_trials(
+    study: optuna.Study, *, optuna_beats: bool, now: datetime | None = None
 ) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials of a storage without Optuna heartbeats whose last sign of life (hpo's
-    heartbeat attribute, else the start) is older than the grace period."""
+    """RUNNING trials that Optuna's own sweep does not fail and whose orchestrator is gone:
+    their last sign of life (hpo's heartbeat attribute, else the start) is older than the grace
+    period. Where Optuna records heartbeats (``optuna_beats``) that is only a trial whose claim
+    never finished: the claim records the first heartbeat before it suggests, so a trial with
+    no parameter may have no heartbeat, and Optuna never fails a trial without one."""
     _, grace = heartbeat_settings()
     now = now or datetime.now()
     stale = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = t.system_attrs.get(HEARTBEAT_ATTR)
+        if optuna_beats and t.params:
+            continue
+        beat = None if optuna_beats else t.system_attrs.get(HEARTBEAT_ATTR)
         last = datetime.fromtimestamp(beat) if beat is not None else t.datetime_start
         if last is not None and now - last > timedelta(seconds=grace):
             stale.append(t)
@@ -105,15 +111,15 @@ def sweep_stale_trials(
     study: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int
 ) -> None:
     """Fail the stale trials of ``study`` and queue each again with the same parameters."""
+    optuna_beats = has_optuna_heartbeats(storage)
+    if isinstance(storage, optuna.storages.RDBStorage) and not optuna_beats:
+        return  # opened to read: sweeping is a writer's job
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if has_optuna_heartbeats(storage):
+        if optuna_beats:
             optuna.storages.fail_stale_trials(study)
-            return
-        if isinstance(storage, optuna.storages.RDBStorage):
-            return  # opened to read: sweeping is a writer's job
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_TRIAL_RETRIES)
-        for t in stale_journal_trials(study):
+        for t in stale_trials(study, optuna_beats=optuna_beats):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 failed = storage.set_trial_state_values(trial_id, state=TrialState.FAIL)

@@ -280,16 +280,18 @@ class Orchestrator:
                 # hpo runs its own ask/tell loop and records the heartbeats itself.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                 trial = self.study.ask()
-            suggest(trial, self.spec)
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(
                 self.study_id, trial.number
             )
-            record_heartbeat(self.storage, trial_id)
+            record_heartbeat(self.storage, trial_id)  # before any parameter (hpo.heartbeat)
+            suggest(trial, self.spec)
         seed_number = trial.number
         if counts.waiting:
-            history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(
-                self.storage.get_trial(trial_id)
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(
+                    self.storage.get_trial(trial_id)
+                )
             seed_number = history[0] if history else trial.number
         self.counts = replace(
             counts, running=counts.running + 1, waiting=max(0, counts.waiting - 1)
@@ -377,7 +379,8 @@ class Orchestrator:
 
     def _retry(self, claimed: Claimed) -> None:
         """Queue a lost trial again with the same parameters (at most the retry limit)."""
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=MAX_STALE_TRIAL_RETRIES
             )

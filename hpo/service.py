@@ -54,9 +54,9 @@ def study_counts(study: optuna.Study) -> Counts:
 def make_sampler(spec: StudySpec, *, number: int) -> optuna.samplers.BaseSampler:
     """The spec's sampler for the trial numbered ``number``, seeded from the study seed and that
     number: each trial's draws are its own, so a resumed study (or another orchestrator)
-    continues the search instead of repeating the first trials' draws. QMC keeps the study
-    seed alone: its sequence's scramble must stay the same, and its position is stored in the
-    study."""
+    continues the search instead of repeating the first trials' draws. QMC and grid keep the
+    study seed alone: the seed orders their sequence (the scramble, the grid's shuffle), which
+    must stay the same while the study stores how far along it is."""
     search = spec.search
     seed = int(np.random.SeedSequence([search.seed, number]).generate_state(1)[0])
     with warnings.catch_warnings():
@@ -74,8 +74,16 @@ def make_sampler(spec: StudySpec, *, number: int) -> optuna.samplers.BaseSampler
         if search.sampler == "qmc":
             return optuna.samplers.QMCSampler(seed=search.seed, warn_independent_sampling=False)
         if search.sampler == "grid":
-            return optuna.samplers.GridSampler(grid_space(spec), seed=seed)
+            return GridSamplerWithoutStop(grid_space(spec), seed=search.seed)
     raise ValueError(f"unknown sampler {search.sampler!r}")
+
+
+class GridSamplerWithoutStop(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, minus its ``study.stop()`` once the grid is covered: that works
+    only inside ``Study.optimize``, and hpo's target is the grid's size already."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
 def grid_space(spec: StudySpec) -> dict[str, list]:

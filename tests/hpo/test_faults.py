@@ -106,6 +106,7 @@ def integrity_ok(url: str) -> bool:
         return c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow
 def test_four_workers_on_postgresql_reach_exactly_the_target(tmp_path, postgres_url):
     spec = write_spec(tmp_path / "tiny.toml", trials=40, epochs=2)
     argv = ["run", str(spec), "--storage", postgres_url, "--trials", "40", "--create-only"]
@@ -115,6 +116,7 @@ def test_four_workers_on_postgresql_reach_exactly_the_target(tmp_path, postgres_
     assert_exact_target(postgres_url, 40)
 
 
+@pytest.mark.slow
 def test_four_processes_on_a_fresh_sqlite_file_at_the_same_instant(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2)
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
@@ -169,6 +171,7 @@ def assert_killed_trial_was_retried(url: str, killed: int, target: int) -> None:
     assert_exact_target(url, target)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_heartbeat")
 def test_sigkilled_worker_on_sqlite_is_retried_and_the_target_reached(tmp_path):
     spec = slow_spec(tmp_path / "slow.toml", trials=1)
@@ -190,6 +193,7 @@ def test_sigkilled_worker_on_sqlite_is_retried_and_the_target_reached(tmp_path):
     assert integrity_ok(url)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_heartbeat")
 def test_sigkilled_worker_on_postgresql_is_retried_and_the_target_reached(tmp_path, postgres_url):
     spec = slow_spec(tmp_path / "slow.toml", trials=1)
@@ -203,16 +207,14 @@ def test_trial_orphaned_before_its_first_heartbeat_is_swept(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2, trials=3)
     url = f"sqlite:///{tmp_path / 'orphan.db'}"
     assert run_quietly(spec, url, "--trials", "0") == 0
-    # A worker that died right after ask(): RUNNING, no heartbeat row ever written.
+    # A claim killed right after ask(): RUNNING, no heartbeat ever recorded, no parameter.
     orphan = optuna.load_study(study_name="tiny", storage=open_storage(url)).ask()
-    orphan.suggest_float("learning_rate", 1e-3, 1e-1, log=True)
     time.sleep(3.5)
     assert run_quietly(spec, url, "--trials", "3") == 0
     trials = finished_trials(url)
     assert trials[orphan.number].state == TrialState.FAIL
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
-    assert len(retry) == 1
-    assert retry[0].params["learning_rate"] == trials[orphan.number].params["learning_rate"]
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert_exact_target(url, 3)
     assert integrity_ok(url)
 

@@ -1,110 +1,112 @@
-"""Ctrl-C lands in training, never inside a storage call or between a heartbeat's start and join."""
+"""Ctrl-C: one handler that sets a flag, raising only where nothing is written."""
 
 import os
 import signal
-import threading
+import subprocess
+import sys
+import textwrap
 import time
 
 import optuna
 import pytest
 
-from hpo import heartbeat
-from hpo.interrupts import sigint_deferred, storage_step
-from hpo.storage import open_storage, rdb_backend
+from hpo.heartbeat import Heartbeats
+from hpo.interrupts import Interrupts
+from hpo.storage import open_storage
 
 
 def interrupt_self() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_storage_step_finishes_its_call_then_raises_the_interrupt():
-    done = []
+@pytest.fixture
+def interrupts():
+    handler = Interrupts()
+    handler.install()
+    yield handler
+    handler.uninstall()
 
-    def call():
+
+def test_an_interrupt_sets_the_flag_without_raising(interrupts):
+    interrupt_self()
+    assert interrupts.requested()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+
+
+def test_inside_raising_an_interrupt_raises_at_once(interrupts):
+    done = []
+    with pytest.raises(KeyboardInterrupt), interrupts.raising():
         interrupt_self()
         done.append("after the signal")
-        return 42
+    assert done == []
 
-    with pytest.raises(KeyboardInterrupt):
-        storage_step(call)
-    assert done == ["after the signal"]
+
+def test_raising_after_an_interrupt_raises_on_entry(interrupts):
+    interrupt_self()
+    with pytest.raises(KeyboardInterrupt), interrupts.raising():
+        pytest.fail("the block must not run")
+
+
+def test_uninstall_restores_the_default_handler(interrupts):
+    interrupts.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_storage_step_without_a_signal_returns_the_calls_value():
-    assert storage_step(lambda: 42) == 42
+def run_python(code: str, **options) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, **options
+    )
 
 
-def test_nested_deferrals_report_the_signal_to_the_inner_one_only():
-    with sigint_deferred() as outer:
-        with sigint_deferred() as inner:
-            interrupt_self()
-        assert inner and not outer
+def test_a_second_interrupt_ends_the_process_at_once_with_130():
+    out = run_python(
+        """
+        import os, signal, time
+        from hpo.interrupts import INTERRUPTS
+        INTERRUPTS.install()
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        print("still here")
+        """,
+        timeout=30,
+    )
+    assert out.returncode == 130
+    assert "still here" not in out.stdout
+    assert out.stderr.strip() == "interrupted again: stopped at once"
 
 
-@pytest.fixture
-def study_and_trial(tmp_path):
-    """A study on SQLite opened as hpo opens it (with heartbeats), and one running trial."""
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'hb.db'}"))
-    return study, study.ask()
+def test_an_ignored_sigint_stays_ignored():
+    out = run_python(
+        """
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from hpo.interrupts import INTERRUPTS
+        INTERRUPTS.install()
+        with INTERRUPTS.raising():
+            print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+        """,
+        timeout=30,
+    )
+    assert out.stdout.strip() == "True"
 
 
-started_threads: list[threading.Thread] = []
-joined_threads: list[threading.Thread] = []
-
-
-class InterruptedStart(threading.Thread):
-    """A heartbeat thread whose start is interrupted, as on a loaded machine."""
-
-    def start(self) -> None:
-        super().start()
-        started_threads.append(self)
-        interrupt_self()
-
-    def join(self, timeout=None) -> None:
-        super().join(timeout)
-        joined_threads.append(self)
-
-
-def test_an_interrupted_heartbeat_start_is_still_stopped_and_joined(study_and_trial, monkeypatch):
-    study, trial = study_and_trial
-    monkeypatch.setattr(heartbeat.threading, "Thread", InterruptedStart)
-    ran = []
-    with pytest.raises(KeyboardInterrupt), heartbeat.trial_heartbeat(study, trial):
-        ran.append("block")
-    assert ran == []  # the interrupt came before the block: it never ran
-    (thread,) = started_threads
-    assert joined_threads == [thread] and not thread.is_alive()
-
-
-def test_the_first_beat_comes_one_interval_after_the_start(tmp_path, monkeypatch):
-    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
-    monkeypatch.setenv("HPO_GRACE_PERIOD", "3")
+def test_heartbeats_beat_for_every_added_trial_every_interval(tmp_path, monkeypatch):
     storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
     study = optuna.create_study(storage=storage)
-    short, long = study.ask(), study.ask()
-    with heartbeat.trial_heartbeat(study, short):
-        pass
-    with heartbeat.trial_heartbeat(study, long):
-        time.sleep(1.5)
-    beats = heartbeat._rdb_heartbeat_trial_ids(
-        rdb_backend(study), [short._trial_id, long._trial_id]
-    )
-    assert beats == {long._trial_id}
-
-
-class InterruptedJoin(threading.Thread):
-    """A heartbeat thread whose join is interrupted: the trial was over, the run was not."""
-
-    def join(self, timeout=None) -> None:
-        interrupt_self()
-        super().join(timeout)
-
-
-def test_an_interrupt_during_the_heartbeat_join_is_raised_not_lost(study_and_trial, monkeypatch):
-    study, trial = study_and_trial
-    monkeypatch.setattr(heartbeat.threading, "Thread", InterruptedJoin)
-    ran = []
-    with pytest.raises(KeyboardInterrupt), heartbeat.trial_heartbeat(study, trial):
-        ran.append("block")
-    assert ran == ["block"]
+    study_id = storage.get_study_id_from_name(study.study_name)
+    ids = []
+    for _ in range(2):
+        trial = study.ask()
+        ids.append(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+    beats = []
+    monkeypatch.setattr(storage, "record_heartbeat", beats.append)
+    with Heartbeats(storage, interval=0.05) as hb:
+        for trial_id in ids:
+            hb.add(trial_id)
+        time.sleep(0.3)
+        hb.discard(ids[0])
+        beats.clear()
+        time.sleep(0.2)
+    assert beats and set(beats) == {ids[1]}

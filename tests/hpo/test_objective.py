@@ -1,80 +1,74 @@
-"""One trial's in-process pruning decisions: Optuna's percentile rule, computed once per step."""
+"""A trial as a task: a pure function of its configuration, seed, thresholds, spec and split."""
 
-import math
+import subprocess
+import sys
 
-import numpy as np
-import optuna
 import pytest
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
 
-from hpo.objective import LocalPercentilePruning
-
-
-def frozen(number: int, values: dict[int, float], state=TrialState.COMPLETE) -> FrozenTrial:
-    return FrozenTrial(
-        number=number,
-        state=state,
-        value=max(values.values()) if values and state == TrialState.COMPLETE else None,
-        datetime_start=None,
-        datetime_complete=None,
-        params={},
-        distributions={},
-        user_attrs={},
-        system_attrs={},
-        intermediate_values=values,
-        trial_id=number,
-    )
+from hpo.objective import COMPLETE, INTERRUPTED, PRUNED, TrialTask, configuration, run_task
+from hpo.pruning import NoPruning, Thresholds
+from hpo.service import load_study_split
+from hpo.spec import load_spec
+from tests.hpo.conftest import write_spec
 
 
-class StudyView:
-    """What a percentile pruner reads of a study."""
+class PruneAt(Thresholds):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    def __init__(self, completed, direction):
-        self.completed, self.direction = completed, direction
-
-    def get_trials(self, deepcopy=True, states=None):
-        return list(self.completed)
+    def should_prune(self, values) -> bool:
+        return max(values) >= self.epoch
 
 
-def random_values(rng, epochs: int) -> dict[int, float]:
-    """Per-epoch accuracies; some epochs missing, some NaN."""
-    values = {}
-    for step in range(1, epochs + 1):
-        if rng.random() < 0.1:
-            continue
-        values[step] = math.nan if rng.random() < 0.05 else float(rng.random())
-    return values
+@pytest.fixture(scope="module")
+def spec_and_split(tmp_path_factory):
+    spec = load_spec(str(write_spec(tmp_path_factory.mktemp("spec") / "tiny.toml", epochs=4)))
+    return spec, load_study_split(spec)
 
 
-@pytest.mark.parametrize("direction", [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE])
-@pytest.mark.parametrize("seed", range(6))
-def test_decisions_equal_optunas_median_pruner_over_random_studies(seed, direction):
-    rng = np.random.default_rng(seed)
-    decisions = []
-    for _ in range(20):
-        pruner = optuna.pruners.MedianPruner(
-            n_startup_trials=int(rng.integers(0, 4)),
-            n_warmup_steps=int(rng.integers(0, 4)),
-            interval_steps=int(rng.integers(1, 4)),
-            n_min_trials=int(rng.integers(1, 4)),
-        )
-        completed = [frozen(i, random_values(rng, int(rng.integers(1, 12)))) for i in range(6)]
-        completed = completed[: int(rng.integers(0, 7))]
-        view = StudyView(completed, direction)
-        local = LocalPercentilePruning(pruner, completed, direction)
-        values: dict[int, float] = {}
-        for step in range(1, 13):
-            values[step] = math.nan if rng.random() < 0.05 else float(rng.random())
-            running = frozen(99, dict(values), state=TrialState.RUNNING)
-            decision = local.should_prune(values)
-            assert decision == pruner.prune(view, running), (step, values)
-            decisions.append(decision)
-    assert True in decisions and False in decisions
+def task(spec, *, number=0, thresholds=None, **params):
+    params = {"learning_rate": 0.01, "optimizer": "adam", **params}
+    thresholds = thresholds or NoPruning().thresholds(trial_number=number, finished=[])
+    return TrialTask(number, configuration(spec, params), (0, number), thresholds)
 
 
-def test_no_values_and_no_completed_trials_never_prune():
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
-    assert not LocalPercentilePruning(pruner, []).should_prune({1: 0.1})
-    assert not LocalPercentilePruning(pruner, [frozen(0, {1: 0.9})]).should_prune({})
-    assert LocalPercentilePruning(pruner, [frozen(0, {1: 0.9})]).should_prune({1: 0.1})
+def test_the_same_task_gives_the_same_result(spec_and_split):
+    spec, split = spec_and_split
+    a, b = (run_task(task(spec), spec, split) for _ in range(2))
+    assert (a.state, a.value, a.intermediate_values) == (b.state, b.value, b.intermediate_values)
+    assert a.user_attrs["curves"] == b.user_attrs["curves"]
+
+
+def test_a_complete_task_reports_every_epoch_and_its_best(spec_and_split):
+    spec, split = spec_and_split
+    result = run_task(task(spec), spec, split)
+    assert result.state == COMPLETE
+    assert sorted(result.intermediate_values) == [1, 2, 3, 4]
+    assert result.value == max(result.intermediate_values.values())
+
+
+def test_thresholds_prune_the_task(spec_and_split):
+    spec, split = spec_and_split
+    result = run_task(task(spec, thresholds=PruneAt(2)), spec, split)
+    assert result.state == PRUNED and result.value is None
+    assert sorted(result.intermediate_values) == [1, 2]
+
+
+def test_a_diverged_task_is_pruned_with_zero_after_its_last_epoch(spec_and_split):
+    spec, split = spec_and_split
+    result = run_task(task(spec, learning_rate=1e4, optimizer="sgd"), spec, split)
+    assert result.state == PRUNED and result.user_attrs["diverged"]
+    assert result.intermediate_values[result.user_attrs["epochs_run"] + 1] == 0.0
+
+
+def test_should_stop_interrupts_the_task_between_steps(spec_and_split):
+    spec, split = spec_and_split
+    result = run_task(task(spec), spec, split, should_stop=lambda: True)
+    assert result.state == INTERRUPTED
+    assert result.intermediate_values == {}
+
+
+def test_the_task_module_imports_no_optuna():
+    code = "import sys, hpo.objective, hpo.executors; print('optuna' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

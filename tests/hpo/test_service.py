@@ -1,23 +1,22 @@
 """The study service end to end, in-process: creation, resume, target, divergence, seeds."""
 
-import sqlite3
+import os
+import signal
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from hpo.errors import UsageError
-from hpo.service import count_trials, load_hpo_study, run_study
+from hpo.service import load_hpo_study, run_study, study_counts
 from hpo.spec import load_spec
-from hpo.storage import buffered_suggestions, finish_trial, new_running_trial, open_storage
 from tests.hpo.conftest import write_spec
-
-# The tests of bulk writes ask() for trials on storages opened with heartbeats, as hpo does.
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
 
 
 def run(spec_path, url, **options):
+    """The study in this process unless a test asks for worker processes (``workers=N``)."""
+    options.setdefault("in_process", "workers" not in options)
     return run_study(load_spec(str(spec_path)), storage_url=url, **options)
 
 
@@ -143,7 +142,7 @@ def test_grid_sampler_stops_at_the_grid_size(tmp_path, db_url):
 def test_count_trials_reports_best_value(tiny_spec, db_url):
     run(tiny_spec, db_url, trials=3)
     study, _ = load_hpo_study(storage_url=db_url, study_name="tiny")
-    counts = count_trials(study)
+    counts = study_counts(study)
     values = [t.value for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert counts.best_value == max(values)
 
@@ -160,314 +159,88 @@ def test_grid_values_never_pass_high(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The bulk writes of a trial produce what Optuna's own API stores
+# Resuming continues the search; worker processes train what this process would
 
 
-def storages_to_compare(tmp_path, kind):
-    """Two fresh storages of one kind: the public API writes into one, hpo's bulk writes into
-    the other."""
-    if kind == "journal":
-        return [open_storage(f"journal:///{tmp_path / f'{name}.log'}") for name in "ab"]
-    return [open_storage(f"sqlite:///{tmp_path / f'{name}.db'}") for name in "ab"]
+def test_resuming_three_times_gives_distinct_parameter_sets(tmp_path, db_url):
+    spec = write_spec(tmp_path / "tiny.toml", sampler="random", trials=15)
+    for n in (5, 10, 15):
+        run(spec, db_url, trials=n)
+    params = [tuple(sorted(t.params.items())) for t in trials_of(db_url)]
+    assert len(params) == 15 and len(set(params)) == 15
 
 
-def comparable(trial: FrozenTrial) -> dict:
-    """What a FrozenTrial holds, ids and clock times left out (params in their stored order)."""
-    return {
-        "number": trial.number,
-        "state": trial.state,
-        "values": trial.values,
-        "params": list(trial.params.items()),
-        "distributions": trial.distributions,
-        "user_attrs": trial.user_attrs,
-        "system_attrs": trial.system_attrs,
-        "intermediate_values": {k: repr(v) for k, v in trial.intermediate_values.items()},  # NaN
-        "finished": trial.datetime_complete is not None,
-    }
+def test_one_run_and_three_resumed_runs_give_the_same_trials(tmp_path):
+    spec = write_spec(tmp_path / "tiny.toml", sampler="random", trials=9)
+    once, thrice = (f"sqlite:///{tmp_path / name}" for name in ("once.db", "thrice.db"))
+    run(spec, once)
+    for n in (3, 6, 9):
+        run(spec, thrice, trials=n)
+    assert [t.params for t in trials_of(once)] == [t.params for t in trials_of(thrice)]
 
 
-ROWS = {
-    "trials": "number, state, datetime_complete IS NULL",
-    "trial_params": "param_name, param_value, distribution_json",
-    "trial_values": "objective, value, value_type",
-    "trial_intermediate_values": "step, intermediate_value, intermediate_value_type",
-    "trial_user_attributes": "key, value_json",
-    "trial_system_attributes": "key, value_json",
-}
-
-
-def stored_rows(storage) -> dict[str, list]:
-    """Every trial row of a SQLite storage, ids and clock times left out, in insertion order."""
-    path = storage.engine.url.database
-    with sqlite3.connect(path) as c:
-        return {
-            table: c.execute(
-                f"SELECT t.number, {', '.join(f'x.{c.strip()}' for c in columns.split(','))} "
-                f"FROM {table} x JOIN trials t USING (trial_id) ORDER BY x.rowid"
-            ).fetchall()
-            if table != "trials"
-            else c.execute(f"SELECT {columns} FROM trials ORDER BY trial_id").fetchall()
-            for table, columns in ROWS.items()
-        }
-
-
-def suggest_a_few(trial):
-    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-    if trial.suggest_categorical("optimizer", ["sgd", "momentum"]) == "momentum":
-        trial.suggest_float("momentum", 0.5, 0.99)
-    trial.suggest_float("dropout", 0.0, 0.5, step=0.1)
-    trial.suggest_int("layers", 1, 3)
-
-
-def tpe_study(storage, name="s"):
-    # multivariate TPE with constant_liar, as hpo's: relative samples and a system attribute.
-    sampler = optuna.samplers.TPESampler(seed=3, n_startup_trials=3, constant_liar=True)
-    return optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, direction="maximize"
-    )
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_new_running_trial_is_the_trial_the_storage_holds(tmp_path, kind):
-    storage = storages_to_compare(tmp_path, kind)[0]
-    study = tpe_study(storage)
-    study.tell(study.ask(), 0.5)
-    trial = new_running_trial(study)
-    assert study._storage is trial.storage and not hasattr(study._storage, "_created")
-    assert trial.number == 1
-    assert trial._cached_frozen_trial == study._storage.get_trial(trial._trial_id)
-    assert study.get_trials(deepcopy=False)[1] == trial._cached_frozen_trial
-    assert study._storage.get_trial_id_from_study_id_trial_number(study._study_id, 1) == (
-        trial._trial_id
-    )
-    suggest_a_few(trial)
-    study.tell(trial, 0.25)
-    assert study.get_trials()[1].params == trial.params
-
-
-def test_new_running_trial_stores_the_row_ask_stores(tmp_path):
-    plain, created = (tpe_study(s) for s in storages_to_compare(tmp_path, "sqlite"))
-    for _ in range(3):
-        plain.ask()
-        new_running_trial(created)
-    assert stored_rows(created._storage._backend) == stored_rows(plain._storage._backend)
-
-
-@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
-def test_new_running_trial_stores_the_start_time_as_ask_does(tmp_path, monkeypatch, zone):
-    import datetime
-    import time
-
-    monkeypatch.setenv("TZ", zone)
-    time.tzset()
-    try:
-        study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
-        before = datetime.datetime.now()
-        trial = new_running_trial(study)
-        stored = study._storage.get_trial(trial._trial_id).datetime_start
-    finally:
-        monkeypatch.undo()
-        time.tzset()
-    assert abs((stored - before).total_seconds()) < 60
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_buffered_suggestions_store_what_suggest_stores(tmp_path, kind):
-    plain, buffered = (tpe_study(s) for s in storages_to_compare(tmp_path, kind))
-    for i in range(8):
-        a, b = plain.ask(), buffered.ask()
-        suggest_a_few(a)
-        with buffered_suggestions(buffered, b):
-            suggest_a_few(b)
-        assert b.params == a.params
-        plain.tell(a, float(i % 3))
-        buffered.tell(b, float(i % 3))
-    assert [comparable(t) for t in buffered.get_trials()] == [
-        comparable(t) for t in plain.get_trials()
-    ]
-    if kind == "sqlite":
-        assert stored_rows(buffered._storage._backend) == stored_rows(plain._storage._backend)
-    relative = [k for t in buffered.get_trials() for k in t.system_attrs]
-    if kind == "sqlite":  # the shared relative sample went through the buffer too
-        assert any(k.startswith("tpe:relative_params") for k in relative)
-
-
-def test_buffered_suggestions_are_stored_before_the_block_returns(tmp_path):
-    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
-    trial = study.ask()
-    with buffered_suggestions(study, trial):
-        suggest_a_few(trial)
-        assert study.get_trials()[0].params == {}  # inside: held back, read from one snapshot
-    reader = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'a.db'}")
-    assert reader.get_trials()[0].params == trial.params
-
-
-def test_an_error_inside_buffered_suggestions_writes_nothing(tmp_path):
-    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
-    storage = study._storage
-    trial = study.ask()
-    with pytest.raises(KeyboardInterrupt), buffered_suggestions(study, trial):
-        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-        raise KeyboardInterrupt
-    assert study._storage is storage and trial.storage is storage
-    assert study.get_trials()[0].params == {}
-
-
-def finished_by_both(tmp_path, kind, state, value, reports, attrs):
-    """The same trial finished by set_user_attr + report + tell, and by finish_trial."""
-    plain, bulk = (tpe_study(s) for s in storages_to_compare(tmp_path, kind))
-    a, b = plain.ask(), bulk.ask()
-    for t in (a, b):
-        t.suggest_float("lr", 1e-4, 1e-1, log=True)
-    for key, v in attrs.items():
-        a.set_user_attr(key, v)
-    for step, v in reports.items():
-        a.report(v, step)
-    plain.tell(a, value, state=state)
-    finish_trial(bulk, b, state=state, value=value, user_attrs=attrs, intermediate_values=reports)
-    return plain.get_trials()[0], bulk.get_trials()[0], bulk, plain
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-@pytest.mark.parametrize(
-    ("state", "value", "reports"),
-    [
-        (TrialState.COMPLETE, 0.75, {1: 0.5, 2: 0.75, 3: 0.7}),
-        (TrialState.PRUNED, None, {1: 0.5, 2: 0.25}),  # the value: the last intermediate one
-        (TrialState.PRUNED, None, {1: 0.5, 2: 0.0, 4: float("nan")}),  # NaN: no value
-        (TrialState.PRUNED, None, {}),
-        (TrialState.FAIL, None, {1: 0.5}),
-    ],
-)
-def test_finish_trial_stores_what_tell_and_set_user_attr_store(
-    tmp_path, kind, state, value, reports
-):
-    attrs = {"best_epoch": 2, "curves": {"val": [0.5, 0.75]}, "seed": [0, 0], "none": None}
-    a, b, bulk, plain = finished_by_both(tmp_path, kind, state, value, reports, attrs)
-    assert comparable(b) == comparable(a)
-    if kind == "sqlite":
-        assert stored_rows(bulk._storage._backend) == stored_rows(plain._storage._backend)
-    if state == TrialState.COMPLETE:
-        assert bulk.best_trial.value == value
-
-
-def test_finish_trial_replaces_the_attributes_a_retried_trial_inherited(tmp_path):
-    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
-    study.enqueue_trial({"lr": 0.01}, user_attrs={"best_epoch": 9, "kept": 1})
-    trial = study.ask()
-    attrs = {"best_epoch": 1}
-    finish_trial(
-        study, trial, state=TrialState.COMPLETE, value=0.5, user_attrs=attrs, intermediate_values={}
-    )
-    assert study.get_trials()[0].user_attrs == {"best_epoch": 1, "kept": 1}
-
-
-def test_finish_trial_refuses_a_finished_trial(tmp_path):
-    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
-    trial = study.ask()
-    study.tell(trial, state=TrialState.FAIL)
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        finish_trial(
-            study,
-            trial,
-            state=TrialState.COMPLETE,
-            value=0.5,
-            user_attrs={"x": 1},
-            intermediate_values={1: 0.5},
-        )
-    (stored,) = study.get_trials()
-    assert stored.state == TrialState.FAIL and stored.user_attrs == {} and stored.values is None
-
-
-@pytest.mark.parametrize(
-    ("state", "value"), [(TrialState.COMPLETE, None), (TrialState.COMPLETE, float("nan"))]
-)
-def test_finish_trial_refuses_a_complete_trial_without_a_number(tmp_path, state, value):
-    study = tpe_study(open_storage(f"sqlite:///{tmp_path / 'a.db'}"))
-    trial = study.ask()
-    with pytest.raises(ValueError, match="COMPLETE trial needs a value"):
-        finish_trial(study, trial, state=state, value=value, user_attrs={}, intermediate_values={})
-    assert study.get_trials()[0].state == TrialState.RUNNING
-
-
-# ---------------------------------------------------------------------------------------------
-# Known trials: the sampler's read spared while no other process changed the study
-
-
-def test_known_trials_equal_a_read_of_the_study_whenever_they_are_used(
-    tiny_spec, db_url, monkeypatch
-):
-    from hpo import storage as storage_module
-
-    served = []
-    reader = []
-    trials_of_known = storage_module.KnownTrials.trials
-
-    def compared_with_a_read(self):
-        trials = trials_of_known(self)
-        if not reader:
-            reader.append(optuna.storages.RDBStorage(db_url, skip_table_creation=True))
-        study_id = reader[0].get_study_id_from_name("tiny")
-        assert trials == reader[0].get_all_trials(study_id, deepcopy=False)
-        served.append(len(trials))
-        return trials
-
-    monkeypatch.setattr(storage_module.KnownTrials, "trials", compared_with_a_read)
-    run(tiny_spec, db_url, trials=12)
-    assert len(served) >= 10  # every trial after the first read; none in the first
-    assert served == sorted(served)
-
-
-def test_known_trials_change_no_trial(tiny_spec, tmp_path, monkeypatch):
-    from hpo import storage as storage_module
-
-    a = f"sqlite:///{tmp_path / 'a.db'}"
-    b = f"sqlite:///{tmp_path / 'b.db'}"
-    run(tiny_spec, a, trials=10)
-    monkeypatch.setattr(storage_module.KnownTrials, "check", lambda self, census: None)
-    run(tiny_spec, b, trials=10)  # every sampling reads the study
+def test_a_worker_process_trains_what_this_process_trains(tmp_path):
+    # Random search: the same parameters whatever the sampler saw (with TPE the worker's
+    # one-ahead claim sees one finished trial fewer).
+    spec = write_spec(tmp_path / "tiny.toml", sampler="random", trials=4)
+    here, there = (f"sqlite:///{tmp_path / name}" for name in ("here.db", "there.db"))
+    run(spec, here)
+    run(spec, there, workers=1)
 
     def fingerprint(url):
-        return [(t.params, t.state, t.values, t.system_attrs) for t in trials_of(url)]
+        return [
+            (t.params, t.state, t.value, t.intermediate_values, t.user_attrs["curves"])
+            for t in trials_of(url)
+        ]
 
-    assert fingerprint(a) == fingerprint(b)
-
-
-def test_known_trials_go_stale_when_another_process_adds_a_trial(tiny_spec, db_url):
-    run(tiny_spec, db_url, trials=3)
-    other = optuna.load_study(study_name="tiny", storage=db_url)
-    other.enqueue_trial({"learning_rate": 0.01})  # WAITING: the next claim takes it
-    summary = run(tiny_spec, db_url, trials=6)
-    assert summary.counts.finished == 6
-    assert trials_of(db_url)[3].params["learning_rate"] == 0.01
+    assert fingerprint(here) == fingerprint(there)
 
 
-@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
-def test_finish_trial_stores_the_completion_time_as_tell_does(tmp_path, monkeypatch, zone):
-    import time
+@pytest.mark.parametrize("pruner", ["hyperband", "sha", "median"])
+def test_every_pruner_stores_every_epoch_as_intermediate_values(tmp_path, db_url, pruner):
+    spec = write_spec(tmp_path / "tiny.toml", epochs=4, trials=8, sampler="random")
+    spec_obj = load_spec(str(spec))
+    raw = spec_obj.to_dict()
+    raw["search"]["pruner"] = pruner
+    from hpo.spec import spec_from_dict
 
-    monkeypatch.setenv("TZ", zone)
-    time.tzset()
-    try:
-        a, b, _, _ = finished_by_both(tmp_path, "sqlite", TrialState.COMPLETE, 0.5, {1: 0.5}, {})
-    finally:
-        monkeypatch.undo()
-        time.tzset()
-    assert abs((b.datetime_complete - a.datetime_complete).total_seconds()) < 60
-    assert abs((b.datetime_complete - b.datetime_start).total_seconds()) < 60
-
-
-@pytest.mark.parametrize("pruner", ["hyperband", "sha"])
-def test_storage_pruners_report_every_epoch_to_the_storage(tmp_path, db_url, pruner):
-    spec = write_spec(tmp_path / "tiny.toml", epochs=4, trials=8)
-    text = spec.read_text().replace("[search]\n", f'[search]\npruner = "{pruner}"\n')
-    spec.write_text(text)
-    summary = run(spec, db_url)
-    assert summary.counts.finished == 8 and summary.counts.failed == 0
-    trials = trials_of(db_url)
-    for t in trials:
+    run_study(
+        spec_from_dict(raw, source=str(spec), default_name="tiny"),
+        storage_url=db_url,
+        in_process=True,
+    )
+    for t in trials_of(db_url):
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         epochs = t.user_attrs["epochs_run"]
-        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
-        assert t.params and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    if pruner == "sha":  # the pruner's own records, written while the trials ran
-        assert any(k.startswith("completed_rung") for t in trials for k in t.system_attrs)
+        assert sorted(t.intermediate_values)[:epochs] == list(range(1, epochs + 1))
+        assert t.intermediate_values[epochs] == t.user_attrs["curves"]["val_accuracy"][-1]
+
+
+def test_a_trial_whose_worker_dies_is_failed_and_retried_with_its_parameters(
+    tiny_spec, db_url, monkeypatch
+):
+    """A worker process killed with its trial: the trial fails, a copy with the same parameters
+    is queued and run, and the study still reaches its target exactly."""
+    from hpo import executors, service
+
+    class KillingExecutor(executors.LocalProcessExecutor):
+        def submit(self, task):
+            future = super().submit(task)
+            if task.number == 1:
+                os.kill(self.pids()[0], signal.SIGKILL)
+            return future
+
+    monkeypatch.setattr(
+        service, "make_executor", lambda spec, split, **_: KillingExecutor(spec, split, workers=1)
+    )
+    summary = run(tiny_spec, db_url, trials=4, workers=1)
+    trials = trials_of(db_url)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert summary.counts.finished == 4
+    assert [t.number for t in failed] == [1]
+    assert "WorkerLost" in failed[0].system_attrs["hpo:fail_reason"]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retried) == 1 and retried[0].params == failed[0].params
+    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retried[0].user_attrs["seed"] == [0, 1]  # the original's seed
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
