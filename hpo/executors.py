@@ -107,23 +107,28 @@ class LocalProcessExecutor(TrialExecutor):
         self._queue: deque[tuple[TrialTask, concurrent.futures.Future]] = deque()
         self._lock = threading.Lock()
         self._closing = False
-        self._workers = [self._start_worker() for _ in range(workers)]
+        self._broken: Exception | None = None
+        self._workers = [self._start_worker(send_context=False) for _ in range(workers)]
+        for worker in self._workers:  # sent once all started: their start-ups overlap
+            worker.send_context(spec, split)
         self._thread = threading.Thread(target=self._serve, name="hpo-executor", daemon=True)
         self._thread.start()
 
-    def _start_worker(self) -> "_Worker":
+    def _start_worker(self, *, send_context: bool = True) -> "_Worker":
         ours, theirs = self._context.Pipe(duplex=True)
+        # Only the pipe and a pid go with the spawn: the spec and the split follow on the pipe,
+        # where a child that died at start-up makes the send fail instead of block.
         process = self._context.Process(
-            target=worker_main,
-            args=(theirs, self._spec, self._split, os.getpid()),
-            name="hpo-trial-worker",
-            daemon=True,
+            target=worker_main, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
         )
         # The children read these when they import numpy: one BLAS thread each.
         with environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))):
             process.start()
         theirs.close()
-        return _Worker(process, ours)
+        worker = _Worker(process, ours)
+        if send_context:
+            worker.send_context(self._spec, self._split)
+        return worker
 
     def pids(self) -> list[int]:
         """The worker processes' ids (a worker that died is replaced by another)."""
@@ -133,6 +138,9 @@ class LocalProcessExecutor(TrialExecutor):
     def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
         future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
         with self._lock:
+            if self._broken is not None:
+                future.set_exception(self._broken)
+                return future
             if self._closing:
                 raise RuntimeError("cannot submit a trial after shutdown")
             self._queue.append((task, future))
@@ -163,7 +171,19 @@ class LocalProcessExecutor(TrialExecutor):
                 for i, worker in enumerate(self._workers):
                     ours = worker.connection in ready or worker.process.sentinel in ready
                     if worker.future is not None and ours and not worker.collect():
-                        self._workers[i] = self._start_worker()
+                        try:
+                            self._workers[i] = self._start_worker()
+                        except WorkerLost as e:  # cannot even start: fail what waits, stop
+                            self._fail_queued(e)
+                            return
+
+    def _fail_queued(self, error: Exception) -> None:
+        self._closing = True
+        self._broken = error
+        while self._queue:
+            _, future = self._queue.popleft()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
 
     def shutdown(self, *, cancel: bool = False) -> None:
         with self._lock:
@@ -184,6 +204,16 @@ class _Worker:
         self.process, self.connection = process, connection
         self.future: concurrent.futures.Future | None = None
         self.number: int | None = None
+
+    def send_context(self, spec: StudySpec, split: Split) -> None:
+        try:
+            self.connection.send((spec, split))
+        except (OSError, EOFError) as e:
+            self.process.join(timeout=5)
+            raise WorkerLost(
+                f"worker process {self.process.pid} died as it started "
+                f"(exit code {self.process.exitcode})"
+            ) from e
 
     def assign(self, task: TrialTask, future: concurrent.futures.Future) -> None:
         self.future, self.number = future, task.number
@@ -225,10 +255,15 @@ class _Worker:
             self.connection.close()
 
 
-def worker_main(connection, spec: StudySpec, split: Split, parent_pid: int) -> None:
-    """A worker process: train each task received, send back its result, until told to stop."""
+def worker_main(connection, parent_pid: int) -> None:
+    """A worker process: receive the spec and the split, then train each task received and send
+    back its result, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
     die_with_parent(parent_pid)
+    try:
+        spec, split = connection.recv()
+    except (EOFError, OSError):
+        return
     with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
         while True:
             try:
