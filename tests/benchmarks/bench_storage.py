@@ -1,79 +1,94 @@
-"""Benchmark: trials per minute with 1, 2 and 4 workers on SQLite, PostgreSQL and the journal file.
+"""Benchmark: the trial runner on each storage hpo supports, with SQLite side by side.
 
-Every configuration runs the same study: the packaged default spec with random sampling and no
-pruner, so that every trial trains all its epochs and the work per trial is alike, in a fresh
-storage, through ``run_study`` with N worker processes. For each it reports:
+Every storage runs the study of ``bench_study.py``'s scaling part: the packaged default spec with
+``--sampler random --pruner none`` (every trial trains all its epochs, and the random sampler,
+seeded by the trial's number, draws the same configurations everywhere), with 1 and 2 worker
+processes, each run as ``python -m hpo run`` to N_short and to N_long trials on a fresh storage
+so that start-up cancels in the difference (``bench_study.Marginal``). For each storage and
+worker count it reports:
 
-- trials per minute (finished trials over the wall time of ``run_study``), and the ratio to one
-  worker on the same storage;
-- the share of a trial's wall time that is not training (``1 - train_seconds / trial wall``,
-  from the trial's own start and end stamps): storage and sampler time inside the trial;
-- for PostgreSQL, the CPU seconds the server's processes spent per trial (read from /proc
-  before and after), from which the last table projects, on paper, where one server saturates.
+- finished trials per minute, and the ratio to SQLite with as many workers;
+- the time per trial the workers spent not training (waiting for a trial, passing it back);
+- the orchestrator's CPU per trial: it is the only process that talks to the storage;
+- for PostgreSQL, the server's CPU per trial (every postgres process's, its exited backends'
+  included, from /proc before and after), from which the last table projects, on paper, where
+  one server saturates.
 
-Run: ``python tests/benchmarks/bench_storage.py [--trials N] [--workers 1,2,4] [--json PATH]``.
-PostgreSQL comes from ``$HPO_TEST_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``); each run gets a fresh database, dropped after.
+Storages: ``sqlite:///``, ``journal:///`` and, when reachable, PostgreSQL from
+``$HPO_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``), with a fresh
+database for each run, dropped after. Each measurement waits for a quiet machine as
+``bench_study.py``'s do.
+
+Run: ``python tests/benchmarks/bench_storage.py [--trials 10,40] [--workers 1,2] [--repeats 1]``.
 Not a pytest test: the default pytest run ignores ``tests/benchmarks``.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import optuna
 import sqlalchemy
-from optuna.trial import TrialState
 
-from hpo.service import run_study
-from hpo.spec import load_spec, spec_from_dict
-from hpo.storage import open_storage
+# Run as a script, this file's directory is on sys.path (bench_study), not the repository's root.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench_study import (  # noqa: E402
+    BenchmarkError,
+    Marginal,
+    StudyRun,
+    disturbance,
+    log,
+    measure_quietly,
+    median_and_spread,
+    ms,
+    print_table,
+    run_study,
+)
+
+from hpo.storage import POOL_SIZE  # noqa: E402
 
 POSTGRES = os.environ.get("HPO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def bench_spec():
-    spec = load_spec("default")
-    raw = spec.to_dict()
-    raw["search"].update(sampler="random", pruner="none")
-    return spec_from_dict(raw, source="default (random, no pruner)", default_name="default")
+OPTIONS = ("--sampler", "random", "--pruner", "none")
+SERVER_CORES = (2, 8, 32)
+"""Server sizes the PostgreSQL projection is drawn for."""
 
 
 def postgres_cpu_seconds() -> float | None:
-    """utime + stime of every postgres process on this machine, in seconds."""
-    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
-    found = False
+    """User + system CPU seconds of every postgres process on this machine, with those of the
+    backends they reaped (a connection's backend exits with its client)."""
+    total, tick, found = 0.0, os.sysconf("SC_CLK_TCK"), False
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)
-            name = fields[0].split("(", 1)[1]
-            values = fields[1].split()
-        except (OSError, IndexError):
+                head, tail = f.read().rsplit(")", 1)
+        except (OSError, ValueError):
             continue
-        if name.startswith("postgres"):
+        if head.split("(", 1)[1].startswith("postgres"):
             found = True
-            total += (int(values[11]) + int(values[12])) / ticks
+            total += sum(int(x) for x in tail.split()[11:15]) / tick  # utime stime cutime cstime
     return total if found else None
 
 
-class PostgresDatabase:
+class PostgresDatabases:
+    """Fresh databases on one PostgreSQL server, each dropped when the next is made (or at
+    ``drop``)."""
+
     def __init__(self, base: str) -> None:
         self.admin_url = sqlalchemy.engine.make_url(base).set(drivername="postgresql+psycopg")
         self.admin = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        self.name = None
+        self.name: str | None = None
 
     def reachable(self) -> bool:
         try:
             with self.admin.connect():
                 return True
-        except sqlalchemy.exc.OperationalError:
+        except (sqlalchemy.exc.OperationalError, ImportError):
             return False
 
     def fresh(self) -> str:
@@ -91,106 +106,120 @@ class PostgresDatabase:
             self.name = None
 
 
-def measure(spec, url: str, trials: int, workers: int) -> dict:
-    run_study(spec, storage_url=url, trials=0)  # schema and study first, as a cluster would
-    cpu_before = postgres_cpu_seconds() if url.startswith("postgresql") else None
-    start = time.perf_counter()
-    run_study(spec, storage_url=url, trials=trials, workers=workers)
-    wall = time.perf_counter() - start
-    cpu_after = postgres_cpu_seconds() if cpu_before is not None else None
-    study = optuna.load_study(study_name="default", storage=open_storage(url, write=False))
-    done = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    shares = [
-        1 - t.user_attrs["train_seconds"] / (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in done
-        if t.datetime_complete and t.datetime_start
-    ]
-    result = {
-        "workers": workers,
-        "trials": len(done),
-        "wall_seconds": wall,
-        "trials_per_minute": 60 * len(done) / wall,
-        "median_train_seconds": statistics.median(t.user_attrs["train_seconds"] for t in done),
-        "non_training_share_in_trial": statistics.median(shares),
-    }
-    if cpu_before is not None and cpu_after is not None:
-        result["server_cpu_seconds_per_trial"] = (cpu_after - cpu_before) / len(done)
-    return result
+def measure_storage(
+    kind: str, workers: int, trials: tuple[int, int], tmp: Path, postgres: PostgresDatabases
+) -> tuple[Marginal, float | None]:
+    """The marginal trials of ``kind`` with ``workers``, and the server's CPU seconds for them."""
+    runs: list[StudyRun] = []
+    server: list[float | None] = []
+    for n in trials:
+        if kind == "sqlite":
+            url = None  # run_study's own fresh file
+        elif kind == "journal":
+            url = f"journal:///{tmp / f'{uuid.uuid4().hex}.log'}"
+        else:
+            url = postgres.fresh()
+        before = postgres_cpu_seconds() if kind == "postgresql" else None
+        options = (*OPTIONS, "--workers", str(workers))
+        runs.append(run_study("default", trials=n, options=options, tmp=tmp, url=url))
+        after = postgres_cpu_seconds() if before is not None else None
+        server.append(None if after is None else after - before)
+    postgres.drop()
+    server_cpu = None if None in server else server[1] - server[0]
+    return Marginal.between(*runs), server_cpu
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--trials", default="10,40", metavar="SHORT,LONG")
+    parser.add_argument("--workers", default="1,2", metavar="N,N")
+    parser.add_argument("--repeats", type=int, default=1, metavar="N")
     args = parser.parse_args(argv)
+    short, long = (int(n) for n in args.trials.split(","))
     worker_counts = [int(w) for w in args.workers.split(",")]
-    spec = bench_spec()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    postgres = PostgresDatabase(POSTGRES)
-    kinds = ["sqlite", "journal"] + (["postgresql"] if postgres.reachable() else [])
-    if "postgresql" not in kinds:
+    postgres = PostgresDatabases(POSTGRES)
+    kinds = ["sqlite", "journal"]
+    if postgres.reachable():
+        kinds.append("postgresql")
+    else:
         print(f"PostgreSQL at {POSTGRES} is unreachable: skipped", file=sys.stderr)
-    results: dict[str, list[dict]] = {k: [] for k in kinds}
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in kinds:
-            for workers in worker_counts:
-                if kind == "sqlite":
-                    url = f"sqlite:///{Path(tmp) / f'{uuid.uuid4().hex}.db'}"
-                elif kind == "journal":
-                    url = f"journal:///{Path(tmp) / f'{uuid.uuid4().hex}.log'}"
-                else:
-                    url = postgres.fresh()
-                print(f"[{time.strftime('%H:%M:%S')}] {kind}, {workers} worker(s)", flush=True)
-                results[kind].append(measure(spec, url, args.trials, workers))
-    postgres.drop()
+    results: dict[tuple[str, int], list[tuple[Marginal, float | None]]] = {}
+    shares = []
+    with tempfile.TemporaryDirectory(prefix="bench_storage-") as tmp:
+        try:
+            for repeat in range(args.repeats):
+                for kind in kinds:
+                    for workers in worker_counts:
+                        log(f"{repeat + 1}/{args.repeats}: {kind}, {workers} worker(s)")
+                        result, share = measure_quietly(
+                            lambda k=kind, w=workers: measure_storage(
+                                k, w, (short, long), Path(tmp), postgres
+                            )
+                        )
+                        results.setdefault((kind, workers), []).append(result)
+                        shares.append(share)
+        except BenchmarkError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            postgres.drop()
 
-    print(
-        f"\nTrials per minute: default spec (random, no pruner), {args.trials} trials, "
-        f"{os.cpu_count()} CPUs"
-    )
-    header = (
-        "storage",
-        "workers",
-        "trials/min",
-        "vs 1 worker",
-        "median train s",
-        "not training, in trial",
-        "server CPU s/trial",
-    )
-    print("  ".join(f"{h:>{max(len(h), 10)}}" for h in header))
-    for kind, rows in results.items():
-        base = rows[0]["trials_per_minute"]
-        for r in rows:
-            cpu = r.get("server_cpu_seconds_per_trial")
-            cells = (
+    def rate(kind: str, workers: int) -> float:
+        return statistics.median(m.trials_per_minute for m, _ in results[kind, workers])
+
+    rows = []
+    for (kind, workers), pairs in results.items():
+        marginals = [m for m, _ in pairs]
+        server = [c / m.trials for m, c in pairs if c is not None]
+        rows.append(
+            (
                 kind,
-                r["workers"],
-                f"{r['trials_per_minute']:.1f}",
-                f"{r['trials_per_minute'] / base:.2f}x",
-                f"{r['median_train_seconds']:.3f}",
-                f"{r['non_training_share_in_trial']:.1%}",
-                "-" if cpu is None else f"{cpu:.4f}",
+                str(workers),
+                median_and_spread([m.trials_per_minute for m in marginals], lambda v: f"{v:.0f}"),
+                f"{rate(kind, workers) / rate('sqlite', workers):.2f}x",
+                median_and_spread([m.idle_per_trial(workers) for m in marginals], ms),
+                median_and_spread([m.orchestrator_cpu / m.trials for m in marginals], ms),
+                median_and_spread(server, ms) if server else "-",
             )
-            widths = [max(len(h), 10) for h in header]
-            print("  ".join(f"{c!s:>{w}}" for c, w in zip(cells, widths, strict=True)))
+        )
+    print_table(
+        f"Trials {short}-{long - 1} per minute by storage: default spec with {' '.join(OPTIONS)}, "
+        f"{os.cpu_count()} CPUs (median [min, max] of {args.repeats});\n{disturbance(shares)}",
+        (
+            "storage",
+            "workers",
+            "trials/min",
+            "vs sqlite",
+            "workers not training ms/trial",
+            "orchestrator CPU ms/trial",
+            "server CPU ms/trial",
+        ),
+        rows,
+    )
+    print(
+        f"  commands: python -m hpo run default --trials {short}|{long} --seed 0 "
+        f"{' '.join(OPTIONS)} --workers N\n            --storage URL --study bench --no-report "
+        "--quiet   (URL: a fresh sqlite:///, journal:/// or PostgreSQL database)"
+    )
 
-    if "postgresql" in results:
-        rows = results["postgresql"]
-        cpu = statistics.median(r["server_cpu_seconds_per_trial"] for r in rows)
-        per_worker = rows[0]["trials_per_minute"] / 60  # one worker's trials per second
+    if "postgresql" in kinds:
+        pairs = [p for w in worker_counts for p in results["postgresql", w]]
+        cpu = statistics.median(c / m.trials for m, c in pairs if c is not None)
+        per_worker = rate("postgresql", worker_counts[0]) / 60 / worker_counts[0]
         print("\nProjection (on paper, not measured): one PostgreSQL server")
         print(f"  server CPU per trial (median over runs): {cpu * 1000:.1f} ms")
         print(f"  one worker finishes {per_worker:.2f} trials/s of this study")
-        for cores in (2, 8, 32):
+        for cores in SERVER_CORES:
             limit = cores / (cpu * per_worker)
             print(
                 f"  a {cores}-core server saturates near {limit:,.0f} workers "
                 f"({limit * per_worker * 60:,.0f} trials/min), if CPU is its bottleneck"
             )
-        print("  connections: at most 3 per worker, so max_connections = 100 allows about 30")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(
+            f"  connections: each orchestrator (hpo run or hpo worker) holds at most {POOL_SIZE} "
+            "pooled connections and one for the lock;\n  its trial worker processes hold none, "
+            f"so max_connections = 100 allows about {100 // (POOL_SIZE + 1)} orchestrators"
+        )
     return 0
 
 
