@@ -36,6 +36,7 @@ pytest test: the default pytest run ignores ``tests/benchmarks``.
 """
 
 import argparse
+import hashlib
 import itertools
 import json
 import math
@@ -749,6 +750,24 @@ PARTS: dict[str, Callable[[Path, int], None]] = {
 }
 
 
+def code_version() -> str:
+    """The code measured: the checkout's commit, and a digest of any uncommitted change to
+    ``hpo/``, ``trainer/`` or ``studies/`` (another engineer may be editing them)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, check=True)
+        return done.stdout.decode(errors="replace")
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", "hpo", "trainer", "studies")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    if not diff:
+        return head
+    return f"{head} with uncommitted changes {hashlib.sha1(diff.encode()).hexdigest()[:8]}"
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -766,9 +785,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = list(PARTS) if args.part == "all" else [args.part]
+    version = code_version()
     print(
-        f"bench_study: python {sys.version.split()[0]}, optuna {optuna.__version__}, "
-        f"{os.cpu_count()} CPUs, parts: {', '.join(names)}"
+        f"bench_study: code {version}, python {sys.version.split()[0]}, optuna "
+        f"{optuna.__version__}, {os.cpu_count()} CPUs, parts: {', '.join(names)}"
     )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_study-") as tmp:
@@ -786,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     failed = sum(not v.ok for v in VERDICTS)
     print(f"\n{len(VERDICTS) - failed} PASS, {failed} FAIL")
+    if code_version() != version:
+        print(f"WARNING: the code changed during the run ({version} -> {code_version()})")
     return 0
 
 
