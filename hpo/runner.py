@@ -26,6 +26,7 @@ executor is stopped and every trial still in flight is failed, never left RUNNIN
 import concurrent.futures
 import contextlib
 import math
+import sys
 import time
 import warnings
 from collections import deque
@@ -320,7 +321,7 @@ class Orchestrator:
                 )
 
     def _finish(self, claimed: Claimed, future: concurrent.futures.Future) -> None:
-        self.beats.discard(claimed.trial_id)
+        # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.
         self.claim_after = 0.0  # a slot is free: the next claim may succeed
         error = future.exception()
         if error is None and future.result().state == INTERRUPTED:
@@ -338,7 +339,21 @@ class Orchestrator:
                 )
             return
         result: TrialResult = future.result()
-        retrying(lambda: self._tell(claimed.trial, result), what=f"storing trial #{result.number}")
+        try:
+            retrying(
+                lambda: self._tell(claimed.trial, result), what=f"storing trial #{result.number}"
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another orchestrator's sweep failed it meanwhile (and queued it again): its result
+            # is not stored, and the retry runs it anew.
+            self.beats.discard(claimed.trial_id)
+            print(
+                f"hpo: trial #{result.number} was failed as stale by another worker before its "
+                "result was stored; its retry runs it again",
+                file=sys.stderr,
+            )
+            return
+        self.beats.discard(claimed.trial_id)
         self.errors = 0
         self.ran += 1
         c = self.counts

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from hpo.errors import UsageError
-from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor
+from hpo.errors import RunError, UsageError
+from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
 from hpo.pruning import (
@@ -220,7 +220,10 @@ def make_executor(spec: StudySpec, split: Split, *, workers: int, in_process: bo
     local processes."""
     if in_process:
         return InlineExecutor(spec, split)
-    return LocalProcessExecutor(spec, split, workers=workers)
+    try:
+        return LocalProcessExecutor(spec, split, workers=workers)
+    except WorkerLost as e:
+        raise RunError(f"cannot start the worker processes: {e}") from None
 
 
 def _orchestrate(

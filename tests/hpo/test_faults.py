@@ -194,11 +194,6 @@ def test_sigkilled_worker_on_sqlite_is_retried_and_the_target_reached(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open defect: on PostgreSQL the retried trial is failed by the other waiting worker's "
-    "sweep while it trains (its tell then hits UpdateFinishedTrialError); see the issue 10 note",
-    strict=False,
-)
 @pytest.mark.usefixtures("fast_heartbeat")
 def test_sigkilled_worker_on_postgresql_is_retried_and_the_target_reached(tmp_path, postgres_url):
     spec = slow_spec(tmp_path / "slow.toml", trials=1)
