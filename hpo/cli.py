@@ -18,10 +18,10 @@ from pathlib import Path
 
 from hpo.errors import HPOError, UsageError
 from hpo.interrupts import INTERRUPTS
-from hpo.spec import PRUNERS, SAMPLERS, load_spec, packaged_specs, spec_from_dict
+from hpo.names import PRUNERS, SAMPLERS
 from hpo.urls import mask_password, resolve_url
-from trainer.cli import int_at_least, main_closing_quietly
-from trainer.datasets import DATASETS, DatasetError, check_dataset_name
+from trainer.console import int_at_least, main_closing_quietly
+from trainer.sources import DATASETS, DatasetError, check_dataset_name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -260,6 +260,8 @@ def _dataset(text: str) -> str:
 def _spec_with_overrides(args: argparse.Namespace):
     """The spec with the command line's [search] and [data] values in place of its own; another
     dataset also renames the study (its trials are not comparable with the spec's own)."""
+    from hpo.spec import load_spec, spec_from_dict
+
     spec = load_spec(args.spec)
     search = {k: getattr(args, k) for k in ("sampler", "pruner", "seed")}
     search = {k: v for k, v in search.items() if v is not None}
@@ -381,6 +383,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
+    from hpo.spec import packaged_specs
+
     specs = packaged_specs()
     width = max(map(len, specs), default=0)
     for name, description in specs.items():

@@ -21,15 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import SpecError, UsageError
-from trainer.datasets import DATASETS, DatasetError, check_dataset_name
+from hpo.names import EXPERIMENTS, PRUNERS, SAMPLERS
 from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
-
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
-EXPERIMENTS = ("optimizers", "init", "batchnorm", "overfit")
-"""The chapter's experiments whose own figure a study's report may carry (``[study]
-experiment``); ``reports.experiments`` draws them."""
-PRUNERS = ("median", "hyperband", "sha", "none")
+from trainer.sources import DATASETS, DatasetError, check_dataset_name
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,16 @@ import os
 import re
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 DEFAULT_STORAGE = "sqlite:///hpo.db"
+
+
+def make_url(url: str):
+    """SQLAlchemy's URL parser, imported when first needed (``--help`` needs none)."""
+    from sqlalchemy.engine import make_url as parse
+
+    return parse(url)
+
+
 URL_FORMS = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, journal:///PATH"
 
 

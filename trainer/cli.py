@@ -7,15 +7,15 @@ allowed), 130 when interrupted.
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable
 
 import numpy as np
 
-from trainer.datasets import DATASETS, DatasetError, check_dataset_name, load_split
+from trainer.console import int_at_least, main_closing_quietly
+from trainer.datasets import load_split
 from trainer.network import ACTIVATIONS, INITS, MultiLayerNet
 from trainer.optimizers import OPTIMIZERS, make_optimizer
+from trainer.sources import DATASETS, DatasetError, check_dataset_name
 from trainer.training import EpochMetrics, evaluate, train
 
 EXAMPLE = """example:
@@ -32,23 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``, with the rule in its error."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not an integer (allowed: >= {minimum})"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} (allowed: >= {minimum})")
-        return value
-
-    return parse
 
 
 def _float(text: str) -> float:
@@ -226,20 +209,6 @@ def run(args: argparse.Namespace) -> dict:
         "train_seconds": result.train_seconds,
         "history": history.as_dict(),
     }
-
-
-def main_closing_quietly(main: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
-    """``main(argv)``, ending quietly with exit 1 when the reader of stdout went away
-    (``| head``): stdout then points at /dev/null, so the interpreter's last flush raises
-    nothing either. The flush happens here, not at exit, where the error could not be caught."""
-    try:
-        code = main(argv)
-        sys.stdout.flush()
-        return code
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

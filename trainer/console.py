@@ -1,0 +1,38 @@
+"""What both command lines (``python -m trainer``, ``python -m hpo``) share, light to import:
+argument types with the rule in their errors, and a quiet end on a closed pipe."""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with the rule in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer (allowed: >= {minimum})"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} (allowed: >= {minimum})")
+        return value
+
+    return parse
+
+
+def main_closing_quietly(main: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """``main(argv)``, ending quietly with exit 1 when the reader of stdout went away
+    (``| head``): stdout then points at /dev/null, so the interpreter's last flush raises
+    nothing either. The flush happens here, not at exit, where the error could not be caught."""
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
