@@ -402,8 +402,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     storage = open_storage(url, write=False)
     rows = [("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")]
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
+    for name in optuna.get_all_study_names(storage):  # summaries would read every trial
+        study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         counts = count_trials(trials)
         stamps = [t.datetime_complete or t.datetime_start for t in trials]
@@ -411,7 +411,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
         dataset = study.user_attrs.get(SPEC_ATTR, {}).get("data", {}).get("dataset", "?")
         rows.append(
             (
-                s.study_name,
+                name,
                 dataset,
                 str(counts.complete),
                 str(counts.pruned),
@@ -438,9 +438,7 @@ def _study_name_or_only(url: str, name: str | None) -> str:
     from hpo.storage import open_storage
 
     storage = open_storage(url, write=False)
-    names = [
-        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-    ]
+    names = optuna.get_all_study_names(storage)
     if len(names) == 1:
         return names[0]
     raise UsageError(

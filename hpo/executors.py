@@ -10,7 +10,7 @@ the training, which never does. Every executor trains each trial on one BLAS thr
   every trial's time.
 - ``LocalProcessExecutor``: N spawned worker processes, each holding the study's spec and split
   (sent once, when it starts). The orchestrator's writes then overlap the training, and it
-  keeps one trial asked ahead (``prefetch``) so that a worker never waits for a claim. Workers
+  keeps trials asked ahead (``prefetch``) so that a worker never waits for a claim. Workers
   ignore SIGINT (the orchestrator decides what a Ctrl-C means and stops them) and die with
   their parent, even a SIGKILL'd one. A worker that dies with a trial (killed, out of memory)
   fails that trial's future with ``WorkerLost`` and is replaced.
@@ -42,6 +42,10 @@ ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
 from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by
 tests/benchmarks/bench_trainer.py); more cores are used through more trials in flight."""
+PREFETCH = 2
+"""Trials asked ahead of the worker processes. One is enough on average (a claim and a tell
+cost the orchestrator ~60 ms, a default-study trial trains ~107 ms), but pruned trials of 20 ms
+come in runs: a second trial in hand lets the orchestrator catch up during the long ones."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
@@ -55,12 +59,12 @@ class TrialFailed(RuntimeError):
 
 
 class TrialExecutor(abc.ABC):
-    """Runs trials. ``slots`` trials may be in flight at once; ``prefetch`` says whether the
-    orchestrator gains by keeping one more trial asked ahead (true when training runs
-    elsewhere, so the claim overlaps it)."""
+    """Runs trials. ``slots`` trials may be in flight at once; ``prefetch`` is how many more the
+    orchestrator keeps asked ahead (some when training runs elsewhere, so that its claims and
+    writes overlap the training; none in this process)."""
 
     slots: int = 1
-    prefetch: bool = False
+    prefetch: int = 0
 
     @abc.abstractmethod
     def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
@@ -96,7 +100,7 @@ class LocalProcessExecutor(TrialExecutor):
     """``workers`` spawned processes; a thread of this process hands them tasks in order and
     collects their results (see the module docstring)."""
 
-    prefetch = True
+    prefetch = PREFETCH
 
     def __init__(self, spec: StudySpec, split: Split, *, workers: int) -> None:
         if workers < 1:

@@ -36,19 +36,19 @@ def top_trials(study: optuna.Study, k: int) -> list[dict[str, Any]]:
 
 def best_trial_summary(study: optuna.Study) -> dict[str, Any]:
     """``study``, ``trial``, ``value``, ``params`` (and ``test_accuracy`` when known)."""
-    top = top_trials(study, 1)
-    if not top:
-        raise RunError(f"study {study.study_name!r} has no completed trial yet")
-    best = top[0]
+    try:
+        best = study.best_trial  # one query for the best: no read of every trial
+    except ValueError:
+        raise RunError(f"study {study.study_name!r} has no completed trial yet") from None
     summary = {
         "study": study.study_name,
-        "trial": best["trial"],
-        "value": best["value"],
-        "params": best["params"],
-        "best_epoch": best["best_epoch"],
+        "trial": best.number,
+        "value": best.value,
+        "params": dict(best.params),
+        "best_epoch": best.user_attrs.get("best_epoch"),
     }
     known = study.user_attrs.get(TEST_ACCURACY_ATTR, {})
-    if known.get("trial") == best["trial"]:
+    if known.get("trial") == best.number:
         summary["test_accuracy"] = known["test_accuracy"]
     return summary
 

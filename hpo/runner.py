@@ -13,7 +13,7 @@ A trial's life, all of it here and all of it through Optuna's public API:
 3. **Finish**: every epoch's validation accuracy becomes an intermediate value, the facts of the
    run user attributes, and ``study.tell`` gives the state and value.
 
-The orchestrator is its process's only writer. With worker processes it keeps one trial asked
+The orchestrator is its process's only writer. With worker processes it keeps trials asked
 ahead, so its writes overlap the training instead of delaying it. With one worker the order of
 claims, hand-outs and tells is fixed, so the same spec and seed give the same trials.
 
@@ -192,10 +192,11 @@ class Orchestrator:
                 self._finish(*self.finishing[0])
                 self.finishing.popleft()
             self._fill_slots(claim=True)
-            if self.executor.prefetch and not self.ahead and self._may_claim():
+            while len(self.ahead) < self.executor.prefetch and self._may_claim():
                 claimed = self._claim()
-                if claimed is not None:
-                    self.ahead.append(claimed)
+                if claimed is None:
+                    break
+                self.ahead.append(claimed)
             if not self.in_flight:
                 if self.counts.finished >= self.target or self._past_deadline():
                     return

@@ -173,7 +173,7 @@ def load_hpo_study(
     try:
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=NO_PRUNER)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = optuna.get_all_study_names(storage)
         raise UsageError(
             f"{mask_password(storage_url)}: no study named {study_name!r} "
             f"(allowed: {', '.join(names) if names else 'none yet: create one with hpo run'})"
