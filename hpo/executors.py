@@ -10,7 +10,7 @@ the training, which never does. Every executor trains each trial on one BLAS thr
   every trial's time.
 - ``LocalProcessExecutor``: N spawned worker processes, each holding the study's spec and split
   (sent once, when it starts). The orchestrator's writes then overlap the training, and it
-  keeps trials asked ahead (``prefetch``) so that a worker never waits for a claim. Workers
+  keeps ``prefetch`` more trials queued in it, so that a worker never waits for a claim. Workers
   ignore SIGINT (the orchestrator decides what a Ctrl-C means and stops them) and die with
   their parent, even a SIGKILL'd one. A worker that dies with a trial (killed, out of memory)
   fails that trial's future with ``WorkerLost`` and is replaced.
@@ -42,10 +42,11 @@ ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
 from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by
 tests/benchmarks/bench_trainer.py); more cores are used through more trials in flight."""
-PREFETCH = 2
-"""Trials asked ahead of the worker processes. One is enough on average (a claim and a tell
-cost the orchestrator ~60 ms, a default-study trial trains ~107 ms), but pruned trials of 20 ms
-come in runs: a second trial in hand lets the orchestrator catch up during the long ones."""
+PREFETCH = 1
+"""Trials queued beyond the busy worker processes: a worker starts its next trial the moment it
+is free, while the orchestrator stores the last. More would smooth runs of short pruned trials,
+but each one more leaves the pruning thresholds a trial staler (a trial is handed its thresholds
+when it is queued) and the sampler one more running trial to guess about."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
@@ -59,9 +60,9 @@ class TrialFailed(RuntimeError):
 
 
 class TrialExecutor(abc.ABC):
-    """Runs trials. ``slots`` trials may be in flight at once; ``prefetch`` is how many more the
-    orchestrator keeps asked ahead (some when training runs elsewhere, so that its claims and
-    writes overlap the training; none in this process)."""
+    """Runs trials. ``slots`` trials train at once; ``prefetch`` is how many more the orchestrator
+    keeps queued (some when training runs elsewhere, so that a worker starts its next trial while
+    the orchestrator stores the last; none in this process)."""
 
     slots: int = 1
     prefetch: int = 0

@@ -13,8 +13,9 @@ A trial's life, all of it here and all of it through Optuna's public API:
 3. **Finish**: every epoch's validation accuracy becomes an intermediate value, the facts of the
    run user attributes, and ``study.tell`` gives the state and value.
 
-The orchestrator is its process's only writer. With worker processes it keeps trials asked
-ahead, so its writes overlap the training instead of delaying it. With one worker the order of
+The orchestrator is its process's only writer. With worker processes it keeps trials queued in
+the executor beyond the busy workers (``prefetch``), so its writes overlap the training instead
+of delaying it. With one worker the order of
 claims, hand-outs and tells is fixed, so the same spec and seed give the same trials.
 
 A trial whose training raised is failed; three in a row end the run. A trial whose worker
@@ -29,7 +30,6 @@ import math
 import sys
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -148,9 +148,8 @@ class Orchestrator:
         self.last_sweep = -math.inf
         self.finished: dict[int, FinishedTrial] = {}
         self.counts = Counts()
-        self.ahead: deque[Claimed] = deque()
-        self.in_flight: dict[concurrent.futures.Future, Claimed] = {}
-        self.finishing: deque[tuple[Claimed, concurrent.futures.Future]] = deque()
+        self.in_flight: dict[concurrent.futures.Future, Claimed] = {}  # training or queued
+        self.finishing: Claimed | None = None  # the trial whose result is being stored
         self.ran = 0
         self.errors = 0
         self.claim_after = 0.0  # monotonic time before which a claim is known to be refused
@@ -170,59 +169,50 @@ class Orchestrator:
             except BaseException as e:
                 self.executor.shutdown(cancel=True)
                 reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "the run stopped"
-                left = [c for c, _ in self.finishing] + [*self.in_flight.values(), *self.ahead]
+                left = [*self.in_flight.values()]
+                if self.finishing is not None:
+                    left.append(self.finishing)
                 for claimed in left:
                     self._fail(claimed, reason)
                 self.in_flight.clear()
-                self.finishing.clear()
-                self.ahead.clear()
+                self.finishing = None
                 raise
             self.executor.shutdown()
         return self.ran
 
     def _loop(self) -> None:
-        done: set[concurrent.futures.Future] = set()
         while True:
             INTERRUPTS.check()
-            for future in sorted(done, key=self._order):
-                self.finishing.append((self.in_flight.pop(future), future))
-                self._remember(future)
-            self._fill_slots(claim=False)  # a worker never waits for the writes below
-            while self.finishing:
-                self._finish(*self.finishing[0])
-                self.finishing.popleft()
-            self._fill_slots(claim=True)
-            while len(self.ahead) < self.executor.prefetch and self._may_claim():
-                claimed = self._claim()
-                if claimed is None:
-                    break
-                self.ahead.append(claimed)
+            self._fill()
             if not self.in_flight:
                 if self.counts.finished >= self.target or self._past_deadline():
                     return
                 # The rest of the target runs elsewhere: stay, since a lost trial elsewhere is
                 # swept after the grace period and then retried here.
                 time.sleep(max(0.0, self.claim_after - time.monotonic()))
-                done = set()
                 continue
             done, _ = concurrent.futures.wait(
                 self.in_flight,
                 timeout=RESULT_POLL_SECONDS,
                 return_when=concurrent.futures.FIRST_COMPLETED,
             )
+            if done:
+                # One result a turn, the lowest number first, each followed by the claims it
+                # frees: the order of events does not depend on timing.
+                future = min(done, key=lambda f: self.in_flight[f].trial.number)
+                self.finishing = self.in_flight.pop(future)
+                self._remember(future)
+                self._finish(self.finishing, future)
+                self.finishing = None
 
-    def _order(self, future: concurrent.futures.Future) -> int:
-        return self.in_flight[future].trial.number
-
-    def _fill_slots(self, *, claim: bool) -> None:
-        while len(self.in_flight) < self.executor.slots:
-            if self.ahead:
-                claimed = self.ahead.popleft()
-            elif claim and self._may_claim():
-                claimed = self._claim()
-                if claimed is None:
-                    return
-            else:
+    def _fill(self) -> None:
+        """Claim and hand out trials until every worker has one and ``prefetch`` more wait in
+        the executor's queue, so that a worker starts its next trial the moment it is free."""
+        while len(self.in_flight) < self.executor.slots + self.executor.prefetch:
+            if not self._may_claim():
+                return
+            claimed = self._claim()
+            if claimed is None:
                 return
             self._submit(claimed)
 
