@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from threadpoolctl import threadpool_limits
 
@@ -42,11 +42,13 @@ ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
 from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by
 tests/benchmarks/bench_trainer.py); more cores are used through more trials in flight."""
-PREFETCH = 1
-"""Trials queued beyond the busy worker processes: a worker starts its next trial the moment it
-is free, while the orchestrator stores the last. More would smooth runs of short pruned trials,
-but each one more leaves the pruning thresholds a trial staler (a trial is handed its thresholds
-when it is queued) and the sampler one more running trial to guess about."""
+PREFETCH = 2
+"""Trials queued beyond the busy worker processes, so that a worker starts its next trial the
+moment it is free while the orchestrator stores the last (a claim and a tell cost it ~55 ms of
+CPU; a default-study trial trains ~85 ms on average, a pruned one 20 ms). A queued trial gets its
+pruning thresholds when it leaves the queue, so queueing costs the pruning nothing; the sampler
+sees the queued trials as running (TPE's constant liar), and each read of the study reads them
+again, which is why the queue stays short."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
@@ -68,8 +70,12 @@ class TrialExecutor(abc.ABC):
     prefetch: int = 0
 
     @abc.abstractmethod
-    def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
-        """Start training ``task``; the future holds its result or the reason it has none."""
+    def submit(
+        self, task: TrialTask, *, before_start: Callable[[TrialTask], TrialTask] | None = None
+    ) -> "concurrent.futures.Future[TrialResult]":
+        """Queue ``task``; the future holds its result or the reason it has none.
+        ``before_start(task)``, called as the task leaves the queue to train, returns the task
+        to train (the orchestrator fills in its pruning thresholds then)."""
 
     @abc.abstractmethod
     def shutdown(self, *, cancel: bool = False) -> None:
@@ -82,9 +88,13 @@ class InlineExecutor(TrialExecutor):
     def __init__(self, spec: StudySpec, split: Split) -> None:
         self.spec, self.split = spec, split
 
-    def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
+    def submit(
+        self, task: TrialTask, *, before_start: Callable[[TrialTask], TrialTask] | None = None
+    ) -> "concurrent.futures.Future[TrialResult]":
         future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
         try:
+            if before_start is not None:
+                task = before_start(task)
             with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
                 result = run_task(task, self.spec, self.split, should_stop=INTERRUPTS.requested)
         except Exception as e:
@@ -109,7 +119,7 @@ class LocalProcessExecutor(TrialExecutor):
         self.slots = workers
         self._spec, self._split = spec, split
         self._context = multiprocessing.get_context("spawn")  # no connection crosses fork()
-        self._queue: deque[tuple[TrialTask, concurrent.futures.Future]] = deque()
+        self._queue: deque[tuple[TrialTask, concurrent.futures.Future, Callable | None]] = deque()
         self._lock = threading.Lock()
         self._closing = False
         self._broken: Exception | None = None
@@ -140,7 +150,9 @@ class LocalProcessExecutor(TrialExecutor):
         with self._lock:
             return [w.process.pid for w in self._workers]
 
-    def submit(self, task: TrialTask) -> "concurrent.futures.Future[TrialResult]":
+    def submit(
+        self, task: TrialTask, *, before_start: Callable[[TrialTask], TrialTask] | None = None
+    ) -> "concurrent.futures.Future[TrialResult]":
         future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
         with self._lock:
             if self._broken is not None:
@@ -148,7 +160,7 @@ class LocalProcessExecutor(TrialExecutor):
                 return future
             if self._closing:
                 raise RuntimeError("cannot submit a trial after shutdown")
-            self._queue.append((task, future))
+            self._queue.append((task, future, before_start))
         return future
 
     def _serve(self) -> None:
@@ -159,9 +171,16 @@ class LocalProcessExecutor(TrialExecutor):
                     return
                 for worker in self._workers:
                     if worker.future is None and self._queue:
-                        task, future = self._queue.popleft()
-                        if future.set_running_or_notify_cancel():
-                            worker.assign(task, future)
+                        task, future, before_start = self._queue.popleft()
+                        if not future.set_running_or_notify_cancel():
+                            continue
+                        try:
+                            if before_start is not None:
+                                task = before_start(task)
+                        except Exception as e:
+                            future.set_exception(e)
+                            continue
+                        worker.assign(task, future)
                 waitables = [w.connection for w in self._workers if w.future is not None]
                 waitables += [w.process.sentinel for w in self._workers if w.future is not None]
             if not waitables:
@@ -186,7 +205,7 @@ class LocalProcessExecutor(TrialExecutor):
         self._closing = True
         self._broken = error
         while self._queue:
-            _, future = self._queue.popleft()
+            _, future, _ = self._queue.popleft()
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
@@ -196,7 +215,7 @@ class LocalProcessExecutor(TrialExecutor):
             pending = list(self._queue)
             self._queue.clear()
         self._thread.join()
-        for _, future in pending:
+        for _, future, _ in pending:
             future.cancel()
         for worker in self._workers:
             worker.stop(kill=cancel)

@@ -8,8 +8,8 @@ A trial's life, all of it here and all of it through Optuna's public API:
    that a resumed study continues its search instead of repeating it. The parameters are
    suggested and the trial's first heartbeat recorded before the lock is let go.
 2. **Train**: the trial's configuration, seed and pruning thresholds (``hpo.pruning``, from the
-   study's finished trials) go to the executor as a ``TrialTask``; the training touches no
-   storage.
+   study's finished trials when the trial leaves the executor's queue, its predecessor's result
+   included) go to the executor as a ``TrialTask``; the training touches no storage.
 3. **Finish**: every epoch's validation accuracy becomes an intermediate value, the facts of the
    run user attributes, and ``study.tell`` gives the state and value.
 
@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import math
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -50,7 +51,7 @@ from hpo.objective import (
     suggest,
     trial_seed,
 )
-from hpo.pruning import FinishedTrial, PruningRule
+from hpo.pruning import FinishedTrial, NoPruning, PruningRule
 from hpo.spec import StudySpec
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, retrying
 
@@ -147,6 +148,7 @@ class Orchestrator:
         self.sweep_every = float(heartbeat_settings()[0])
         self.last_sweep = -math.inf
         self.finished: dict[int, FinishedTrial] = {}
+        self.finished_lock = threading.Lock()
         self.counts = Counts()
         self.in_flight: dict[concurrent.futures.Future, Claimed] = {}  # training or queued
         self.finishing: Claimed | None = None  # the trial whose result is being stored
@@ -201,7 +203,6 @@ class Orchestrator:
                 # frees: the order of events does not depend on timing.
                 future = min(done, key=lambda f: self.in_flight[f].trial.number)
                 self.finishing = self.in_flight.pop(future)
-                self._remember(future)
                 self._finish(self.finishing, future)
                 self.finishing = None
 
@@ -296,20 +297,32 @@ class Orchestrator:
             number=trial.number,
             config=configuration(self.spec, trial.params),
             seed=tuple(trial_seed(self.spec.search.seed, claimed.seed_number).entropy),
-            thresholds=self.pruning.thresholds(
-                trial_number=trial.number, finished=list(self.finished.values())
-            ),
+            thresholds=NoPruning().thresholds(trial_number=trial.number, finished=()),
         )
-        self.in_flight[self.executor.submit(task)] = claimed
+        future = self.executor.submit(task, before_start=self._with_thresholds)
+        future.add_done_callback(self._remember)
+        self.in_flight[future] = claimed
+
+    def _with_thresholds(self, task: TrialTask) -> TrialTask:
+        """``task`` with its pruning thresholds, from every result known when it starts (called
+        by the executor, perhaps from its own thread, as the trial leaves its queue)."""
+        with self.finished_lock:
+            finished = list(self.finished.values())
+        return replace(
+            task, thresholds=self.pruning.thresholds(trial_number=task.number, finished=finished)
+        )
 
     def _remember(self, future: concurrent.futures.Future) -> None:
-        """A finished trial's values count for the thresholds of the trials handed out next."""
-        if future.exception() is None:
+        """A finished trial's values count for the thresholds of the trials that start next
+        (a done callback: it runs as the result arrives, before the next trial leaves the
+        executor's queue)."""
+        if not future.cancelled() and future.exception() is None:
             result = future.result()
             if result.state != INTERRUPTED:
-                self.finished[result.number] = FinishedTrial(
-                    result.number, result.state == COMPLETE, result.intermediate_values
-                )
+                with self.finished_lock:
+                    self.finished[result.number] = FinishedTrial(
+                        result.number, result.state == COMPLETE, result.intermediate_values
+                    )
 
     def _finish(self, claimed: Claimed, future: concurrent.futures.Future) -> None:
         # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.

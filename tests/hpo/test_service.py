@@ -226,8 +226,8 @@ def test_a_trial_whose_worker_dies_is_failed_and_retried_with_its_parameters(
     class KillingExecutor(executors.LocalProcessExecutor):
         """Kills its worker once, while the first trial trains (the second is queued then)."""
 
-        def submit(self, task):
-            future = super().submit(task)
+        def submit(self, task, **options):
+            future = super().submit(task, **options)
             if task.number == 1:
                 os.kill(self.pids()[0], signal.SIGKILL)
             return future
