@@ -106,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="finished trials (complete + pruned) the study should reach in total",
     )
-    p.add_argument("--timeout", type=_seconds, metavar="SEC", help="start no trial after SEC")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SEC",
+        help="claim no trial after SEC (those already queued still run)",
+    )
     workers_flags(p)
     p.add_argument("--seed", type=int_at_least(0), help="the sampler's and the trials' seed")
     p.add_argument("--sampler", choices=SAMPLERS)
