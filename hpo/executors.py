@@ -123,6 +123,7 @@ class LocalProcessExecutor(TrialExecutor):
         self._lock = threading.Lock()
         self._closing = False
         self._broken: Exception | None = None
+        self._wake = threading.Event()  # set by submit and shutdown for an idle serving thread
         self._workers = [self._start_worker(send_context=False) for _ in range(workers)]
         for worker in self._workers:  # sent once all started: their start-ups overlap
             worker.send_context(spec, split)
@@ -161,6 +162,7 @@ class LocalProcessExecutor(TrialExecutor):
             if self._closing:
                 raise RuntimeError("cannot submit a trial after shutdown")
             self._queue.append((task, future, before_start))
+        self._wake.set()
         return future
 
     def _serve(self) -> None:
@@ -184,7 +186,9 @@ class LocalProcessExecutor(TrialExecutor):
                 waitables = [w.connection for w in self._workers if w.future is not None]
                 waitables += [w.process.sentinel for w in self._workers if w.future is not None]
             if not waitables:
-                time.sleep(0.002)
+                # Idle: sleep until a submission (or the shutdown) wakes the thread.
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
                 continue
             ready = multiprocessing.connection.wait(waitables, timeout=0.05)
             if not ready:
@@ -214,6 +218,7 @@ class LocalProcessExecutor(TrialExecutor):
             self._closing = True
             pending = list(self._queue)
             self._queue.clear()
+        self._wake.set()
         self._thread.join()
         for _, future, _ in pending:
             future.cancel()

@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from hpo.errors import RunError, UsageError
-from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
+from hpo.executors import InlineExecutor, LocalProcessExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
 from hpo.pruning import (
@@ -229,14 +229,18 @@ def make_executor(spec: StudySpec, split: Split, *, workers: int, in_process: bo
 def _orchestrate(
     study: optuna.Study,
     spec: StudySpec,
+    split: Split,
     *,
     storage_url: str,
     target: int,
     deadline: float | None,
-    executor: TrialExecutor,
+    workers: int,
+    in_process: bool,
     progress: Callable[[Counts, int], None] | None,
 ) -> RunSummary:
+    """Run ``study``'s trials on a new executor until the target or the deadline."""
     start = time.monotonic()
+    executor = make_executor(spec, split, workers=workers, in_process=in_process)
     orchestrator = Orchestrator(
         study,
         spec,
@@ -296,14 +300,15 @@ def run_study(
         counts = study_counts(study)
         return RunSummary(name, storage_url, counts, 0, 0.0)
     deadline = None if timeout is None else start + timeout
-    executor = make_executor(spec, split, workers=workers, in_process=in_process)
     return _orchestrate(
         study,
         spec,
+        split,
         storage_url=storage_url,
         target=target,
         deadline=deadline,
-        executor=executor,
+        workers=workers,
+        in_process=in_process,
         progress=progress,
     )
 
@@ -319,14 +324,14 @@ def run_worker(
     """Join an existing study as one more orchestrator until its stored target is reached."""
     study, spec = load_hpo_study(storage_url=storage_url, study_name=study_name)
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
-    split = load_study_split(spec)
-    executor = make_executor(spec, split, workers=workers, in_process=in_process)
     return _orchestrate(
         study,
         spec,
+        load_study_split(spec),
         storage_url=storage_url,
         target=target,
         deadline=None,
-        executor=executor,
+        workers=workers,
+        in_process=in_process,
         progress=progress,
     )

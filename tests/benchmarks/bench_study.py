@@ -63,6 +63,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from hpo.storage import close_storages, open_storage  # noqa: E402
+from tests.hpo.conftest import write_spec  # noqa: E402
 
 TARGET_OVERHEAD_DEFAULT = 0.10
 """One worker process may add at most this share of the default study's training time..."""
@@ -93,36 +94,6 @@ T = TypeVar("T")
 
 LONG_TRIAL_HIDDEN = "[300, 300, 300]"
 """Hidden layers that make a 30-epoch trial of the default study train about 1 s."""
-TINY_SPEC = """\
-# As the tests' tiny spec (tests/hpo/conftest.py), with one epoch of an 8-unit net: trials that
-# take milliseconds, to fill a storage fast.
-[study]
-name = "tiny"
-
-[data]
-dataset = "digits"
-train_size = 200
-
-[model]
-hidden = [8]
-
-[training]
-epochs = 1
-batch_size = 50
-
-[search]
-sampler = "random"
-seed = 0
-trials = 1000
-startup_trials = 3
-warmup_epochs = 1
-
-[space]
-learning_rate = { low = 1e-3, high = 1e-1, log = true }
-weight_decay = { low = 1e-8, high = 1e-2, log = true }
-dropout_ratio = { low = 0.0, high = 0.5, step = 0.1 }
-optimizer = { choices = ["sgd", "momentum", "adam"] }
-"""
 
 
 class BenchmarkError(RuntimeError):
@@ -668,8 +639,10 @@ def build_study(tmp: Path, spec: Path, trials: int) -> tuple[str, float]:
 
 
 def part_startup(tmp: Path, repeats: int) -> None:
-    spec = tmp / "tiny.toml"
-    spec.write_text(TINY_SPEC, encoding="utf-8")
+    # The tests' tiny spec with one epoch of an 8-unit net: trials of milliseconds, to fill a
+    # storage fast.
+    spec = write_spec(tmp / "tiny.toml", epochs=1, sampler="random", trials=BIG_STUDY_TRIALS)
+    spec.write_text(spec.read_text().replace("hidden = [16]", "hidden = [8]"))
     log(f"startup: building a {BIG_STUDY_TRIALS}-trial study (tiny spec, 2 workers)")
     big, big_seconds = build_study(tmp, spec, BIG_STUDY_TRIALS)
     small, _ = build_study(tmp, spec, SMALL_STUDY_TRIALS)
