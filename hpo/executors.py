@@ -42,13 +42,15 @@ ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
 from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by
 tests/benchmarks/bench_trainer.py); more cores are used through more trials in flight."""
-PREFETCH = 2
+PREFETCH = 3
 """Trials queued beyond the busy worker processes, so that a worker starts its next trial the
-moment it is free while the orchestrator stores the last (a claim and a tell cost it ~55 ms of
-CPU; a default-study trial trains ~85 ms on average, a pruned one 20 ms). A queued trial gets its
+moment it is free while the orchestrator stores the last. A claim and a tell cost it ~45 ms of
+CPU; a default-study trial trains ~120 ms on average but a pruned one ~35 ms, so a run of
+pruned trials drains a short queue: with 2 queued, the worker waited ~12 ms a trial, with 3
+~4 ms, with 4 no less (measured on the default study, 40 trials). A queued trial gets its
 pruning thresholds when it leaves the queue, so queueing costs the pruning nothing; the sampler
 sees the queued trials as running (TPE's constant liar), and each read of the study reads them
-again, which is why the queue stays short."""
+again (~1 ms each on SQLite), which is why the queue stays short."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 

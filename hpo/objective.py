@@ -184,7 +184,7 @@ class TrialResult:
     state: str
     value: float | None
     intermediate_values: dict[int, float]
-    user_attrs: dict[str, Any]
+    facts: dict[str, Any]  # stored as the trial's user attribute RUN_ATTR (``result_facts``)
     seconds: float
 
 
@@ -220,15 +220,15 @@ def run_task(
         state, value = PRUNED, None
     else:
         state, value = COMPLETE, result.best_val_accuracy
-    attrs = result_attrs(result, seed, batch_loss=spec.training.record_batch_loss)
-    return TrialResult(task.number, state, value, values, attrs, time.perf_counter() - start)
+    facts = result_facts(result, seed, batch_loss=spec.training.record_batch_loss)
+    return TrialResult(task.number, state, value, values, facts, time.perf_counter() - start)
 
 
-def result_attrs(
+def result_facts(
     result: TrainResult, seed: np.random.SeedSequence, *, batch_loss: bool = False
 ) -> dict[str, Any]:
-    """The trial's user attributes: the facts of its run and its per-epoch curves, and with
-    ``batch_loss`` every step's training loss (to 5 significant digits, non-finite as None)."""
+    """The facts of a trial's run and its per-epoch curves, and with ``batch_loss`` every
+    step's training loss (to 5 significant digits, non-finite as None)."""
     history = result.history
     best = result.best_epoch
     attrs = {
@@ -245,3 +245,14 @@ def result_attrs(
             float(f"{v:.5g}") if math.isfinite(v) else None for v in result.batch_loss
         ]
     return attrs
+
+
+RUN_ATTR = "run"
+"""The user attribute that holds a trial's ``result_facts``, as one JSON object: one storage
+write per trial instead of one per fact (each costs the orchestrator ~1 ms on SQLite)."""
+
+
+def run_facts(trial: "optuna.trial.FrozenTrial") -> dict[str, Any]:
+    """A stored trial's ``result_facts`` (empty for a trial that has none yet); a trial stored
+    by hpo before RUN_ATTR held them as separate user attributes, read as such."""
+    return trial.user_attrs.get(RUN_ATTR, trial.user_attrs)

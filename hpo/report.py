@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
-from hpo.objective import build_net, configuration, fit_net, trial_seed
+from hpo.objective import build_net, configuration, fit_net, run_facts, trial_seed
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
 from hpo.urls import mask_password
@@ -46,7 +46,7 @@ def _param_infos(trials: list[optuna.trial.FrozenTrial]) -> tuple[ParamInfo, ...
 
 
 def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
-    attrs = t.user_attrs
+    attrs = run_facts(t)
     return TrialRecord(
         number=t.number,
         state=t.state.name,

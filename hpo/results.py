@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
-from hpo.objective import configuration, train_configuration, trial_seed
+from hpo.objective import configuration, run_facts, train_configuration, trial_seed
 from hpo.spec import StudySpec
 from hpo.urls import artifact_dir
 from trainer.checkpoint import save_checkpoint
@@ -26,8 +26,8 @@ def top_trials(study: optuna.Study, k: int) -> list[dict[str, Any]]:
         {
             "trial": t.number,
             "value": t.value,
-            "best_epoch": t.user_attrs.get("best_epoch"),
-            "train_accuracy": t.user_attrs.get("train_accuracy"),
+            "best_epoch": run_facts(t).get("best_epoch"),
+            "train_accuracy": run_facts(t).get("train_accuracy"),
             "params": dict(t.params),
         }
         for t in done[:k]
@@ -45,7 +45,7 @@ def best_trial_summary(study: optuna.Study) -> dict[str, Any]:
         "trial": best.number,
         "value": best.value,
         "params": dict(best.params),
-        "best_epoch": best.user_attrs.get("best_epoch"),
+        "best_epoch": run_facts(best).get("best_epoch"),
     }
     known = study.user_attrs.get(TEST_ACCURACY_ATTR, {})
     if known.get("trial") == best.number:

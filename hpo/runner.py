@@ -11,7 +11,7 @@ A trial's life, all of it here and all of it through Optuna's public API:
    study's finished trials when the trial leaves the executor's queue, its predecessor's result
    included) go to the executor as a ``TrialTask``; the training touches no storage.
 3. **Finish**: every epoch's validation accuracy becomes an intermediate value, the facts of the
-   run user attributes, and ``study.tell`` gives the state and value.
+   run one user attribute (``RUN_ATTR``), and ``study.tell`` gives the state and value.
 
 The orchestrator is its process's only writer. With worker processes it keeps trials queued in
 the executor beyond the busy workers (``prefetch``), so its writes overlap the training instead
@@ -45,9 +45,11 @@ from hpo.locks import storage_lock
 from hpo.objective import (
     COMPLETE,
     INTERRUPTED,
+    RUN_ATTR,
     TrialResult,
     TrialTask,
     configuration,
+    run_facts,
     suggest,
     trial_seed,
 )
@@ -88,7 +90,7 @@ def count_trials(trials: list[optuna.trial.FrozenTrial]) -> Counts:
         by_state[t.state] += 1
         if t.state == TrialState.COMPLETE and (best is None or t.value > best):
             best = t.value
-        if t.state == TrialState.PRUNED and t.user_attrs.get("diverged"):
+        if t.state == TrialState.PRUNED and run_facts(t).get("diverged"):
             diverged += 1
     return Counts(
         complete=by_state[TrialState.COMPLETE],
@@ -369,7 +371,7 @@ class Orchestrator:
             c,
             complete=c.complete + complete,
             pruned=c.pruned + (not complete),
-            diverged=c.diverged + bool(result.user_attrs.get("diverged")),
+            diverged=c.diverged + bool(result.facts.get("diverged")),
             running=max(0, c.running - 1),
             best_value=best,
         )
@@ -378,8 +380,7 @@ class Orchestrator:
     def _tell(self, trial: optuna.Trial, result: TrialResult) -> None:
         for step, value in sorted(result.intermediate_values.items()):
             trial.report(value, step)
-        for key, value in result.user_attrs.items():
-            trial.set_user_attr(key, value)
+        trial.set_user_attr(RUN_ATTR, result.facts)
         if result.state == COMPLETE:
             self.study.tell(trial, result.value, skip_if_finished=True)
         else:

@@ -62,6 +62,7 @@ if str(REPO_ROOT) not in sys.path:
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from hpo.objective import run_facts  # noqa: E402
 from hpo.storage import close_storages, open_storage  # noqa: E402
 from tests.hpo.conftest import write_spec  # noqa: E402
 
@@ -288,7 +289,7 @@ def run_study(
         orchestrator_cpu=timed.own_cpu,
         workers_cpu=timed.children_cpu,
         params={t.number: dict(t.params) for t in finished},
-        train={t.number: float(t.user_attrs["train_seconds"]) for t in finished},
+        train={t.number: float(run_facts(t)["train_seconds"]) for t in finished},
         completed={t.number: t.datetime_complete.timestamp() for t in finished},
     )
 

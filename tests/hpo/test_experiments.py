@@ -11,7 +11,7 @@ import pytest
 
 from hpo import experiments
 from hpo.cli import main
-from hpo.objective import configuration, train_configuration, trial_seed
+from hpo.objective import configuration, run_facts, train_configuration, trial_seed
 from hpo.report import make_report
 from hpo.service import grid_size, load_hpo_study, load_study_split, run_study
 from hpo.spec import EXPERIMENTS, load_spec, packaged_specs
@@ -99,7 +99,7 @@ def test_init_study_stores_every_steps_loss(init_study):
     split = load_study_split(spec)
     steps = 2 * -(-len(split.x_train) // spec.training.batch_size)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert complete and all(len(t.user_attrs["batch_loss"]) == steps for t in complete)
+    assert complete and all(len(run_facts(t)["batch_loss"]) == steps for t in complete)
 
 
 def test_initial_histograms_are_the_trials_own_starting_weights(init_study):

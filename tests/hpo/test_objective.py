@@ -3,9 +3,19 @@
 import subprocess
 import sys
 
+import optuna
 import pytest
 
-from hpo.objective import COMPLETE, INTERRUPTED, PRUNED, TrialTask, configuration, run_task
+from hpo.objective import (
+    COMPLETE,
+    INTERRUPTED,
+    PRUNED,
+    RUN_ATTR,
+    TrialTask,
+    configuration,
+    run_facts,
+    run_task,
+)
 from hpo.pruning import NoPruning, Thresholds
 from hpo.service import load_study_split
 from hpo.spec import load_spec
@@ -36,7 +46,7 @@ def test_the_same_task_gives_the_same_result(spec_and_split):
     spec, split = spec_and_split
     a, b = (run_task(task(spec), spec, split) for _ in range(2))
     assert (a.state, a.value, a.intermediate_values) == (b.state, b.value, b.intermediate_values)
-    assert a.user_attrs["curves"] == b.user_attrs["curves"]
+    assert a.facts["curves"] == b.facts["curves"]
 
 
 def test_a_complete_task_reports_every_epoch_and_its_best(spec_and_split):
@@ -57,8 +67,8 @@ def test_thresholds_prune_the_task(spec_and_split):
 def test_a_diverged_task_is_pruned_with_zero_after_its_last_epoch(spec_and_split):
     spec, split = spec_and_split
     result = run_task(task(spec, learning_rate=1e4, optimizer="sgd"), spec, split)
-    assert result.state == PRUNED and result.user_attrs["diverged"]
-    assert result.intermediate_values[result.user_attrs["epochs_run"] + 1] == 0.0
+    assert result.state == PRUNED and result.facts["diverged"]
+    assert result.intermediate_values[result.facts["epochs_run"] + 1] == 0.0
 
 
 def test_should_stop_interrupts_the_task_between_steps(spec_and_split):
@@ -66,6 +76,14 @@ def test_should_stop_interrupts_the_task_between_steps(spec_and_split):
     result = run_task(task(spec), spec, split, should_stop=lambda: True)
     assert result.state == INTERRUPTED
     assert result.intermediate_values == {}
+
+
+def test_run_facts_read_one_attribute_and_the_separate_ones_of_older_studies():
+    facts = {"best_epoch": 3, "epochs_run": 5, "curves": {"val_accuracy": [0.5] * 5}}
+    now = optuna.trial.create_trial(value=0.5, user_attrs={RUN_ATTR: facts})
+    before = optuna.trial.create_trial(value=0.5, user_attrs=facts)
+    assert run_facts(now) == run_facts(before) == facts
+    assert run_facts(optuna.trial.create_trial(value=0.5)) == {}
 
 
 def test_the_task_module_imports_no_optuna():

@@ -9,6 +9,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.errors import UsageError
+from hpo.objective import run_facts
 from hpo.service import load_hpo_study, run_study, study_counts
 from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
@@ -35,12 +36,12 @@ def test_study_lands_in_sqlite_with_log_distributions(tiny_spec, db_url):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete
     for t in complete:
-        curves = t.user_attrs["curves"]
-        assert len(curves["val_accuracy"]) == t.user_attrs["epochs_run"]
+        curves = run_facts(t)["curves"]
+        assert len(curves["val_accuracy"]) == run_facts(t)["epochs_run"]
         assert t.value == max(curves["val_accuracy"])
-        assert curves["val_accuracy"][t.user_attrs["best_epoch"] - 1] == t.value
-        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs_run"] + 1))
-        assert t.user_attrs["train_seconds"] > 0 and t.user_attrs["seed"] == [0, t.number]
+        assert curves["val_accuracy"][run_facts(t)["best_epoch"] - 1] == t.value
+        assert sorted(t.intermediate_values) == list(range(1, run_facts(t)["epochs_run"] + 1))
+        assert run_facts(t)["train_seconds"] > 0 and run_facts(t)["seed"] == [0, t.number]
 
 
 def test_spec_is_stored_with_the_study(tiny_spec, db_url):
@@ -88,11 +89,11 @@ def test_diverging_configuration_is_recorded_and_the_study_continues(tmp_path, d
     )
     summary = run(spec, db_url)
     assert summary.counts.finished == 12
-    diverged = [t for t in trials_of(db_url) if t.user_attrs.get("diverged")]
+    diverged = [t for t in trials_of(db_url) if run_facts(t).get("diverged")]
     assert diverged, "a learning rate up to 1e4 with SGD should diverge"
     for t in diverged:
         assert t.state == TrialState.PRUNED
-        assert t.intermediate_values[t.user_attrs["epochs_run"] + 1] == 0.0
+        assert t.intermediate_values[run_facts(t)["epochs_run"] + 1] == 0.0
     assert summary.counts.diverged == len(diverged)
     assert summary.counts.complete > 0
 
@@ -104,7 +105,7 @@ def test_same_seed_and_spec_give_the_same_trials(tiny_spec, tmp_path):
     run(tiny_spec, b)
 
     def fingerprint(url):
-        return [(t.params, t.state, t.value, t.user_attrs["curves"]) for t in trials_of(url)]
+        return [(t.params, t.state, t.value, run_facts(t)["curves"]) for t in trials_of(url)]
 
     assert fingerprint(a) == fingerprint(b)
 
@@ -189,7 +190,7 @@ def test_a_worker_process_trains_what_this_process_trains(tmp_path):
 
     def fingerprint(url):
         return [
-            (t.params, t.state, t.value, t.intermediate_values, t.user_attrs["curves"])
+            (t.params, t.state, t.value, t.intermediate_values, run_facts(t)["curves"])
             for t in trials_of(url)
         ]
 
@@ -211,9 +212,9 @@ def test_every_pruner_stores_every_epoch_as_intermediate_values(tmp_path, db_url
     )
     for t in trials_of(db_url):
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        epochs = t.user_attrs["epochs_run"]
+        epochs = run_facts(t)["epochs_run"]
         assert sorted(t.intermediate_values)[:epochs] == list(range(1, epochs + 1))
-        assert t.intermediate_values[epochs] == t.user_attrs["curves"]["val_accuracy"][-1]
+        assert t.intermediate_values[epochs] == run_facts(t)["curves"]["val_accuracy"][-1]
 
 
 def test_a_trial_whose_worker_dies_is_failed_and_retried_with_its_parameters(
@@ -244,5 +245,5 @@ def test_a_trial_whose_worker_dies_is_failed_and_retried_with_its_parameters(
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retried) == 1 and retried[0].params == failed[0].params
     assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert retried[0].user_attrs["seed"] == [0, failed[0].number]  # the original's seed
+    assert run_facts(retried[0])["seed"] == [0, failed[0].number]  # the original's seed
     assert not [t for t in trials if t.state == TrialState.RUNNING]

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from hpo.cli import main
 from hpo.dashboard import make_dashboard_server
-from hpo.objective import trial_seed
+from hpo.objective import RUN_ATTR, run_facts, trial_seed
 from hpo.spec import load_spec
 from hpo.storage import close_storages, open_storage
 from hpo.urls import mask_password
@@ -166,10 +166,10 @@ def test_trial_numbers_count_from_zero(ran):
 
 def test_intermediate_values_are_every_epochs_validation_accuracy(ran):
     for t in ran.trials():
-        epochs_run = t.user_attrs["epochs_run"]
-        curve = t.user_attrs["curves"]["val_accuracy"]
+        epochs_run = run_facts(t)["epochs_run"]
+        curve = run_facts(t)["curves"]["val_accuracy"]
         expected = dict(enumerate(curve, start=1))
-        if t.user_attrs["diverged"]:
+        if run_facts(t)["diverged"]:
             expected[epochs_run + 1] = 0.0  # the epoch it diverged in
         assert t.intermediate_values == expected, t.number
         assert len(curve) == epochs_run
@@ -181,9 +181,9 @@ def test_a_complete_trial_ran_every_epoch_and_its_value_is_the_best_epochs(ran):
     for t in complete:
         values = t.intermediate_values
         assert sorted(values) == list(range(1, EPOCHS + 1))
-        assert t.user_attrs["epochs_run"] == EPOCHS
+        assert run_facts(t)["epochs_run"] == EPOCHS
         assert t.value == max(values.values())
-        best = t.user_attrs["best_epoch"]
+        best = run_facts(t)["best_epoch"]
         assert values[best] == t.value
         assert all(v < t.value for step, v in values.items() if step < best)  # the first best
 
@@ -192,14 +192,15 @@ def test_a_pruned_trial_stopped_early_with_its_last_value(ran):
     pruned = [t for t in ran.trials() if t.state == TrialState.PRUNED]
     assert pruned
     for t in pruned:
-        assert t.user_attrs["epochs_run"] <= EPOCHS  # pruned at its last epoch at the latest
+        assert run_facts(t)["epochs_run"] <= EPOCHS  # pruned at its last epoch at the latest
         last = max(t.intermediate_values)
         assert t.value == t.intermediate_values[last]  # Optuna's value for a pruned trial
 
 
-def test_user_attrs_hold_the_curves_and_the_facts_of_the_run(ran):
+def test_one_user_attr_holds_the_curves_and_the_facts_of_the_run(ran):
     for t in ran.trials():
-        attrs = t.user_attrs
+        assert set(t.user_attrs) == {RUN_ATTR}  # one write per trial, not one per fact
+        attrs = t.user_attrs[RUN_ATTR]
         assert set(attrs["curves"]) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
         assert all(len(c) == attrs["epochs_run"] for c in attrs["curves"].values())
         curve = attrs["curves"]["val_accuracy"]
