@@ -21,7 +21,7 @@ import math
 import numbers
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -191,6 +191,12 @@ class PercentileRule(PruningRule):
     warmup_steps: int = 0
     interval_steps: int = 1
     min_trials: int = 1
+    _last: list = field(default_factory=list, init=False, repr=False, compare=False)
+    """[the completed trials, their thresholds] of the last call: the next call that passes the
+    same ``FinishedTrial`` objects (frozen) gets the same thresholds without a computation. Most
+    results leave the completed trials as they were (a pruned trial does not count), and each
+    computation costs ~3 ms (a percentile per step) on the path from one trial's end to the
+    next one's start."""
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -204,6 +210,13 @@ class PercentileRule(PruningRule):
         completed = [t for t in finished if t.complete]
         if not completed or len(completed) < self.startup_trials:
             return NeverPrune()
+        if self._last and _same_objects(self._last[0], completed):
+            return self._last[1]
+        thresholds = self._compute(completed)
+        self._last[:] = [completed, thresholds]  # held, so that no other object takes their ids
+        return thresholds
+
+    def _compute(self, completed: Sequence[FinishedTrial]) -> "PercentileThresholds":
         reported: dict[int, list[float]] = {}
         for trial in completed:
             for step, value in trial.values.items():
@@ -219,6 +232,10 @@ class PercentileRule(PruningRule):
         return PercentileThresholds(
             by_step=by_step, warmup_steps=self.warmup_steps, interval_steps=self.interval_steps
         )
+
+
+def _same_objects(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

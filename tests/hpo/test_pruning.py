@@ -147,6 +147,19 @@ def test_percentile_rule_prunes_nothing_until_a_trial_completes():
     assert not thresholds.should_prune({1: math.nan})
 
 
+def test_percentile_rule_recomputes_only_when_the_completed_trials_change():
+    rule = PercentileRule(startup_trials=1)
+    a = FinishedTrial(0, True, {1: 0.5, 2: 0.6})
+    pruned = FinishedTrial(1, False, {1: 0.1})
+    first = rule.thresholds(trial_number=2, finished=[a])
+    assert rule.thresholds(trial_number=3, finished=[a, pruned]) is first  # pruned: no count
+    # Equal numbers, other values (another study, say): computed anew, not taken from before.
+    other = rule.thresholds(trial_number=2, finished=[FinishedTrial(0, True, {1: 0.9, 2: 0.9})])
+    assert other.by_step == {1: 0.9, 2: 0.9} != first.by_step
+    b = FinishedTrial(2, True, {1: 0.7, 2: 0.8})
+    assert rule.thresholds(trial_number=3, finished=[a, b]).by_step == {1: 0.6, 2: 0.7}
+
+
 HALVING_SETTINGS = [
     {"min_resource": 1, "reduction_factor": 4, "min_early_stopping_rate": 0, "bootstrap_count": 0},
     {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0, "bootstrap_count": 0},
