@@ -18,7 +18,9 @@ SQLite file in a temporary directory, and is judged beside a reference measured 
    difference, with ``--sampler random --pruner none`` so that both runs train the same
    configurations (the random sampler is seeded by the trial's number) to all their epochs.
    The CPU seconds of the orchestrator process and of its workers come from the exited process's
-   ``/proc/PID/stat`` (its own time, and its reaped children's).
+   ``/proc/PID/stat`` (its own time, and its reaped children's). Beside it, the machine's own
+   ceiling: two bare processes training the default net side by side (no orchestrator, storage
+   or pipe) against one alone; on a 2-core VM two processes do not quite run as fast as one.
 3. startup: ``python -m hpo --help`` against a bare ``python -c pass``; ``python -m hpo studies``
    and ``python -m hpo best --json`` on a storage holding a 1,000-trial study (built first with
    ``hpo run`` on a tiny spec, 1 epoch of an 8-unit net, 2 workers), against the same commands on
@@ -515,6 +517,46 @@ def part_overhead(tmp: Path, repeats: int) -> None:
 # 2. Scaling
 
 
+BARE_TRAINING = """
+import os, sys, time
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
+from hpo.objective import TrialTask, configuration, run_task, trial_seed
+from hpo.pruning import NoPruning
+from hpo.service import load_study_split
+from hpo.spec import load_spec
+spec = load_spec("default")
+split = load_study_split(spec)
+params = dict(learning_rate=1e-3, weight_decay=1e-6, dropout_ratio=0.1, init_scale=1.0,
+              optimizer="adam")
+start = time.perf_counter()
+for n in range(int(sys.argv[1])):
+    run_task(TrialTask(n, configuration(spec, params), tuple(trial_seed(0, n).entropy),
+                       NoPruning().thresholds(trial_number=n, finished=())), spec, split)
+print(time.perf_counter() - start)
+"""
+"""Trains the default study's net, 30 epochs, argv[1] times, without hpo's orchestration."""
+BARE_TRIALS = 8
+
+
+def bare_training_ceiling() -> float:
+    """How many times the training of one process two processes side by side achieve on this
+    machine, with no orchestrator, storage or pipe: the ceiling of any speedup of 2 workers."""
+    argv = [sys.executable, "-c", BARE_TRAINING, str(BARE_TRIALS)]
+
+    def timed(processes: int) -> float:
+        running = [
+            subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+            for _ in range(processes)
+        ]
+        outputs = [p.communicate(timeout=COMMAND_TIMEOUT)[0] for p in running]
+        if any(p.returncode for p in running):
+            raise BenchmarkError(f"the bare training failed: {outputs}")
+        return max(float(out.split()[-1]) for out in outputs)
+
+    alone = timed(1)
+    return 2 * alone / timed(2)
+
+
 def part_scaling(tmp: Path, repeats: int) -> None:
     short, long = 10, 60
     options = ("--sampler", "random", "--pruner", "none")
@@ -534,6 +576,9 @@ def part_scaling(tmp: Path, repeats: int) -> None:
             results[workers].append(Marginal.between(first, second))
             params[workers] = second.params
             shares.append(share)
+    log("scaling: the ceiling, two bare trainings side by side against one")
+    ceiling, ceiling_share = measure_quietly(bare_training_ceiling)
+    shares.append(ceiling_share)
     same = sum(params[1][n] == params[2].get(n) for n in params[1])
     speedups = [
         two.trials_per_minute / one.trials_per_minute
@@ -581,6 +626,13 @@ def part_scaling(tmp: Path, repeats: int) -> None:
                     speedup >= TARGET_SPEEDUP,
                 ),
             ),
+            (
+                "ceiling: 2 bare trainings side by side over 1 (no hpo)",
+                f"{ceiling:.2f}x",
+                "(reference)",
+                "",
+            ),
+            ("speedup as a share of the ceiling", f"{speedup / ceiling:.0%}", "", ""),
             ("same configurations in both runs", f"{same} of {len(params[1])} trials", "all", ""),
         ],
     )
