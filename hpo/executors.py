@@ -202,17 +202,26 @@ class LocalProcessExecutor(TrialExecutor):
             ready = multiprocessing.connection.wait(waitables, timeout=0.05)
             if not ready:
                 continue
+            dead = []
             with self._lock:
                 if self._closing:
                     return
                 for i, worker in enumerate(self._workers):
                     ours = worker.connection in ready or worker.process.sentinel in ready
                     if worker.future is not None and ours and not worker.collect():
-                        try:
-                            self._workers[i] = self._start_worker()
-                        except WorkerLost as e:  # cannot even start: fail what waits, stop
-                            self._fail_queued(e)
-                            return
+                        dead.append(i)
+            # Replaced outside the lock: a spawn and its split take seconds (a 200-MB MNIST
+            # split on the pipe), during which submit() must not block the orchestrator. Only
+            # this thread hands out trials, so none goes to the dead worker meanwhile.
+            for i in dead:
+                try:
+                    replacement = self._start_worker()
+                except WorkerLost as e:  # cannot even start: fail what waits, stop
+                    with self._lock:
+                        self._fail_queued(e)
+                    return
+                with self._lock:
+                    self._workers[i] = replacement
 
     def _fail_queued(self, error: Exception) -> None:
         self._closing = True
