@@ -284,7 +284,8 @@ def _spec_with_overrides(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hpo.service import load_hpo_study, run_study
+    from hpo.records import load_hpo_study
+    from hpo.service import run_study
 
     spec = _spec_with_overrides(args)
     url = resolve_url(args.storage)
@@ -321,8 +322,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.records import load_hpo_study
     from hpo.report import make_report
-    from hpo.service import load_hpo_study
 
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
@@ -337,8 +338,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(
             f"STUDY: {' '.join(args.studies)} (allowed: two or more different study names)"
         )
+    from hpo.records import load_hpo_study
     from hpo.report import make_comparison
-    from hpo.service import load_hpo_study
 
     url = resolve_url(args.storage)
     studies = [
@@ -400,8 +401,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.runner import count_trials
-    from hpo.service import SPEC_ATTR
+    from hpo.records import SPEC_ATTR, count_trials
     from hpo.storage import open_storage
 
     url = resolve_url(args.storage)
@@ -453,8 +453,8 @@ def _study_name_or_only(url: str, name: str | None) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
+    from hpo.records import load_hpo_study
     from hpo.results import best_trial_summary, retrain_best
-    from hpo.service import load_hpo_study
 
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)

@@ -184,7 +184,7 @@ class TrialResult:
     state: str
     value: float | None
     intermediate_values: dict[int, float]
-    facts: dict[str, Any]  # stored as the trial's user attribute RUN_ATTR (``result_facts``)
+    facts: dict[str, Any]  # ``result_facts``: stored as one user attribute (hpo.records)
     seconds: float
 
 
@@ -245,14 +245,3 @@ def result_facts(
             float(f"{v:.5g}") if math.isfinite(v) else None for v in result.batch_loss
         ]
     return attrs
-
-
-RUN_ATTR = "run"
-"""The user attribute that holds a trial's ``result_facts``, as one JSON object: one storage
-write per trial instead of one per fact (each costs the orchestrator ~1 ms on SQLite)."""
-
-
-def run_facts(trial: "optuna.trial.FrozenTrial") -> dict[str, Any]:
-    """A stored trial's ``result_facts`` (empty for a trial that has none yet); a trial stored
-    by hpo before RUN_ATTR held them as separate user attributes, read as such."""
-    return trial.user_attrs.get(RUN_ATTR, trial.user_attrs)

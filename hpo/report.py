@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
-from hpo.objective import build_net, configuration, fit_net, run_facts, trial_seed
+from hpo.objective import build_net, configuration, fit_net, trial_seed
+from hpo.records import run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
 from hpo.urls import mask_password

@@ -4,16 +4,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
-from hpo.objective import configuration, run_facts, train_configuration, trial_seed
+from hpo.records import run_facts
 from hpo.spec import StudySpec
 from hpo.urls import artifact_dir
-from trainer.checkpoint import save_checkpoint
-from trainer.training import evaluate
 
 TEST_ACCURACY_ATTR = "hpo:test_accuracy"
 
@@ -62,7 +59,12 @@ def retrain_best(
     left to choose epochs by) with the best trial's seed. The test accuracy is stored on the
     study; ``export`` writes the weights, the standardization and the configuration.
     """
+    import numpy as np  # retraining only: reading the best trial imports no trainer
+
+    from hpo.objective import configuration, train_configuration, trial_seed
     from hpo.service import load_study_split
+    from trainer.checkpoint import save_checkpoint
+    from trainer.training import evaluate
 
     summary = best_trial_summary(study)
     if export is not None and not Path(export).parent.is_dir():

@@ -45,15 +45,14 @@ from hpo.locks import storage_lock
 from hpo.objective import (
     COMPLETE,
     INTERRUPTED,
-    RUN_ATTR,
     TrialResult,
     TrialTask,
     configuration,
-    run_facts,
     suggest,
     trial_seed,
 )
 from hpo.pruning import FinishedTrial, NoPruning, PruningRule
+from hpo.records import RUN_ATTR, Counts, count_trials
 from hpo.spec import StudySpec
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, retrying
 
@@ -64,43 +63,6 @@ WAIT_POLL_SECONDS = (0.05, 1.0)
 delay, doubling it up to the second: quick to notice the end, light on the storage."""
 RESULT_POLL_SECONDS = 0.1
 """How often the orchestrator looks up from waiting for results (a Ctrl-C is noticed then)."""
-
-
-@dataclass(frozen=True)
-class Counts:
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    waiting: int = 0
-    diverged: int = 0
-    best_value: float | None = None
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned
-
-
-def count_trials(trials: list[optuna.trial.FrozenTrial]) -> Counts:
-    """Trial counts by state, the diverged ones among the pruned, and the best value."""
-    by_state = dict.fromkeys(TrialState, 0)
-    best = None
-    diverged = 0
-    for t in trials:
-        by_state[t.state] += 1
-        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
-            best = t.value
-        if t.state == TrialState.PRUNED and run_facts(t).get("diverged"):
-            diverged += 1
-    return Counts(
-        complete=by_state[TrialState.COMPLETE],
-        pruned=by_state[TrialState.PRUNED],
-        failed=by_state[TrialState.FAIL],
-        running=by_state[TrialState.RUNNING],
-        waiting=by_state[TrialState.WAITING],
-        diverged=diverged,
-        best_value=best,
-    )
 
 
 @dataclass

@@ -29,15 +29,20 @@ from hpo.pruning import (
     PruningRule,
     SuccessiveHalvingRule,
 )
-from hpo.runner import Counts, Orchestrator, count_trials
-from hpo.spec import StudySpec, spec_from_dict
+from hpo.records import (
+    FINGERPRINT_ATTR,
+    NO_PRUNER,
+    SPEC_ATTR,
+    TARGET_ATTR,
+    Counts,
+    count_trials,
+    load_hpo_study,
+)
+from hpo.runner import Orchestrator
+from hpo.spec import StudySpec
 from hpo.storage import open_storage
 from hpo.urls import mask_password
 from trainer.datasets import DatasetError, Split, load_split
-
-SPEC_ATTR = "hpo:spec"
-FINGERPRINT_ATTR = "hpo:fingerprint"
-TARGET_ATTR = "hpo:target"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -159,30 +164,6 @@ def create_or_load_study(
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
     return study
-
-
-NO_PRUNER = optuna.pruners.NopPruner()
-"""The study object's own pruner: hpo's pruning rules decide, in the trial (``hpo.pruning``)."""
-
-
-def load_hpo_study(
-    *, storage_url: str, study_name: str, write: bool = True
-) -> tuple[optuna.Study, StudySpec]:
-    """Open an existing hpo study and the spec stored with it (``write=False``: to read)."""
-    storage = open_storage(storage_url, write=write)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage, pruner=NO_PRUNER)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise UsageError(
-            f"{mask_password(storage_url)}: no study named {study_name!r} "
-            f"(allowed: {', '.join(names) if names else 'none yet: create one with hpo run'})"
-        ) from None
-    raw = study.user_attrs.get(SPEC_ATTR)
-    if raw is None:
-        raise UsageError(f"study {study_name!r} was not created by hpo (no stored spec)")
-    spec = spec_from_dict(raw, source=f"{study_name} (stored spec)", default_name=study_name)
-    return study, spec
 
 
 def load_study_split(spec: StudySpec) -> Split:

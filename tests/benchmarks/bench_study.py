@@ -24,7 +24,8 @@ SQLite file in a temporary directory, and is judged beside a reference measured 
 3. startup: ``python -m hpo --help`` against a bare ``python -c pass``; ``python -m hpo studies``
    and ``python -m hpo best --json`` on a storage holding a 1,000-trial study (built first with
    ``hpo run`` on a tiny spec, 1 epoch of an 8-unit net, 2 workers), against the same commands on
-   a 10-trial study. Medians of 5 runs, interleaved.
+   a 10-trial study and against Optuna alone doing the same reads (its floor: opening the storage
+   and reading every trial, or the best). Medians of 5 runs, interleaved.
 
 The figures assume an otherwise idle machine of at least two cores. Each measurement (a short
 and long pair, a round of start-up commands) waits, up to 3 minutes, for other processes to leave
@@ -64,7 +65,7 @@ if str(REPO_ROOT) not in sys.path:
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from hpo.objective import run_facts  # noqa: E402
+from hpo.records import run_facts  # noqa: E402
 from hpo.storage import close_storages, open_storage  # noqa: E402
 from tests.hpo.conftest import write_spec  # noqa: E402
 
@@ -680,6 +681,21 @@ def time_commands(
     return walls, shares
 
 
+OPTUNA_READ_ALL = """
+import sys, optuna
+storage = optuna.storages.RDBStorage(sys.argv[1], skip_table_creation=True)
+for name in optuna.get_all_study_names(storage):
+    len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+"""
+"""The floor of ``hpo studies``: Optuna alone opening the storage and reading every trial (the
+counts by state need them all; no public API counts them)."""
+OPTUNA_BEST = """
+import sys, optuna
+print(optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1]).best_trial.number)
+"""
+"""The floor of ``hpo best --json``: Optuna alone opening the storage and reading the best."""
+
+
 def check_best_json(output: str) -> None:
     summary = json.loads(output)
     if "trial" not in summary:
@@ -717,6 +733,8 @@ def part_startup(tmp: Path, repeats: int) -> None:
         "studies small": hpo("studies", "--storage", small),
         "best big": hpo("best", "--json", "--storage", big),
         "best small": hpo("best", "--json", "--storage", small),
+        "optuna studies big": [sys.executable, "-c", OPTUNA_READ_ALL, big],
+        "optuna best big": [sys.executable, "-c", OPTUNA_BEST, big, STUDY],
     }
     walls, shares = time_commands(
         commands,
@@ -733,6 +751,8 @@ def part_startup(tmp: Path, repeats: int) -> None:
         "pass": "python -c pass",
         "studies small": f"the same on {SMALL_STUDY_TRIALS} trials",
         "best small": f"the same on {SMALL_STUDY_TRIALS} trials",
+        "optuna studies big": "Optuna alone reading every trial",
+        "optuna best big": "Optuna alone: load_study().best_trial",
     }
 
     def row(key: str, reference: str | None, target: float | None) -> tuple[str, ...]:
@@ -765,6 +785,10 @@ def part_startup(tmp: Path, repeats: int) -> None:
             row("studies big", "studies small", TARGET_READ_SECONDS),
             row("best small", "pass", None),
             row("best big", "best small", TARGET_READ_SECONDS),
+            row("optuna studies big", "pass", None),
+            row("studies big", "optuna studies big", None),
+            row("optuna best big", "pass", None),
+            row("best big", "optuna best big", None),
         ],
     )
     print(

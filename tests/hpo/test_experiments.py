@@ -11,9 +11,10 @@ import pytest
 
 from hpo import experiments
 from hpo.cli import main
-from hpo.objective import configuration, run_facts, train_configuration, trial_seed
+from hpo.objective import configuration, train_configuration, trial_seed
+from hpo.records import load_hpo_study, run_facts
 from hpo.report import make_report
-from hpo.service import grid_size, load_hpo_study, load_study_split, run_study
+from hpo.service import grid_size, load_study_split, run_study
 from hpo.spec import EXPERIMENTS, load_spec, packaged_specs
 from trainer.optimizers import OPTIMIZERS
 

@@ -3,17 +3,14 @@
 import subprocess
 import sys
 
-import optuna
 import pytest
 
 from hpo.objective import (
     COMPLETE,
     INTERRUPTED,
     PRUNED,
-    RUN_ATTR,
     TrialTask,
     configuration,
-    run_facts,
     run_task,
 )
 from hpo.pruning import NoPruning, Thresholds
@@ -76,14 +73,6 @@ def test_should_stop_interrupts_the_task_between_steps(spec_and_split):
     result = run_task(task(spec), spec, split, should_stop=lambda: True)
     assert result.state == INTERRUPTED
     assert result.intermediate_values == {}
-
-
-def test_run_facts_read_one_attribute_and_the_separate_ones_of_older_studies():
-    facts = {"best_epoch": 3, "epochs_run": 5, "curves": {"val_accuracy": [0.5] * 5}}
-    now = optuna.trial.create_trial(value=0.5, user_attrs={RUN_ATTR: facts})
-    before = optuna.trial.create_trial(value=0.5, user_attrs=facts)
-    assert run_facts(now) == run_facts(before) == facts
-    assert run_facts(optuna.trial.create_trial(value=0.5)) == {}
 
 
 def test_the_task_module_imports_no_optuna():

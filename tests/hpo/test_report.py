@@ -13,8 +13,9 @@ import pytest
 
 from hpo.cli import main
 from hpo.dashboard import make_dashboard_server
+from hpo.records import load_hpo_study
 from hpo.report import build_snapshot, layer_histograms
-from hpo.service import load_hpo_study, run_study
+from hpo.service import run_study
 from hpo.spec import load_spec
 from hpo.storage import open_storage
 

@@ -9,8 +9,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.errors import UsageError
-from hpo.objective import run_facts
-from hpo.service import load_hpo_study, run_study, study_counts
+from hpo.records import load_hpo_study, run_facts
+from hpo.service import run_study, study_counts
 from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
 

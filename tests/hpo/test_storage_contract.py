@@ -32,7 +32,8 @@ from optuna.trial import TrialState
 
 from hpo.cli import main
 from hpo.dashboard import make_dashboard_server
-from hpo.objective import RUN_ATTR, run_facts, trial_seed
+from hpo.objective import trial_seed
+from hpo.records import RUN_ATTR, run_facts
 from hpo.spec import load_spec
 from hpo.storage import close_storages, open_storage
 from hpo.urls import mask_password

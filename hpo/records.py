@@ -1,0 +1,91 @@
+"""What hpo stores with a study and its trials, and how it is read back.
+
+A study's user attributes hold the spec it was created with (``SPEC_ATTR``), the fingerprint of
+its objective (``FINGERPRINT_ATTR``) and its trial target (``TARGET_ATTR``); a finished trial's
+one user attribute ``RUN_ATTR`` holds the facts of its run (``hpo.objective.result_facts``).
+Light to import (no trainer, no executors): the commands that only read start fast.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import UsageError
+from hpo.spec import StudySpec, spec_from_dict
+from hpo.storage import open_storage
+from hpo.urls import mask_password
+
+SPEC_ATTR = "hpo:spec"
+FINGERPRINT_ATTR = "hpo:fingerprint"
+TARGET_ATTR = "hpo:target"
+RUN_ATTR = "run"
+"""The user attribute that holds a trial's facts, as one JSON object: one storage write per
+trial instead of one per fact (each costs the orchestrator ~1 ms on SQLite)."""
+
+NO_PRUNER = optuna.pruners.NopPruner()
+"""The study object's own pruner: hpo's pruning rules decide, in the trial (``hpo.pruning``)."""
+
+
+def run_facts(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A stored trial's facts (empty for a trial that has none yet); a trial stored by hpo
+    before RUN_ATTR held them as separate user attributes, read as such."""
+    return trial.user_attrs.get(RUN_ATTR, trial.user_attrs)
+
+
+@dataclass(frozen=True)
+class Counts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    diverged: int = 0
+    best_value: float | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def count_trials(trials: list[optuna.trial.FrozenTrial]) -> Counts:
+    """Trial counts by state, the diverged ones among the pruned, and the best value."""
+    by_state = dict.fromkeys(TrialState, 0)
+    best = None
+    diverged = 0
+    for t in trials:
+        by_state[t.state] += 1
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
+            best = t.value
+        if t.state == TrialState.PRUNED and run_facts(t).get("diverged"):
+            diverged += 1
+    return Counts(
+        complete=by_state[TrialState.COMPLETE],
+        pruned=by_state[TrialState.PRUNED],
+        failed=by_state[TrialState.FAIL],
+        running=by_state[TrialState.RUNNING],
+        waiting=by_state[TrialState.WAITING],
+        diverged=diverged,
+        best_value=best,
+    )
+
+
+def load_hpo_study(
+    *, storage_url: str, study_name: str, write: bool = True
+) -> tuple[optuna.Study, StudySpec]:
+    """Open an existing hpo study and the spec stored with it (``write=False``: to read)."""
+    storage = open_storage(storage_url, write=write)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage, pruner=NO_PRUNER)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise UsageError(
+            f"{mask_password(storage_url)}: no study named {study_name!r} "
+            f"(allowed: {', '.join(names) if names else 'none yet: create one with hpo run'})"
+        ) from None
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise UsageError(f"study {study_name!r} was not created by hpo (no stored spec)")
+    spec = spec_from_dict(raw, source=f"{study_name} (stored spec)", default_name=study_name)
+    return study, spec
