@@ -94,10 +94,13 @@ class InlineExecutor(TrialExecutor):
 
     def __init__(self, spec: StudySpec, split: Split) -> None:
         self.spec, self.split = spec, split
+        self._closed = False
 
     def submit(
         self, task: TrialTask, *, before_start: Callable[[TrialTask], TrialTask] | None = None
     ) -> "concurrent.futures.Future[TrialResult]":
+        if self._closed:
+            raise RuntimeError("cannot submit a trial after shutdown")
         future: concurrent.futures.Future[TrialResult] = concurrent.futures.Future()
         try:
             if before_start is not None:
@@ -111,7 +114,7 @@ class InlineExecutor(TrialExecutor):
         return future
 
     def shutdown(self, *, cancel: bool = False) -> None:
-        pass
+        self._closed = True
 
 
 class LocalProcessExecutor(TrialExecutor):
@@ -243,6 +246,10 @@ class LocalProcessExecutor(TrialExecutor):
             future.cancel()
         for worker in self._workers:
             worker.stop(kill=cancel)
+            if worker.future is not None and not worker.future.done():  # stopped mid-trial
+                worker.future.set_exception(
+                    WorkerLost(f"worker process {worker.process.pid} was stopped by the shutdown")
+                )
 
 
 class _Worker:

@@ -115,7 +115,9 @@ class Orchestrator:
         self.finished_lock = threading.Lock()
         self.counts = Counts()
         self.in_flight: dict[concurrent.futures.Future, Claimed] = {}  # training or queued
-        self.finishing: Claimed | None = None  # the trial whose result is being stored
+        # The trial in no future: being handed out, or its result being stored. run()'s handler
+        # fails it with the ones in flight should either raise.
+        self.held: Claimed | None = None
         self.ran = 0
         self.errors = 0
         self.claim_after = 0.0  # monotonic time before which a claim is known to be refused
@@ -136,12 +138,12 @@ class Orchestrator:
                 self.executor.shutdown(cancel=True)
                 reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "the run stopped"
                 left = [*self.in_flight.values()]
-                if self.finishing is not None:
-                    left.append(self.finishing)
+                if self.held is not None:
+                    left.append(self.held)
                 for claimed in left:
                     self._fail(claimed, reason)
                 self.in_flight.clear()
-                self.finishing = None
+                self.held = None
                 raise
             self.executor.shutdown()
         return self.ran
@@ -166,9 +168,9 @@ class Orchestrator:
                 # One result a turn, the lowest number first, each followed by the claims it
                 # frees: the order of events does not depend on timing.
                 future = min(done, key=lambda f: self.in_flight[f].trial.number)
-                self.finishing = self.in_flight.pop(future)
-                self._finish(self.finishing, future)
-                self.finishing = None
+                self.held = self.in_flight.pop(future)
+                self._finish(self.held, future)
+                self.held = None
 
     def _fill(self) -> None:
         """Claim and hand out trials until every worker has one and ``prefetch`` more wait in
@@ -179,7 +181,9 @@ class Orchestrator:
             claimed = self._claim()
             if claimed is None:
                 return
+            self.held = claimed
             self._submit(claimed)
+            self.held = None
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -292,7 +296,9 @@ class Orchestrator:
         # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.
         self.claim_after = 0.0  # a slot is free: the next claim may succeed
         error = future.exception()
-        if error is None and future.result().state == INTERRUPTED:
+        if isinstance(error, KeyboardInterrupt) or (
+            error is None and future.result().state == INTERRUPTED
+        ):
             self._fail(claimed, "interrupted")
             raise KeyboardInterrupt
         if error is not None:
