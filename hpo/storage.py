@@ -180,6 +180,11 @@ def open_storage(url: str, *, write: bool = True) -> BaseStorage:
             "e.g. @ as %40)"
         )
     settings = heartbeat_settings() if write else None
+    path = sqlite_path(url)
+    if path is not None and (not path.exists() or path.is_dir()):
+        # Refused before the lock, whose file would be left behind: a database missing (to
+        # read), a directory that is missing or is the path itself.
+        check_sqlite_file(url, write=write)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
     try:

@@ -5,14 +5,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
-import optuna
 import pytest
 
-from hpo.heartbeat import Heartbeats
 from hpo.interrupts import Interrupts
-from hpo.storage import open_storage
 
 
 def interrupt_self() -> None:
@@ -90,23 +86,3 @@ def test_an_ignored_sigint_stays_ignored():
         timeout=30,
     )
     assert out.stdout.strip() == "True"
-
-
-def test_heartbeats_beat_for_every_added_trial_every_interval(tmp_path, monkeypatch):
-    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
-    study = optuna.create_study(storage=storage)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    ids = []
-    for _ in range(2):
-        trial = study.ask()
-        ids.append(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
-    beats = []
-    monkeypatch.setattr(storage, "record_heartbeat", beats.append)
-    with Heartbeats(storage, interval=0.05) as hb:
-        for trial_id in ids:
-            hb.add(trial_id)
-        time.sleep(0.3)
-        hb.discard(ids[0])
-        beats.clear()
-        time.sleep(0.2)
-    assert beats and set(beats) == {ids[1]}
