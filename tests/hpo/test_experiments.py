@@ -126,6 +126,7 @@ def test_initial_histograms_are_the_trials_own_starting_weights(init_study):
     )
 
 
+@pytest.mark.slow  # ~6 s: CI runs it (pytest -m slow)
 def test_init_report_carries_the_experiments_figures(init_study, tmp_path):
     study, spec, url = init_study
     html = make_report(study, spec, url, out=tmp_path / "init.html").read_text()
@@ -161,6 +162,7 @@ def test_batchnorm_trains_at_a_weight_scale_where_the_plain_net_is_stuck():
     assert max(plain.history.train_accuracy) < 0.2
 
 
+@pytest.mark.slow  # ~8 s: CI runs it (pytest -m slow)
 def test_weight_decay_and_dropout_narrow_the_generalization_gap():
     spec = load_spec("overfit")
 

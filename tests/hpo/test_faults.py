@@ -202,6 +202,7 @@ def test_sigkilled_worker_on_postgresql_is_retried_and_the_target_reached(tmp_pa
     assert_killed_trial_was_retried(postgres_url, killed, 1)
 
 
+@pytest.mark.slow  # ~5 s: waits out a grace period; CI runs it (pytest -m slow)
 @pytest.mark.usefixtures("fast_heartbeat")
 def test_trial_orphaned_before_its_first_heartbeat_is_swept(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2, trials=3)
