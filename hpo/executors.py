@@ -24,7 +24,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -52,10 +51,6 @@ pruned trials drains a short queue: with 2 queued, the worker waited ~12 ms a tr
 pruning thresholds when it leaves the queue, so queueing costs the pruning nothing; the sampler
 sees the queued trials as running (TPE's constant liar), and each read of the study reads them
 again (~1 ms each on SQLite), which is why the queue stays short."""
-SWITCH_INTERVAL = 0.0005
-"""Seconds the orchestrator's thread may hold the GIL while the serving thread waits for it
-(Python's default is 0.005): a worker that sent its result waits for that thread to hand it the
-next trial, and the orchestrator's thread is busy in the storage ~40 % of the time."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
@@ -137,8 +132,6 @@ class LocalProcessExecutor(TrialExecutor):
         self._workers = [self._start_worker(send_context=False) for _ in range(workers)]
         for worker in self._workers:  # sent once all started: their start-ups overlap
             worker.send_context(spec, split)
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._serve, name="hpo-executor", daemon=True)
         self._thread.start()
 
@@ -241,7 +234,6 @@ class LocalProcessExecutor(TrialExecutor):
             self._queue.clear()
         self._wake.set()
         self._thread.join()
-        sys.setswitchinterval(self._switch_interval)
         for _, future, _ in pending:
             future.cancel()
         for worker in self._workers:
