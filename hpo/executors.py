@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from hpo.interrupts import INTERRUPTS
 from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.spec import StudySpec
+from hpo.worker_boot import boot
 from trainer.datasets import Split
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -140,7 +141,7 @@ class LocalProcessExecutor(TrialExecutor):
         # Only the pipe and a pid go with the spawn: the spec and the split follow on the pipe,
         # where a child that died at start-up makes the send fail instead of block.
         process = self._context.Process(
-            target=worker_main, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
+            target=boot, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
         )
         # The children read these when they import numpy: one BLAS thread each.
         with environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))):
@@ -303,8 +304,8 @@ class _Worker:
 
 
 def worker_main(connection, parent_pid: int) -> None:
-    """A worker process: receive the spec and the split, then train each task received and send
-    back its result, until told to stop."""
+    """A worker process (started through ``hpo.worker_boot``): receive the spec and the split,
+    then train each task received and send back its result, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
     die_with_parent(parent_pid)
     try:

@@ -9,6 +9,8 @@ Trials last as long as their thresholds make them: ``Sleepy`` waits after every 
 import concurrent.futures
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -256,6 +258,44 @@ def test_workers_ignore_sigint_while_they_train(shared_executor, spec_and_split)
         without_timings(run_task(t, spec, split)) for t in tasks
     ]
     assert shared_executor.pids() == pids
+
+
+def test_a_worker_ignores_sigint_before_its_heavy_imports():
+    # A spawned child imports its target's module while unpickling it: hpo.worker_boot, which
+    # ignores SIGINT before it imports NumPy and the trainer (a Ctrl-C to the process group
+    # meanwhile printed the child's traceback).
+    probe = (
+        "import sys, hpo.worker_boot; "
+        "print(sorted(m for m in ('numpy', 'hpo.executors', 'trainer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert LocalProcessExecutor._start_worker.__code__.co_names.count("boot") == 1
+
+
+def test_a_started_worker_ignores_sigint(spec_and_split, capfd):
+    spec, split = spec_and_split
+    executor = LocalProcessExecutor(spec, split, workers=1)
+    try:
+        (pid,) = executor.pids()
+        deadline = time.monotonic() + RESULT_TIMEOUT
+        while not sigint_ignored(pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for _ in range(10):  # through its imports and worker_main
+            os.kill(pid, signal.SIGINT)
+            time.sleep(0.05)
+        result = executor.submit(task(spec)).result(timeout=RESULT_TIMEOUT)
+        assert without_timings(result) == without_timings(run_task(task(spec), spec, split))
+        assert executor.pids() == [pid]
+    finally:
+        executor.shutdown(cancel=True)
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+def sigint_ignored(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(x for x in f if x.startswith("SigIgn:"))
+    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
 
 
 def test_workers_train_with_one_blas_thread_and_this_process_keeps_its_setting(
