@@ -68,6 +68,7 @@ def test_run_as_a_subprocess_with_two_workers(tiny_spec, db_url):
     assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_two_processes_on_a_fresh_sqlite_file_at_the_same_instant(tiny_spec, tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     argv = [

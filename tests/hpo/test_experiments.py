@@ -248,6 +248,7 @@ def write_idx(path, array):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_an_experiment_runs_on_mnist_files_under_its_own_study_name(tmp_path, db_url, capsys):
     rng = np.random.default_rng(0)
     labels = np.arange(1400) % 10

@@ -120,6 +120,7 @@ def headless(browser: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: off
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_report_renders_in_a_real_browser(study_url, tmp_path):
     browser = chromium()
     report = tmp_path / "report.html"
@@ -193,6 +194,7 @@ def test_dashboard_lists_the_study(study_url):
         thread.join(timeout=10)
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_dashboard_polled_while_workers_write_does_not_fail_the_study(tiny_spec, db_url):
     spec = load_spec(str(tiny_spec))
     run_study(spec, storage_url=db_url, trials=0)
