@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 
 import optuna
 import pytest
@@ -19,10 +18,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo.cli import main
-from hpo.storage import mask_password, open_storage
+from hpo.storage import open_storage
 from tests.hpo.conftest import write_spec
 
-IN_CI = os.environ.get("CI") == "true"
 FAST_HEARTBEAT = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "3"}
 
 
@@ -30,32 +28,6 @@ FAST_HEARTBEAT = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "3"}
 def fast_heartbeat(monkeypatch):
     for key, value in FAST_HEARTBEAT.items():
         monkeypatch.setenv(key, value)
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh, empty database on the test server, dropped afterwards."""
-    base = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not base:
-        if IN_CI:
-            pytest.fail("CI must set HPO_TEST_POSTGRES_URL (.ci/run does)")
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
-    admin_url = sqlalchemy.engine.make_url(base).set(drivername="postgresql+psycopg")
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as c:
-            c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except sqlalchemy.exc.OperationalError as e:
-        if IN_CI:
-            raise
-        pytest.skip(f"PostgreSQL at {mask_password(base)} is unreachable: {e.orig}")
-    yield admin_url.set(database=name, drivername="postgresql").render_as_string(
-        hide_password=False
-    )
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def run_quietly(spec, url: str, *flags: str) -> int:

@@ -3,19 +3,18 @@ advisory lock on a server.
 
 Exclusion is checked three ways: a probe that tries the same lock without waiting (``flock``
 with ``LOCK_NB``, ``pg_try_advisory_lock``), a second holder in another thread, and a second
-holder in another process. PostgreSQL comes from ``$HPO_TEST_POSTGRES_URL`` as in
-``test_faults.py`` (unset or unreachable: skipped with the reason; under ``CI=true``: failed);
+holder in another process. PostgreSQL comes from ``$HPO_TEST_POSTGRES_URL`` (the
+``postgres_url`` fixture of ``conftest.py``: unset or unreachable, skipped with the reason; under
+``CI=true``, failed);
 each test gets its own database.
 """
 
 import fcntl
-import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import uuid
 
 import pytest
 import sqlalchemy
@@ -27,9 +26,7 @@ from hpo.locks import (
     lock_path,
     storage_lock,
 )
-from hpo.urls import mask_password
 
-IN_CI = os.environ.get("CI") == "true"
 KINDS = ("sqlite", "journal", "postgresql")
 WAIT = 0.4
 """Seconds a second holder is given to (wrongly) get a lock that is held."""
@@ -37,33 +34,6 @@ WAIT = 0.4
 
 def psycopg_url(url: str) -> sqlalchemy.engine.URL:
     return sqlalchemy.engine.make_url(url).set(drivername="postgresql+psycopg")
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh, empty database on the test server, dropped afterwards."""
-    base = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not base:
-        if IN_CI:
-            pytest.fail("CI must set HPO_TEST_POSTGRES_URL (.ci/run does)")
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
-    admin_url = psycopg_url(base)
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as c:
-            c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except sqlalchemy.exc.OperationalError as e:
-        if IN_CI:
-            raise
-        pytest.skip(f"PostgreSQL at {mask_password(base)} is unreachable: {e.orig}")
-    yield admin_url.set(database=name, drivername="postgresql").render_as_string(
-        hide_password=False
-    )
-    dispose_lock_engines()
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(autouse=True)
