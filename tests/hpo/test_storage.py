@@ -6,6 +6,7 @@ check what the command line prints for some of them.
 """
 
 import os
+import re
 import shutil
 import sqlite3
 import types
@@ -110,33 +111,6 @@ SQLITE_REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("make", "write", "message"),
-    [case[1:] for case in SQLITE_REFUSALS],
-    ids=[f"{case[0]}-{'write' if case[2] else 'read'}" for case in SQLITE_REFUSALS],
-)
-def test_check_sqlite_file_refuses_naming_the_file_and_touching_nothing(
-    tmp_path, make, write, message
-):
-    path = tmp_path / "studies.db"
-    if make is not None:
-        make(path)
-    before = listing(tmp_path)
-    with pytest.raises(UsageError, match=r"^sqlite:///") as refused:
-        check_sqlite_file(f"sqlite:///{path}", write=write)
-    assert message in str(refused.value)
-    assert str(path) in str(refused.value)
-    assert listing(tmp_path) == before  # nothing created, nothing changed
-
-
-def test_check_sqlite_file_refuses_a_missing_directory(tmp_path):
-    path = tmp_path / "gone" / "studies.db"
-    with pytest.raises(UsageError) as refused:
-        check_sqlite_file(f"sqlite:///{path}", write=True)
-    assert str(refused.value) == f"sqlite:///{path}: directory {path.parent} does not exist"
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_check_sqlite_file_names_the_other_programs_tables(tmp_path):
     path = tmp_path / "notes.db"
     other_programs_database(path)
@@ -223,30 +197,43 @@ JOURNAL_REFUSALS = [
 ]
 
 
+CHECKS = {
+    "sqlite": (check_sqlite_file, "studies.db", "sqlite:///"),
+    "journal": (check_journal_file, "study.log", "journal://"),
+}
+"""Each file check, the file it is tried on, and the prefix of its URL (before an absolute path)."""
+REFUSALS = [("sqlite", *case) for case in SQLITE_REFUSALS] + [
+    ("journal", *case) for case in JOURNAL_REFUSALS
+]
+
+
 @pytest.mark.parametrize(
-    ("make", "write", "message"),
-    [case[1:] for case in JOURNAL_REFUSALS],
-    ids=[f"{case[0]}-{'write' if case[2] else 'read'}" for case in JOURNAL_REFUSALS],
+    ("kind", "make", "write", "message"),
+    [(case[0], *case[2:]) for case in REFUSALS],
+    ids=[f"{c[0]}-{c[1]}-{'write' if c[3] else 'read'}" for c in REFUSALS],
 )
-def test_check_journal_file_refuses_naming_the_file_and_touching_nothing(
-    tmp_path, make, write, message
+def test_a_file_check_refuses_naming_the_file_and_touching_nothing(
+    tmp_path, kind, make, write, message
 ):
-    path = tmp_path / "study.log"
+    check, name, prefix = CHECKS[kind]
+    path = tmp_path / name
     if make is not None:
         make(path)
     before = listing(tmp_path)
-    with pytest.raises(UsageError, match=r"^journal:///") as refused:
-        check_journal_file(f"journal://{path}", write=write)
+    with pytest.raises(UsageError, match=f"^{re.escape(prefix)}/") as refused:
+        check(f"{prefix}{path}", write=write)
     assert message in str(refused.value)
     assert str(path) in str(refused.value)
-    assert listing(tmp_path) == before
+    assert listing(tmp_path) == before  # nothing created, nothing changed
 
 
-def test_check_journal_file_refuses_a_missing_directory(tmp_path):
-    path = tmp_path / "gone" / "study.log"
+@pytest.mark.parametrize("kind", CHECKS)
+def test_a_file_check_refuses_a_missing_directory(tmp_path, kind):
+    check, name, prefix = CHECKS[kind]
+    path = tmp_path / "gone" / name
     with pytest.raises(UsageError) as refused:
-        check_journal_file(f"journal://{path}", write=True)
-    assert str(refused.value) == f"journal://{path}: directory {path.parent} does not exist"
+        check(f"{prefix}{path}", write=True)
+    assert str(refused.value) == f"{prefix}{path}: directory {path.parent} does not exist"
     assert list(tmp_path.iterdir()) == []
 
 
