@@ -305,8 +305,8 @@ class _Worker:
 
 def worker_main(connection, parent_pid: int) -> None:
     """A worker process (started through ``hpo.worker_boot``): receive the spec and the split,
-    then train each task received and send back its result, until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    then train each task received and send back its result, until told to stop. SIGINT is
+    already ignored: Ctrl-C is the orchestrator's to handle."""
     die_with_parent(parent_pid)
     try:
         spec, split = connection.recv()
