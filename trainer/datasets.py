@@ -281,6 +281,38 @@ def _validated(name: str, x, y, x_test, y_test) -> Dataset:
 # Splitting
 
 
+def stratified_counts(counts: np.ndarray, n_take: int) -> np.ndarray:
+    """How many of each class (``counts`` (C,), in label order) a stratified draw of ``n_take``
+    takes: each class its share, rounded by largest remainder so that the counts add up."""
+    quotas = n_take * counts / counts.sum()
+    take = np.floor(quotas).astype(np.int64)
+    short = n_take - int(take.sum())
+    if short > 0:
+        # Largest remainders first; ties go to the larger class, then to the lower label.
+        order = np.lexsort((np.arange(len(counts)), -counts, -(quotas - take)))
+        take[order[:short]] += 1
+    return take
+
+
+def every_class_in_both(counts: np.ndarray, train_size: int, validation_fraction: float) -> bool:
+    """Whether drawing ``train_size`` of a pool with class ``counts`` (C,) and holding out
+    ``validation_fraction`` of it leaves every class in both the training and validation
+    splits (what ``split_dataset`` draws, by count)."""
+    taken = stratified_counts(counts, train_size)
+    val = stratified_counts(taken, round(validation_fraction * train_size))
+    return bool(np.all(val >= 1) and np.all(taken - val >= 1))
+
+
+def smallest_train_size(counts: np.ndarray, validation_fraction: float) -> int | None:
+    """The smallest ``train_size`` that leaves every class in both splits; None if none does."""
+    total = int(counts.sum())
+    start = 2 * len(counts)  # one of each class in each split, at least
+    return next(
+        (n for n in range(start, total + 1) if every_class_in_both(counts, n, validation_fraction)),
+        None,
+    )
+
+
 def stratified_take(
     y: np.ndarray, n_take: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -290,13 +322,7 @@ def stratified_take(
     up exactly. Returns (taken, rest), each sorted by a random permutation.
     """
     classes, counts = np.unique(y, return_counts=True)
-    quotas = n_take * counts / len(y)
-    take = np.floor(quotas).astype(np.int64)
-    short = n_take - int(take.sum())
-    if short > 0:
-        # Largest remainders first; ties go to the larger class, then to the lower label.
-        order = np.lexsort((classes, -counts, -(quotas - take)))
-        take[order[:short]] += 1
+    take = stratified_counts(counts, n_take)
     taken, rest = [], []
     for c, k in zip(classes, take, strict=True):
         idx = rng.permutation(np.flatnonzero(y == c))
@@ -338,13 +364,25 @@ def split_dataset(
         test_idx, pool = stratified_take(y, round(test_fraction * len(y)), rng)
         x_test, y_test = x[test_idx], y[test_idx]
         x, y = x[pool], y[pool]
-    if train_size is not None:
-        if not 2 <= train_size <= len(y):
+    counts = np.unique(y, return_counts=True)[1]
+    size = len(y) if train_size is None else train_size
+    if not every_class_in_both(counts, size, validation_fraction) or size > len(y):
+        smallest = smallest_train_size(counts, validation_fraction)
+        if smallest is None or train_size is None:
             raise DatasetError(
-                f"train_size {train_size} is out of range (allowed: 2 to {len(y)}, the samples "
-                f"of {data.name} outside the test set)",
-                field="train_size",
+                f"{data.name}: its {len(y)} samples outside the test set cannot hold one of "
+                f"each of its {len(counts)} classes in both the training and the validation "
+                f"split at validation_fraction {validation_fraction} (allowed: another "
+                "validation_fraction or a larger dataset)",
+                field="validation_fraction",
             )
+        raise DatasetError(
+            f"{size} (allowed: {smallest} to {len(y)}: each of the {len(counts)} classes of "
+            f"{data.name} in both the training and the validation split at "
+            f"validation_fraction {validation_fraction}, from the samples outside the test set)",
+            field="train_size",
+        )
+    if train_size is not None:
         taken, _ = stratified_take(y, train_size, rng)
         x, y = x[taken], y[taken]
     n_val = round(validation_fraction * len(y))

@@ -69,7 +69,7 @@ def test_npz_dataset(tmp_path, capsys, rng):
         (["--epochs", "0"], "--epochs: 0 (allowed: >= 1)"),
         (["--dataset", "cifar"], "--dataset: unknown dataset 'cifar'"),
         (["--dataset", "npz:/no/such.npz"], "/no/such.npz: no such file"),
-        (["--train-size", "100000"], "--train-size: train_size 100000"),
+        (["--train-size", "100000"], "--train-size: 100000 (allowed: 48 to 1438"),
         (["--init-scale", "0"], "--init-scale: 0.0 (allowed: > 0)"),
     ],
 )

@@ -18,6 +18,7 @@ from trainer.datasets import (
     load_idx_dataset,
     load_npz,
     read_idx,
+    smallest_train_size,
     split_dataset,
     stratified_take,
 )
@@ -220,5 +221,37 @@ def test_normalization_uses_training_statistics_only(rng):
 
 
 def test_train_size_out_of_range_is_a_dataset_error(rng):
-    with pytest.raises(DatasetError, match="train_size 5000"):
+    with pytest.raises(DatasetError, match=r"^5000 \(allowed: 48 to 1438") as e:
         split_dataset(load_dataset("digits"), rng=rng, train_size=5000)
+    assert e.value.field == "train_size"
+
+
+@pytest.mark.parametrize("train_size", [2, 5, 47])
+def test_train_size_too_small_for_every_class_in_both_splits_says_how_many_are_needed(
+    rng, train_size
+):
+    with pytest.raises(DatasetError, match=rf"^{train_size} \(allowed: 48 to 1438: each of") as e:
+        split_dataset(load_dataset("digits"), rng=rng, train_size=train_size)
+    assert e.value.field == "train_size"
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5, 0.9])
+def test_smallest_train_size_is_the_first_that_puts_every_class_in_both_splits(rng, fraction):
+    data = load_dataset("digits")
+    counts = np.unique(data.y, return_counts=True)[1]
+    pool = split_dataset(data, rng=rng, validation_fraction=fraction)  # the pool's classes
+    pool_counts = np.unique(np.concatenate([pool.y_train, pool.y_val]), return_counts=True)[1]
+    smallest = smallest_train_size(pool_counts, fraction)
+    assert smallest is not None and smallest > 2 * len(counts) - 1
+    split = split_dataset(data, rng=rng, validation_fraction=fraction, train_size=smallest)
+    assert set(split.y_train) == set(split.y_val) == set(range(10))
+    with pytest.raises(DatasetError):
+        split_dataset(data, rng=rng, validation_fraction=fraction, train_size=smallest - 1)
+
+
+def test_a_dataset_too_small_for_both_splits_names_the_validation_fraction(rng):
+    x = rng.standard_normal((12, 3))
+    y = np.array([0] * 10 + [1] * 2)  # class 1 cannot be in the test, train and validation sets
+    with pytest.raises(DatasetError, match="cannot hold one of each of its 2 classes") as e:
+        split_dataset(Dataset("toy", x, y, None, None, 2), rng=rng)
+    assert e.value.field == "validation_fraction"
