@@ -10,6 +10,7 @@ they reach it exactly.
 """
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from hpo.errors import RunError, UsageError
+from hpo.errors import RunError, SpecError, UsageError
 from hpo.executors import InlineExecutor, LocalProcessExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
@@ -43,6 +44,8 @@ from hpo.spec import StudySpec
 from hpo.storage import open_storage
 from hpo.urls import mask_password
 from trainer.datasets import DatasetError, Split, load_split
+from trainer.network import training_memory
+from trainer.training import EVAL_BATCH
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -183,6 +186,58 @@ def load_study_split(spec: StudySpec) -> Split:
         raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
 
 
+def available_memory() -> int | None:
+    """Bytes this machine can give a new process without swapping (Linux's ``MemAvailable``;
+    else the free pages), or None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(
+    spec: StudySpec, split: Split, *, workers: int, available: int | None = None
+) -> None:
+    """Refuse, before the study exists, a net that ``workers`` trials at once cannot train in
+    the memory this machine has available (``trainer.network.training_memory``, an upper
+    estimate)."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    n_rows = len(split.y_train) + len(split.y_val)
+    rows = max(min(spec.training.batch_size, len(split.y_train)), min(EVAL_BATCH, n_rows))
+    per_trial = training_memory(
+        split.n_features, spec.model.hidden, split.n_classes, batch_rows=rows
+    )
+    needed = per_trial * max(1, workers)
+    if needed <= available:
+        return
+    times = f" x {workers} trials at once = {_gib(needed)}" if workers > 1 else ""
+    raise SpecError(
+        spec.source,
+        "model.hidden",
+        f"{_show_list(spec.model.hidden)} with batch_size {spec.training.batch_size} needs about "
+        f"{_gib(per_trial)} a trial{times}, more than the {_gib(available)} this machine has "
+        "available (allowed: narrower or fewer layers, a smaller batch, or fewer --workers)",
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _show_list(values) -> str:
+    text = str(list(values))
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(values)} layers)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -274,6 +329,7 @@ def run_study(
         target = min(target, grid_size(spec))
     timeout = spec.search.timeout if timeout is None else timeout
     split = load_study_split(spec)  # bad data fails here, before the study exists
+    check_memory(spec, split, workers=1 if in_process else workers)
     study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
     INTERRUPTS.check()
     start = time.monotonic()
@@ -305,10 +361,12 @@ def run_worker(
     """Join an existing study as one more orchestrator until its stored target is reached."""
     study, spec = load_hpo_study(storage_url=storage_url, study_name=study_name)
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
+    split = load_study_split(spec)
+    check_memory(spec, split, workers=1 if in_process else workers)
     return _orchestrate(
         study,
         spec,
-        load_study_split(spec),
+        split,
         storage_url=storage_url,
         target=target,
         deadline=None,

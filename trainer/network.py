@@ -41,6 +41,34 @@ the book's form ``sqrt(1 / fan_in)``, or a fixed std; the std is then multiplied
 WEIGHT_DECAY_TYPES = ("l2", "l1")
 
 
+def parameter_count(input_size: int, hidden_sizes: Sequence[int], output_size: int) -> int:
+    """Weights and biases of the Affine layers (BatchNorm adds 4 per hidden unit, see
+    ``training_memory``)."""
+    widths = [input_size, *hidden_sizes, output_size]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def training_memory(
+    input_size: int,
+    hidden_sizes: Sequence[int],
+    output_size: int,
+    *,
+    batch_rows: int,
+    itemsize: int = 4,
+) -> int:
+    """An upper estimate, in bytes, of what training such a net allocates beyond its data.
+
+    Parameters count 9 times: the flat parameters and gradients, Adam's two moments, the best
+    epoch's copy and the update's temporaries (measured with tracemalloc: 8.2x with Adam, 5.0x
+    with SGD, on 3000x3000 hidden layers). Activations count 6 arrays of ``batch_rows`` rows per
+    layer (forward caches, masks, backward temporaries; measured 1.8x to 2.6x); ``batch_rows`` is
+    the larger of a training batch and an evaluation batch.
+    """
+    params = parameter_count(input_size, hidden_sizes, output_size) + 4 * sum(hidden_sizes)
+    units = input_size + sum(hidden_sizes) + output_size
+    return itemsize * (9 * params + 6 * batch_rows * units)
+
+
 def init_std(init: str, fan_in: int, init_scale: float) -> float:
     """The standard deviation of a weight matrix with ``fan_in`` inputs under rule ``init``."""
     if init == "he":

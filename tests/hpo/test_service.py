@@ -10,9 +10,10 @@ from optuna.trial import TrialState
 
 from hpo.errors import UsageError
 from hpo.records import load_hpo_study, run_facts
-from hpo.service import run_study, study_counts
+from hpo.service import check_memory, load_study_split, run_study, study_counts
 from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
+from trainer.network import training_memory
 
 
 def run(spec_path, url, **options):
@@ -247,3 +248,71 @@ def test_a_trial_whose_worker_dies_is_failed_and_retried_with_its_parameters(
     assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert run_facts(retried[0])["seed"] == [0, failed[0].number]  # the original's seed
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def wide_spec(tmp_path, hidden: str, batch_size: int = 100):
+    path = tmp_path / "wide.toml"
+    path.write_text(
+        f"[model]\nhidden = {hidden}\n[training]\nepochs = 1\nbatch_size = {batch_size}\n"
+        "[space]\nlearning_rate = { low = 0.001, high = 0.1, log = true }\n"
+    )
+    return load_spec(str(path))
+
+
+def test_a_net_too_big_for_the_memory_available_is_refused_before_the_study_exists(
+    tmp_path, db_url
+):
+    spec = wide_spec(tmp_path, "[60000, 60000, 60000]")  # ~10.8 G parameters: ~400 GiB
+    with pytest.raises(UsageError) as e:
+        run_study(spec, storage_url=db_url, trials=1)
+    message = str(e.value)
+    assert message.startswith(f"{spec.source}: model.hidden: [60000, 60000, 60000] with ")
+    assert "more than the" in message and "available (allowed: " in message
+    assert not (tmp_path / "studies.db").exists()
+
+
+def test_the_memory_estimate_scales_with_the_trials_in_flight(tmp_path):
+    spec = wide_spec(tmp_path, "[2000, 2000]")
+    split = load_study_split(spec)
+    per_trial = training_memory(
+        split.n_features,
+        spec.model.hidden,
+        split.n_classes,
+        batch_rows=len(split.y_train) + len(split.y_val),
+    )
+    check_memory(spec, split, workers=2, available=2 * per_trial)  # fits
+    with pytest.raises(UsageError, match=r"a trial x 3 trials at once = .* fewer --workers"):
+        check_memory(spec, split, workers=3, available=2 * per_trial)
+
+
+def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
+    # tracemalloc sees NumPy's allocations: the estimate must not be below the real peak.
+    import tracemalloc
+
+    import numpy as np
+
+    from hpo.objective import train_configuration
+
+    spec = wide_spec(tmp_path, "[1500, 1500]", batch_size=500)
+    split = load_study_split(spec)
+    config = {
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "dropout_ratio": 0.5,
+        "init_scale": 1.0,
+        "init": "he",
+        "activation": "relu",
+        "batchnorm": True,
+    }
+    tracemalloc.start()
+    try:
+        train_configuration(spec, config, split, np.random.SeedSequence(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    rows = len(split.y_train) + len(split.y_val)
+    estimate = training_memory(
+        split.n_features, spec.model.hidden, split.n_classes, batch_rows=rows
+    )
+    assert peak <= estimate <= 3 * peak
