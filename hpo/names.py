@@ -6,3 +6,34 @@ EXPERIMENTS = ("optimizers", "init", "batchnorm", "overfit")
 """The chapter's experiments whose own figure a study's report may carry (``[study]
 experiment``); ``reports.experiments`` draws them."""
 PRUNERS = ("median", "hyperband", "sha", "none")
+
+STUDY_NAME_MAX = 128
+"""Study names: 1 to 128 printable characters (Optuna stores up to 512; a report's file name,
+``hpo-report-NAME.html``, must stay under the file system's 255 bytes)."""
+STUDY_NAME_RULE = (
+    f"1 to {STUDY_NAME_MAX} printable characters, not starting or ending with a space"
+)
+
+
+def show_name(name: str, limit: int = 40) -> str:
+    """A name as a message shows it: quoted, every unprintable character escaped (a message
+    stays one line), a long name cut to ``limit`` characters."""
+    shown = name if len(name) <= limit else name[:limit]
+    escaped = "".join(
+        c if c.isprintable() and c not in '"\\' else _escape(c) for c in shown
+    )
+    more = f"... ({len(name)} characters)" if len(name) > limit else ""
+    return f'"{escaped}"{more}'
+
+
+def _escape(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study (the value and the rule), or None when it can."""
+    if name and len(name) <= STUDY_NAME_MAX and name.isprintable() and name == name.strip():
+        return None
+    return f"{show_name(name)} (allowed: {STUDY_NAME_RULE})"

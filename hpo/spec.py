@@ -21,10 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import SpecError, UsageError
-from hpo.names import EXPERIMENTS, PRUNERS, SAMPLERS
+from hpo.names import EXPERIMENTS, PRUNERS, SAMPLERS, show_name, study_name_problem
 from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
-from trainer.sources import DATASETS, DatasetError, check_dataset_name
+from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 0 to 2**32 - 1: NumPy's legacy generator, which Optuna's grid sampler seeds, takes
+no larger."""
+MAX_TRIALS = 1_000_000
+MAX_EPOCHS = 100_000
+MAX_LAYERS = 100
+MAX_WIDTH = 65_536
+"""Upper limits far past any study this tool is for (a 10,000-trial study, a 100-layer net):
+a larger value is a typo, refused before a study exists."""
 
 
 @dataclass(frozen=True)
@@ -254,9 +264,13 @@ class _Table:
             raise self.fail(key, f"unknown value {_show(value)} (allowed: {', '.join(allowed)})")
         return value
 
-    def at_least(self, key: str, value, minimum) -> None:
-        if value is not None and value < minimum:
-            raise self.fail(key, f"{_show(value)} (allowed: >= {minimum})")
+    def at_least(self, key: str, value, minimum, maximum=None, *, unset: str = "") -> None:
+        """Refuse ``value`` outside ``minimum``..``maximum``; ``unset`` names the value that
+        means "none" (an optional field), so that the message states the whole rule."""
+        if value is None or (minimum <= value and (maximum is None or value <= maximum)):
+            return
+        rule = f">= {minimum}" if maximum is None else f"{minimum} to {maximum:,}"
+        raise self.fail(key, f"{_show(value)} (allowed: {rule}{unset})")
 
 
 def _as_float(source: str, where: str, value: Any) -> float:
@@ -272,7 +286,12 @@ def _field_names(cls) -> tuple[str, ...]:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str | bool | list) else repr(value)
+    if isinstance(value, str):
+        return show_name(value, limit=60)
+    if isinstance(value, bool | list):
+        shown = json.dumps(value)
+        return shown if len(shown) <= 80 else f"{shown[:60]}... ({len(value)} items)"
+    return repr(value)
 
 
 SECTIONS = ("study", "data", "model", "training", "search", "space")
@@ -285,8 +304,11 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
 
     t = _Table(source, "study", raw.get("study", {}))
     name = t.get("name", "str", default_name)
-    if not name.strip():
-        raise t.fail("name", '"" (allowed: a non-empty name)')
+    problem = study_name_problem(name)
+    if problem is not None:
+        if "name" not in t.raw:
+            problem = f"not set, and the file's name gives {problem}"
+        raise t.fail("name", problem)
     description = t.get("description", "str", "")
     experiment = t.get("experiment", "str", None, optional=True)
     if experiment is not None and experiment not in EXPERIMENTS:
@@ -306,13 +328,19 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     data = DataSpec(
         dataset=dataset,
         data_dir=t.get("data_dir", "str", None, optional=True),
-        train_size=t.get("train_size", "int", None, optional=True),
+        train_size=t.get("train_size", "int", None),
         validation_fraction=t.get("validation_fraction", "number", 0.2),
         test_fraction=t.get("test_fraction", "number", 0.2),
         seed=t.get("seed", "int", 0),
     )
-    t.at_least("train_size", data.train_size, 2)
-    t.at_least("seed", data.seed, 0)
+    t.at_least("train_size", data.train_size, 2, unset=", or leave it out for every sample")
+    t.at_least("seed", data.seed, 0, MAX_SEED)
+    if data.data_dir is not None and dataset not in IDX_SOURCES:
+        raise t.fail(
+            "data_dir",
+            f"{_show(data.data_dir)} is set, but dataset {_show(dataset)} reads no directory "
+            f"(allowed: data_dir with {', '.join(IDX_SOURCES)})",
+        )
     for key in ("validation_fraction", "test_fraction"):
         if not 0 < getattr(data, key) < 1:
             raise t.fail(key, f"{getattr(data, key)} (allowed: 0 < fraction < 1)")
@@ -323,9 +351,16 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     if (
         not isinstance(hidden, list)
         or not hidden
-        or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)
+        or len(hidden) > MAX_LAYERS
+        or not all(
+            isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_WIDTH for h in hidden
+        )
     ):
-        raise t.fail("hidden", f"{_show(hidden)} (allowed: a list of positive layer widths)")
+        raise t.fail(
+            "hidden",
+            f"{_show(hidden)} (allowed: a list of 1 to {MAX_LAYERS} layer widths, each 1 to "
+            f"{MAX_WIDTH:,})",
+        )
     model = ModelSpec(
         hidden=tuple(hidden),
         activation=t.choice("activation", "relu", tuple(ACTIVATIONS)),
@@ -342,9 +377,9 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         lr_decay=t.get("lr_decay", "number", 1.0),
         record_batch_loss=t.get("record_batch_loss", "bool", False),
     )
-    t.at_least("epochs", training.epochs, 1)
+    t.at_least("epochs", training.epochs, 1, MAX_EPOCHS)
     t.at_least("batch_size", training.batch_size, 1)
-    t.at_least("patience", training.patience, 1)
+    t.at_least("patience", training.patience, 1, unset=", or 0 for no early stopping")
     if not 0 < training.lr_decay <= 1:
         raise t.fail("lr_decay", f"{training.lr_decay} (allowed: 0 < factor <= 1)")
     t.finish(_field_names(TrainingSpec))
@@ -360,11 +395,18 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         pruner_startup_trials=t.get("pruner_startup_trials", "int", 5),
         warmup_epochs=t.get("warmup_epochs", "int", 5),
     )
-    t.at_least("trials", search.trials, 0)
-    t.at_least("seed", search.seed, 0)
-    t.at_least("startup_trials", search.startup_trials, 0)
-    t.at_least("pruner_startup_trials", search.pruner_startup_trials, 0)
-    t.at_least("warmup_epochs", search.warmup_epochs, 0)
+    t.at_least("trials", search.trials, 1, MAX_TRIALS)
+    t.at_least("seed", search.seed, 0, MAX_SEED)
+    t.at_least("startup_trials", search.startup_trials, 0, MAX_TRIALS)
+    t.at_least("pruner_startup_trials", search.pruner_startup_trials, 0, MAX_TRIALS)
+    t.at_least("warmup_epochs", search.warmup_epochs, 0, MAX_EPOCHS)
+    if search.pruner in ("hyperband", "sha") and search.warmup_epochs >= training.epochs:
+        raise t.fail(
+            "warmup_epochs",
+            f"{search.warmup_epochs} with pruner {_show(search.pruner)} and "
+            f"training.epochs = {training.epochs} (allowed: 0 to {training.epochs - 1}: the "
+            "first rung must come before the last epoch)",
+        )
     if search.timeout is not None and search.timeout <= 0:
         raise t.fail("timeout", f"{search.timeout} (allowed: > 0 seconds, or 0 for none)")
     t.finish(_field_names(SearchSpec))
@@ -490,8 +532,15 @@ def packaged_specs() -> dict[str, str]:
 
 def load_spec(spec: str) -> StudySpec:
     """Load a study file by path, or by the name of a packaged spec (``default``)."""
+    if not spec.strip():
+        raise UsageError(
+            f"SPEC: {_show(spec)} (allowed: a .toml path, or a packaged spec: "
+            f"{', '.join(packaged_specs())})"
+        )
     path = Path(spec)
     if path.suffix == ".toml" or path.exists() or "/" in spec:
+        if path.is_dir():
+            raise UsageError(f"{spec}: is a directory (allowed: a .toml study file)")
         if not path.is_file():
             raise UsageError(
                 f"{spec}: no such study file (allowed: a .toml path, or a packaged spec: "
@@ -499,7 +548,7 @@ def load_spec(spec: str) -> StudySpec:
             )
         source, default_name = str(path), path.stem
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write it
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{spec}: cannot read the study file ({e})") from None
     else:

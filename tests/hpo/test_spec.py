@@ -210,7 +210,7 @@ INVALID = [
     pytest.param(
         f'[study]\nname = " "\n{SPACE}',
         "study.name",
-        ["allowed: a non-empty name"],
+        ['" "', "allowed: 1 to 128 printable characters"],
         id="blank-name",
     ),
     pytest.param(
@@ -387,13 +387,13 @@ INVALID = [
     pytest.param(
         f"[model]\nhidden = []\n{SPACE}",
         "model.hidden",
-        ["[]", "allowed: a list of positive layer widths"],
+        ["[]", "allowed: a list of 1 to 100 layer widths, each 1 to 65,536"],
         id="hidden-empty",
     ),
     pytest.param(
         f"[model]\nhidden = [100, 0]\n{SPACE}",
         "model.hidden",
-        ["[100, 0]", "allowed: a list of positive layer widths"],
+        ["[100, 0]", "allowed: a list of 1 to 100 layer widths, each 1 to 65,536"],
         id="hidden-zero-width",
     ),
     pytest.param(
@@ -411,8 +411,74 @@ INVALID = [
     pytest.param(
         f"[training]\nepochs = 0\n{SPACE}",
         "training.epochs",
-        ["0", "allowed: >= 1"],
+        ["0", "allowed: 1 to 100,000"],
         id="zero-epochs",
+    ),
+    pytest.param(
+        f"[training]\nepochs = 1000000000\n{SPACE}",
+        "training.epochs",
+        ["1000000000", "allowed: 1 to 100,000"],
+        id="epochs-too-many",
+    ),
+    pytest.param(
+        f"[model]\nhidden = [{', '.join(['10'] * 101)}]\n{SPACE}",
+        "model.hidden",
+        ["(101 items)", "allowed: a list of 1 to 100 layer widths"],
+        id="too-many-layers",
+    ),
+    pytest.param(
+        f"[model]\nhidden = [100000000]\n{SPACE}",
+        "model.hidden",
+        ["[100000000]", "each 1 to 65,536"],
+        id="layer-too-wide",
+    ),
+    pytest.param(
+        f"[data]\ntrain_size = 0\n{SPACE}",
+        "data.train_size",
+        ["0", "allowed: >= 2, or leave it out for every sample"],
+        id="zero-train-size",
+    ),
+    pytest.param(
+        f'[data]\ndata_dir = "/data"\n{SPACE}',
+        "data.data_dir",
+        ['"/data" is set, but dataset "digits" reads no directory', "allowed: data_dir with"],
+        id="data-dir-for-digits",
+    ),
+    pytest.param(
+        f"[search]\ntrials = 0\n{SPACE}",
+        "search.trials",
+        ["0", "allowed: 1 to 1,000,000"],
+        id="zero-trials",
+    ),
+    pytest.param(
+        f"[search]\nseed = 4294967296\n{SPACE}",
+        "search.seed",
+        ["4294967296", "allowed: 0 to 4,294,967,295"],
+        id="seed-past-32-bits",
+    ),
+    pytest.param(
+        f"[training]\npatience = -1\n{SPACE}",
+        "training.patience",
+        ["-1", "allowed: >= 1, or 0 for no early stopping"],
+        id="negative-patience",
+    ),
+    pytest.param(
+        f'[training]\nepochs = 3\n[search]\npruner = "hyperband"\nwarmup_epochs = 3\n{SPACE}',
+        "search.warmup_epochs",
+        ['3 with pruner "hyperband"', "allowed: 0 to 2"],
+        id="hyperband-rung-past-the-last-epoch",
+    ),
+    pytest.param(
+        f'[study]\nname = "a\\nb"\n{SPACE}',
+        "study.name",
+        ['"a\\x0ab"', "printable characters"],
+        id="newline-in-name",
+    ),
+    pytest.param(
+        f'[study]\nname = "{"x" * 129}"\n{SPACE}',
+        "study.name",
+        ["(129 characters)", "allowed: 1 to 128 printable characters"],
+        id="name-too-long",
     ),
     pytest.param(
         f"[training]\nlr_decay = 0\n{SPACE}",
