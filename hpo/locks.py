@@ -44,11 +44,23 @@ def dispose_lock_engines() -> None:
 
 
 @contextlib.contextmanager
-def storage_lock(url: str) -> Iterator[None]:
-    """Hold the storage's exclusive cross-process lock (see the module docstring)."""
+def storage_lock(url: str, *, create: bool = True) -> Iterator[None]:
+    """Hold the storage's exclusive cross-process lock (see the module docstring).
+
+    ``create=False`` (a reader) takes a lock file only if one exists: a reader leaves no file
+    behind, and a database without a lock file beside it has no writer (every writer creates
+    the lock file before the database).
+    """
     path = lock_path(url)
     if path is not None:
-        with open(path, "a") as handle:
+        try:
+            handle = open(path, "a" if create else "r")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            if create:
+                raise
+            yield
+            return
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

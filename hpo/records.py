@@ -75,7 +75,7 @@ def load_hpo_study(
     *, storage_url: str, study_name: str, write: bool = True
 ) -> tuple[optuna.Study, StudySpec]:
     """Open an existing hpo study and the spec stored with it (``write=False``: to read)."""
-    storage = open_storage(storage_url, write=write)
+    storage = open_storage(storage_url, write=write, create=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=NO_PRUNER)
     except KeyError:

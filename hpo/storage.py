@@ -63,15 +63,16 @@ OPTUNA_TABLES = {"studies", "trials", "version_info"}
 # Checks that touch nothing
 
 
-def check_sqlite_file(url: str, *, write: bool) -> None:
+def check_sqlite_file(url: str, *, write: bool, create: bool = True) -> None:
     """Refuse, without writing to it, a file that is not a SQLite database, a database of
-    another program, a missing one (to read), or a read-only one (to write)."""
+    another program, a missing one (to read, or with ``create=False``), or a read-only one (to
+    write)."""
     path = sqlite_path(url)
     if path is None:
         return
     shown = mask_password(url)
     if not path.exists():
-        if not write:
+        if not (write and create):
             raise UsageError(f"{shown}: no such database file")
         if not path.parent.is_dir():
             raise UsageError(f"{shown}: directory {path.parent} does not exist")
@@ -103,13 +104,14 @@ def _check_writable(shown: str, path: Path) -> None:
         raise UsageError(f"{shown}: {path} is read-only (hpo needs to write trials there)")
 
 
-def check_journal_file(url: str, *, write: bool) -> None:
-    """Refuse a journal path that is missing (when required) or is not an Optuna journal."""
+def check_journal_file(url: str, *, write: bool, create: bool = True) -> None:
+    """Refuse a journal path that is missing (to read, or with ``create=False``) or is not an
+    Optuna journal."""
     path = journal_path(url)
-    if path is None or not str(path):
+    if path is None or not url[len("journal:") :].strip("/"):
         raise UsageError(f"{url}: no journal file path (allowed: {URL_FORMS})")
     if not path.exists():
-        if not write:
+        if not (write and create):
             raise UsageError(f"{url}: no such journal file")
         if not path.parent.is_dir():
             raise UsageError(f"{url}: directory {path.parent} does not exist")
@@ -156,24 +158,31 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def open_storage(url: str, *, write: bool = True) -> BaseStorage:
+def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseStorage:
     """Open the storage at ``url`` for this process.
 
     ``write=True`` (run, worker, retrain) creates the schema if needed, tunes SQLite and runs
-    heartbeats. ``write=False`` (studies, report, dashboard, best) only opens an existing hpo
-    storage and changes nothing in it: not the schema, not the journal mode (it takes the
-    storage lock, whose file sits beside the database).
+    heartbeats; ``create=False`` refuses a SQLite or journal file that does not exist yet (a
+    worker, a retrain: they need a study, so a refusal must not leave a new database behind).
+    ``write=False`` (studies, report, dashboard, best) only opens an existing hpo storage and
+    changes nothing in it: not the schema, not the journal mode, and it creates no file (it
+    takes the storage lock only where a writer made its file).
 
     Raises UsageError, with the password masked, when the URL is malformed or names another
     kind of storage, or the storage is unreachable, not a database, not hpo's, or read-only.
     """
     kind = storage_kind(url)
     if kind == "journal":
-        check_journal_file(url, write=write)
+        check_journal_file(url, write=write, create=create)
         return _open_journal(url)
     shown = mask_password(url)
     if kind == "other":
         raise UsageError(f"{shown}: not a storage URL hpo supports (allowed: {URL_FORMS})")
+    if kind == "sqlite" and sqlite_path(url) is None:
+        raise UsageError(
+            f"{shown}: an in-memory SQLite database would vanish with this command, and worker "
+            "processes cannot reach it (allowed: a file, e.g. sqlite:///hpo.db)"
+        )
     if url.count("@") > 1:
         raise UsageError(
             f"{shown}: more than one @ (a password with @, :, / or % must be percent-encoded, "
@@ -183,12 +192,12 @@ def open_storage(url: str, *, write: bool = True) -> BaseStorage:
     path = sqlite_path(url)
     if path is not None and (not path.exists() or path.is_dir()):
         # Refused before the lock, whose file would be left behind: a database missing (to
-        # read), a directory that is missing or is the path itself.
-        check_sqlite_file(url, write=write)
+        # read, or where none may be created), a directory that is missing or is the path.
+        check_sqlite_file(url, write=write, create=create)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
     try:
-        with storage_lock(url):
+        with storage_lock(url, create=write and create):
             check_sqlite_file(url, write=write)
             return _open_rdb_storage(url, settings, write)
     except OSError as e:  # the lock file beside the database

@@ -9,6 +9,8 @@ import os
 import re
 from pathlib import Path
 
+from hpo.errors import UsageError
+
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 
 
@@ -23,7 +25,12 @@ URL_FORMS = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, journal:///PATH
 
 
 def resolve_url(url: str | None) -> str:
-    """``--storage``, else ``$HPO_STORAGE``, else ``sqlite:///hpo.db`` in the current directory."""
+    """``--storage``, else ``$HPO_STORAGE``, else ``sqlite:///hpo.db`` in the current directory.
+
+    An empty ``--storage`` is refused rather than read as "the default"; an empty
+    ``$HPO_STORAGE`` is unset, as the shell convention has it (``HPO_STORAGE= cmd``)."""
+    if url is not None and not url.strip():
+        raise UsageError(f"--storage: {url!r} (allowed: {URL_FORMS})")
     url = url or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]  # SQLAlchemy only knows the long name

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from hpo.errors import UsageError
 from hpo.urls import (
     DEFAULT_STORAGE,
     artifact_dir,
@@ -29,10 +30,20 @@ def no_env_storage(monkeypatch):
 
 
 @pytest.mark.usefixtures("no_env_storage")
-@pytest.mark.parametrize("given", [None, ""])
-def test_resolve_url_defaults_to_hpo_db_in_the_current_directory(given):
-    assert resolve_url(given) == DEFAULT_STORAGE == "sqlite:///hpo.db"
-    assert sqlite_path(resolve_url(given)) == Path("hpo.db")  # relative: the current directory
+def test_resolve_url_defaults_to_hpo_db_in_the_current_directory():
+    assert resolve_url(None) == DEFAULT_STORAGE == "sqlite:///hpo.db"
+    assert sqlite_path(resolve_url(None)) == Path("hpo.db")  # relative: the current directory
+
+
+@pytest.mark.parametrize("given", ["", "  "])
+def test_an_empty_storage_flag_is_refused_not_read_as_the_default(given):
+    with pytest.raises(UsageError, match=r"^--storage: '\s*' \(allowed: sqlite:///PATH"):
+        resolve_url(given)
+
+
+def test_an_empty_hpo_storage_variable_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("HPO_STORAGE", "")
+    assert resolve_url(None) == DEFAULT_STORAGE
 
 
 def test_resolve_url_reads_hpo_storage_when_no_url_is_given(monkeypatch):
