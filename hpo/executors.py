@@ -143,8 +143,14 @@ class LocalProcessExecutor(TrialExecutor):
         process = self._context.Process(
             target=boot, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
         )
-        # The children read these when they import numpy: one BLAS thread each.
-        with environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))):
+        # The children read these when they import numpy: one BLAS thread each. SIGINT stays
+        # blocked in this thread while it spawns: the child inherits the mask, so a Ctrl-C to the
+        # process group while its interpreter starts stays pending there until ``boot`` ignores
+        # it (which discards it); here it is delivered to the main thread, or on unblocking.
+        with (
+            environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))),
+            sigint_blocked(),
+        ):
             process.start()
         theirs.close()
         worker = _Worker(process, ours)
@@ -350,6 +356,16 @@ def die_with_parent(parent_pid: int) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="hpo-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in the calling thread (it is held pending, not lost) for the duration."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from hpo.executors import (
     TrialFailed,
     WorkerLost,
     environment,
+    sigint_blocked,
 )
 from hpo.objective import COMPLETE, PRUNED, TrialTask, configuration, run_task
 from hpo.pruning import NeverPrune, Thresholds
@@ -408,3 +409,31 @@ def test_submit_after_shutdown_raises(fresh_executor, spec_and_split):
     assert not process_exists(pid)
     with pytest.raises(RuntimeError, match="cannot submit a trial after shutdown"):
         fresh_executor.submit(task(spec))
+
+
+def _report_sigint_blocked(connection) -> None:
+    connection.send(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def test_a_process_spawned_with_sigint_blocked_starts_with_it_blocked():
+    # What keeps a Ctrl-C during a worker's interpreter start-up pending until boot() ignores it.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_report_sigint_blocked, args=(theirs,))
+    with sigint_blocked():
+        process.start()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # restored here
+    assert ours.recv() is True
+    process.join(30)
+
+
+def test_a_booted_worker_ignores_sigint_and_no_longer_blocks_it(shared_executor, spec_and_split):
+    warm_up(shared_executor, spec_and_split[0])  # booted: it has run a trial
+    bit = 1 << (signal.SIGINT - 1)
+    for pid in shared_executor.pids():
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        assert int(fields["SigIgn"], 16) & bit
+        assert not int(fields["SigBlk"], 16) & bit
