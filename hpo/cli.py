@@ -12,16 +12,17 @@ start without matplotlib, scikit-learn or optuna-dashboard.
 
 import argparse
 import json
+import shlex
 import sys
 import textwrap
 from pathlib import Path
 
 from hpo.errors import HPOError, UsageError
 from hpo.interrupts import INTERRUPTS
-from hpo.names import PRUNERS, SAMPLERS
-from hpo.urls import mask_password, resolve_url
+from hpo.names import PRUNERS, SAMPLERS, study_name_problem
+from hpo.urls import DEFAULT_STORAGE, mask_password, resolve_url
 from trainer.console import int_at_least, main_closing_quietly
-from trainer.sources import DATASETS, DatasetError, check_dataset_name
+from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +35,40 @@ def _port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} (allowed: 0 to 65535)")
     return value
+
+
+MAX_TRIALS = 1_000_000  # as the spec's search.trials (hpo.spec.MAX_TRIALS, not imported: --help)
+MAX_SEED = 2**32 - 1
+MAX_WORKERS = 256
+
+
+def _int_between(minimum: int, maximum: int):
+    """An argparse type: a whole number from ``minimum`` to ``maximum``."""
+    rule = f"allowed: {minimum} to {maximum:,}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer ({rule})") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{value} ({rule})")
+        return value
+
+    return parse
+
+
+def _study_name(text: str) -> str:
+    problem = study_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _directory(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} (allowed: a directory path)")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -72,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def study_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--study", metavar="NAME", help="default: the storage's only study")
+        p.add_argument(
+            "--study", type=_study_name, metavar="NAME", help="default: the storage's only study"
+        )
         storage_flag(p)
 
     def storage_flag(p: argparse.ArgumentParser) -> None:
@@ -81,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     def workers_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--workers",
-            type=int_at_least(1),
+            type=_int_between(1, MAX_WORKERS),
             default=1,
             metavar="N",
             help="trials in flight, each in its own worker process (default 1; one per core)",
@@ -98,11 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m hpo run default --trials 60 --workers 2",
     )
     p.add_argument("spec", nargs="?", default="default", help="a .toml path or a packaged spec")
-    p.add_argument("--study", metavar="NAME", help="study name (default: the spec's name)")
+    p.add_argument(
+        "--study", type=_study_name, metavar="NAME", help="study name (default: the spec's name)"
+    )
     storage_flag(p)
     p.add_argument(
         "--trials",
-        type=int_at_least(0),
+        type=_int_between(1, MAX_TRIALS),
         metavar="N",
         help="finished trials (complete + pruned) the study should reach in total",
     )
@@ -113,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="claim no trial after SEC (those already queued still run)",
     )
     workers_flags(p)
-    p.add_argument("--seed", type=int_at_least(0), help="the sampler's and the trials' seed")
+    p.add_argument(
+        "--seed", type=_int_between(0, MAX_SEED), help="the sampler's and the trials' seed"
+    )
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--pruner", choices=PRUNERS)
     p.add_argument(
@@ -122,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"instead of the spec's: {', '.join(DATASETS)} (the study is then named "
         "SPEC-DATASET unless --study says otherwise)",
     )
-    p.add_argument("--data-dir", metavar="DIR", help="where the MNIST/Fashion-MNIST files are")
+    p.add_argument(
+        "--data-dir",
+        type=_directory,
+        metavar="DIR",
+        help="where the MNIST/Fashion-MNIST files are",
+    )
     p.add_argument(
         "--create-only",
         action="store_true",
@@ -137,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Join an existing study (spec and target read from the storage) until its target.",
         "python -m hpo worker --study default --storage postgresql://hpo@db-host/hpo",
     )
-    p.add_argument("--study", metavar="NAME", required=True)
+    p.add_argument("--study", type=_study_name, metavar="NAME", required=True)
     storage_flag(p)
     workers_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -191,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         "finished trials and against compute time.",
         "python -m hpo compare book-random book-tpe --out compare.html",
     )
-    p.add_argument("studies", nargs="+", metavar="STUDY", help="two or more study names")
+    p.add_argument(
+        "studies", type=_study_name, nargs="+", metavar="STUDY", help="two or more study names"
+    )
     storage_flag(p)
     p.add_argument("--out", metavar="PATH", help="default: hpo-compare-A-vs-B.html here")
     p.set_defaults(func=cmd_compare)
@@ -277,6 +325,8 @@ def _spec_with_overrides(args: argparse.Namespace):
     raw = spec.to_dict()
     raw["search"].update(search)
     raw["data"].update(data)
+    if raw["data"]["dataset"] not in IDX_SOURCES and args.data_dir is None:
+        raw["data"].pop("data_dir", None)  # the spec's MNIST folder means nothing to another set
     if args.dataset is not None and args.dataset != spec.data.dataset:
         label = Path(args.dataset[4:]).stem if args.dataset.startswith("npz:") else args.dataset
         raw["study"]["name"] = f"{spec.name}-{label}"
@@ -308,7 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.create_only:
         print(
             f"study {summary.study_name!r} is ready in {mask_password(url)}: start workers "
-            f"with python -m hpo worker --study '{summary.study_name}'"
+            f"with {_command('worker', summary.study_name, url)}"
         )
         return 0
     _print_summary(study, summary.counts, url)
@@ -507,9 +557,22 @@ def _print_summary(study, counts, url: str) -> None:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     print(f"storage: {mask_password(url)}")
     print(
-        f"more: python -m hpo best --study '{study.study_name}' --storage '{mask_password(url)}'"
-        f"; python -m hpo dashboard --storage '{mask_password(url)}'"
+        f"more: {_command('best', study.study_name, url)}; "
+        f"{_command('dashboard', None, url, always_storage=True)}"
     )
+
+
+def _command(
+    command: str, study_name: str | None, url: str, *, always_storage: bool = False
+) -> str:
+    """A ``python -m hpo`` line to paste into a shell: every value quoted as the shell needs
+    (``shlex.quote``), ``--storage`` whenever the storage is not the default."""
+    words = ["python", "-m", "hpo", command]
+    if study_name is not None:
+        words += ["--study", study_name]
+    if always_storage or url != DEFAULT_STORAGE:
+        words += ["--storage", mask_password(url)]
+    return shlex.join(words)
 
 
 def _fmt(value) -> str:

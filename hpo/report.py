@@ -6,6 +6,7 @@ activations at initialization and after training. ``reports`` then draws and ren
 """
 
 import dataclasses
+import hashlib
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -185,8 +186,19 @@ def trials_snapshot(
     )
 
 
+SAFE_NAME_MAX = 120
+"""Characters of a study name kept in a file name (a file name has at most 255 bytes)."""
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """``name`` as part of a file name: ASCII letters, digits, ``-_.`` (others become ``_``),
+    and no longer than ``SAFE_NAME_MAX``: a longer name is cut and ends in a hash of the whole,
+    so that two long names still give two files."""
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
+    if len(safe) <= SAFE_NAME_MAX:
+        return safe
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{safe[: SAFE_NAME_MAX - 11]}-{digest}"
 
 
 def default_report_path(study_name: str) -> Path:

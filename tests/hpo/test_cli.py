@@ -4,6 +4,7 @@
 import hashlib
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -140,8 +141,9 @@ def test_bad_spec_exits_2_and_leaves_the_database_unchanged(
     ("argv", "expected"),
     [
         (["--sampler", "bayes"], "invalid choice: 'bayes'"),
-        (["--trials", "-1"], "--trials: -1 (allowed: >= 0)"),
-        (["--workers", "0"], "--workers: 0 (allowed: >= 1)"),
+        (["--trials", "-1"], "--trials: -1 (allowed: 1 to 1,000,000)"),
+        (["--trials", "0"], "--trials: 0 (allowed: 1 to 1,000,000)"),
+        (["--workers", "0"], "--workers: 0 (allowed: 1 to 256)"),
         (["--timeout", "soon"], "'soon' is not a number of seconds"),
         (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the storage"),
         (["--storage", "mysql+nodriver://x/y"], "mysql+nodriver://x/y"),
@@ -230,14 +232,14 @@ def test_best_json_retrain_and_export(tiny_spec, db_url, tmp_path, capsys):
 
 
 def test_best_without_completed_trials_exits_1(tiny_spec, db_url, capsys):
-    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
+    main(["run", str(tiny_spec), "--storage", db_url, "--create-only"])
     capsys.readouterr()
     assert main(["best", "--storage", db_url]) == 1
     assert "no completed trial" in capsys.readouterr().err
 
 
 def test_worker_joins_an_existing_study(tiny_spec, db_url, capsys):
-    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
+    main(["run", str(tiny_spec), "--storage", db_url, "--create-only"])
     assert (
         main(
             ["run", str(tiny_spec), "--storage", db_url, "--trials", "4", "--quiet", "--no-report"]
@@ -251,7 +253,7 @@ def test_worker_joins_an_existing_study(tiny_spec, db_url, capsys):
 
 
 def test_worker_on_unknown_study_exits_2(tiny_spec, db_url, capsys):
-    main(["run", str(tiny_spec), "--storage", db_url, "--trials", "0", "--quiet", "--no-report"])
+    main(["run", str(tiny_spec), "--storage", db_url, "--create-only"])
     capsys.readouterr()
     assert main(["worker", "--study", "nope", "--storage", db_url]) == 2
     assert "no study named 'nope' (allowed: tiny)" in capsys.readouterr().err
@@ -328,7 +330,7 @@ def test_read_only_commands_refuse_another_programs_database_untouched(tmp_path,
     with sqlite3.connect(path) as c:
         c.execute("CREATE TABLE users (name TEXT)")
     before = path.read_bytes()
-    for argv in (["studies"], ["report"], ["best"], ["run", "--trials", "0", "--no-report"]):
+    for argv in (["studies"], ["report"], ["best"], ["run", "--create-only"]):
         assert main([*argv, "--storage", f"sqlite:///{path}"]) == 2, argv
         assert "is not an hpo (Optuna) database" in capsys.readouterr().err
     assert path.read_bytes() == before
@@ -348,7 +350,7 @@ def test_reading_commands_leave_an_hpo_database_byte_for_byte(tiny_spec, db_url,
     [
         (["best", "--export", "weights"], "--export: 'weights' (allowed: a path ending in .npz)"),
         (["dashboard", "--port", "70000"], "--port: 70000 (allowed: 0 to 65535)"),
-        (["run", "--seed", "-1"], "--seed: -1 (allowed: >= 0)"),
+        (["run", "--seed", "-1"], "--seed: -1 (allowed: 0 to 4,294,967,295)"),
         (["report", "--out", "."], "--out: . is a directory"),
     ],
 )
@@ -489,3 +491,152 @@ def test_a_sigkilled_run_leaves_no_worker_process(tmp_path):
     while time.monotonic() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.1)
     assert not [pid for pid in workers if alive(pid)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every input checked: names, empty values, refusals that leave nothing behind, pasteable hints
+
+
+def exit_code(argv: list[str]) -> int:
+    """``main(argv)``'s exit code, also when argparse refuses the line (it raises SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("", '""'),
+        ("   ", '"   "'),
+        (" lead", '" lead"'),
+        ("a\nb", '"a\\x0ab"'),
+        ("a\x00b", '"a\\x00b"'),
+        ("x" * 129, "(129 characters)"),
+        ("x" * 10_000, "(10000 characters)"),
+    ],
+    ids=["empty", "blank", "leading-space", "newline", "nul", "129-chars", "10000-chars"],
+)
+@pytest.mark.parametrize("command", [["run"], ["worker"], ["best"], ["report"]], ids=str)
+def test_a_bad_study_name_is_refused_on_every_command(
+    tmp_path, monkeypatch, capsys, command, name, shown
+):
+    monkeypatch.chdir(tmp_path)
+    assert exit_code([*command, "--study", name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--study: " in err and shown in err, err
+    assert "allowed: 1 to 128 printable characters" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_refuses_a_bad_study_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert exit_code(["compare", "a", "b\tc"]) == 2
+    assert 'STUDY: "b\\x09c"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--storage", ""],
+        ["studies", "--storage", " "],
+        ["run", "--data-dir", ""],
+        ["run", ""],
+        ["run", "--storage", "sqlite://"],
+        ["run", "--storage", "sqlite:///:memory:"],
+        ["run", "--storage", "journal:"],
+        ["run", "--trials", "0"],
+        ["run", "--trials", "1000001"],
+        ["run", "--workers", "257"],
+        ["run", "--seed", "4294967296"],
+    ],
+    ids=" ".join,
+)
+def test_empty_or_impossible_values_are_refused_not_replaced_by_a_default(
+    tmp_path, monkeypatch, capsys, argv
+):
+    monkeypatch.chdir(tmp_path)
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "allowed:" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_in_an_empty_folder_creates_no_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["worker", "--study", "x"]) == 2
+    assert "sqlite:///hpo.db: no such database file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_commands_create_no_lock_file(tiny_spec, tmp_path, capsys):
+    db = tmp_path / "copy" / "hpo.db"
+    db.parent.mkdir()
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    main(["run", str(tiny_spec), "--storage", url, "--trials", "1", "--quiet", "--no-report"])
+    db.write_bytes((tmp_path / "studies.db").read_bytes())  # a copy, as a user mails one
+    copy = f"sqlite:///{db}"
+    for argv in (["studies"], ["best"], ["best", "--study", "nope"], ["studies"]):
+        main([*argv, "--storage", copy])
+    capsys.readouterr()
+    assert sorted(p.name for p in db.parent.iterdir()) == ["hpo.db"]
+
+
+def test_the_create_only_hint_can_be_pasted_and_names_the_storage(tiny_spec, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'my studies.db'}"
+    name = """it's "a" $study"""
+    assert main(["run", str(tiny_spec), "--storage", url, "--study", name, "--create-only"]) == 0
+    out = capsys.readouterr().out
+    hint = out.split("start workers with ", 1)[1].strip()
+    assert shlex.split(hint) == ["python", "-m", "hpo", "worker", "--study", name, "--storage", url]
+
+
+def test_hints_leave_out_the_default_storage(tiny_spec, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPO_STORAGE", raising=False)
+    assert main(["run", str(tiny_spec), "--create-only"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("python -m hpo worker --study tiny")
+
+
+def test_the_summary_hint_quotes_a_name_for_the_shell(tiny_spec, db_url, capsys):
+    name = "a\"b'c"
+    argv = ["run", str(tiny_spec), "--storage", db_url, "--study", name, "--trials", "1"]
+    assert main([*argv, "--quiet", "--no-report"]) == 0
+    more = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("more:"))
+    best, dashboard = more[len("more: ") :].split("; ")
+    assert shlex.split(best) == [
+        "python",
+        "-m",
+        "hpo",
+        "best",
+        "--study",
+        name,
+        "--storage",
+        db_url,
+    ]
+    assert shlex.split(dashboard) == ["python", "-m", "hpo", "dashboard", "--storage", db_url]
+
+
+def test_a_spec_that_is_a_directory_is_named_as_one(tmp_path, capsys, db_url):
+    (tmp_path / "specs.toml").mkdir()
+    assert main(["run", str(tmp_path / "specs.toml"), "--storage", db_url]) == 2
+    assert "specs.toml: is a directory (allowed: a .toml study file)" in capsys.readouterr().err
+
+
+def test_a_spec_with_a_utf8_bom_is_read(tiny_spec, db_url, capsys):
+    tiny_spec.write_bytes(b"\xef\xbb\xbf" + tiny_spec.read_bytes())
+    argv = ["run", str(tiny_spec), "--storage", db_url, "--trials", "1", "--quiet", "--no-report"]
+    assert main(argv) == 0, capsys.readouterr().err
+
+
+def test_a_long_study_name_gives_a_report_file_name_the_file_system_takes(
+    tiny_spec, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    name = "é" * 128  # 256 bytes in UTF-8: too long for a file name as it is
+    argv = ["run", str(tiny_spec), "--study", name, "--trials", "1", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    reports = list(tmp_path.glob("hpo-report-*.html"))
+    assert len(reports) == 1 and len(reports[0].name.encode()) <= 255
+    assert main(["report", "--study", name]) == 0

@@ -179,7 +179,7 @@ def test_sigkilled_worker_on_postgresql_is_retried_and_the_target_reached(tmp_pa
 def test_trial_orphaned_before_its_first_heartbeat_is_swept(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2, trials=3)
     url = f"sqlite:///{tmp_path / 'orphan.db'}"
-    assert run_quietly(spec, url, "--trials", "0") == 0
+    assert run_quietly(spec, url, "--create-only") == 0
     # A claim killed right after ask(): RUNNING, no heartbeat ever recorded, no parameter.
     orphan = optuna.load_study(study_name="tiny", storage=open_storage(url)).ask()
     time.sleep(3.5)
@@ -199,7 +199,7 @@ def test_a_password_with_braces_and_percent_works_and_is_never_printed(postgres_
     typed = f"postgresql://{url.username}:p{{a}}%s@{url.host}:{url.port}/{url.database}"
     encoded = url.set(password="p{a}%s@w:d").render_as_string(hide_password=False)
     for text in (typed, encoded):
-        assert main(["run", "--storage", text, "--trials", "0", "--quiet", "--no-report"]) == 0
+        assert main(["run", "--storage", text, "--create-only"]) == 0
         assert main(["studies", "--storage", text]) == 0
         out, err = capsys.readouterr()
         assert "p{a}" not in out + err and "p%7Ba" not in out + err
