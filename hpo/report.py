@@ -186,6 +186,8 @@ def trials_snapshot(
     )
 
 
+NAME_MAX = 255
+"""Bytes in a file name on the usual file systems (ext4, APFS, NTFS in UTF-16 units)."""
 SAFE_NAME_MAX = 120
 """Characters of a study name kept in a file name (a file name has at most 255 bytes)."""
 
@@ -206,10 +208,23 @@ def default_report_path(study_name: str) -> Path:
 
 
 def _check_out(path: Path) -> None:
+    if len(path.name.encode()) > NAME_MAX:
+        raise UsageError(
+            f"--out: {_cut(str(path))} is a file name of {len(path.name.encode())} bytes "
+            f"(allowed: up to {NAME_MAX})"
+        )
+    try:
+        path.is_dir()
+    except OSError as e:
+        raise UsageError(f"--out: {_cut(str(path))}: {e.strerror} (allowed: a file path)") from None
     if path.is_dir():
         raise UsageError(f"--out: {path} is a directory (allowed: a file path, e.g. report.html)")
     if not path.parent.is_dir():
-        raise UsageError(f"--out: directory {path.parent} does not exist")
+        raise UsageError(f"--out: directory {_cut(str(path.parent))} does not exist")
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
 
 
 def _written(path: Path, what: str, write: Callable[[], Path]) -> Path:

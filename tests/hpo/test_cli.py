@@ -352,6 +352,10 @@ def test_reading_commands_leave_an_hpo_database_byte_for_byte(tiny_spec, db_url,
         (["dashboard", "--port", "70000"], "--port: 70000 (allowed: 0 to 65535)"),
         (["run", "--seed", "-1"], "--seed: -1 (allowed: 0 to 4,294,967,295)"),
         (["report", "--out", "."], "--out: . is a directory"),
+        (
+            ["report", "--out", "x" * 300 + ".html"],
+            "is a file name of 305 bytes (allowed: up to 255)",
+        ),
     ],
 )
 def test_more_bad_flags_exit_2_with_one_line(tiny_spec, db_url, argv, expected, capsys):
