@@ -178,6 +178,11 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
     shown = mask_password(url)
     if kind == "other":
         raise UsageError(f"{shown}: not a storage URL hpo supports (allowed: {URL_FORMS})")
+    if kind == "sqlite" and "uri" in make_url(url).query:
+        raise UsageError(
+            f"{shown}: SQLite URI options (uri=true) are not supported (allowed: a file path, "
+            "e.g. sqlite:///hpo.db)"
+        )
     if kind == "sqlite" and sqlite_path(url) is None:
         raise UsageError(
             f"{shown}: an in-memory SQLite database would vanish with this command, and worker "
@@ -190,9 +195,11 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
         )
     settings = heartbeat_settings() if write else None
     path = sqlite_path(url)
-    if path is not None and (not path.exists() or path.is_dir()):
+    if path is not None and (write or not path.exists() or path.is_dir()):
         # Refused before the lock, whose file would be left behind: a database missing (to
-        # read, or where none may be created), a directory that is missing or is the path.
+        # read, or where none may be created), a directory that is missing or is the path, a
+        # file that is not an hpo database (a writer; a reader checks under the lock, which a
+        # schema being created holds).
         check_sqlite_file(url, write=write, create=create)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
