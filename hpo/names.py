@@ -10,18 +10,14 @@ PRUNERS = ("median", "hyperband", "sha", "none")
 STUDY_NAME_MAX = 128
 """Study names: 1 to 128 printable characters (Optuna stores up to 512; a report's file name,
 ``hpo-report-NAME.html``, must stay under the file system's 255 bytes)."""
-STUDY_NAME_RULE = (
-    f"1 to {STUDY_NAME_MAX} printable characters, not starting or ending with a space"
-)
+STUDY_NAME_RULE = f"1 to {STUDY_NAME_MAX} printable characters, not starting or ending with a space"
 
 
 def show_name(name: str, limit: int = 40) -> str:
     """A name as a message shows it: quoted, every unprintable character escaped (a message
     stays one line), a long name cut to ``limit`` characters."""
     shown = name if len(name) <= limit else name[:limit]
-    escaped = "".join(
-        c if c.isprintable() and c not in '"\\' else _escape(c) for c in shown
-    )
+    escaped = "".join(c if c.isprintable() and c not in '"\\' else _escape(c) for c in shown)
     more = f"... ({len(name)} characters)" if len(name) > limit else ""
     return f'"{escaped}"{more}'
 
