@@ -20,10 +20,11 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
 from hpo.objective import build_net, configuration, fit_net, trial_seed
+from hpo.paths import check_out_path
 from hpo.records import run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
-from hpo.urls import mask_password
+from hpo.urls import journal_path, mask_password, sqlite_path
 from reports.comparison import write_comparison
 from reports.html import write_report
 from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
@@ -186,8 +187,6 @@ def trials_snapshot(
     )
 
 
-NAME_MAX = 255
-"""Bytes in a file name on the usual file systems (ext4, APFS, NTFS in UTF-16 units)."""
 SAFE_NAME_MAX = 120
 """Characters of a study name kept in a file name (a file name has at most 255 bytes)."""
 
@@ -207,24 +206,11 @@ def default_report_path(study_name: str) -> Path:
     return Path(f"hpo-report-{_safe(study_name)}.html")
 
 
-def _check_out(path: Path) -> None:
-    if len(path.name.encode()) > NAME_MAX:
-        raise UsageError(
-            f"--out: {_cut(str(path))} is a file name of {len(path.name.encode())} bytes "
-            f"(allowed: up to {NAME_MAX})"
-        )
-    try:
-        path.is_dir()
-    except OSError as e:
-        raise UsageError(f"--out: {_cut(str(path))}: {e.strerror} (allowed: a file path)") from None
-    if path.is_dir():
-        raise UsageError(f"--out: {path} is a directory (allowed: a file path, e.g. report.html)")
-    if not path.parent.is_dir():
-        raise UsageError(f"--out: directory {_cut(str(path.parent))} does not exist")
-
-
-def _cut(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
+def _check_out(path: Path, storage_url: str) -> None:
+    check_out_path(path, flag="--out", example="report.html")
+    stored = sqlite_path(storage_url) or journal_path(storage_url)
+    if stored is not None and path.resolve() == stored.resolve():
+        raise UsageError(f"--out: {path} is the study's storage (allowed: another file path)")
 
 
 def _written(path: Path, what: str, write: Callable[[], Path]) -> Path:
@@ -244,7 +230,7 @@ def make_comparison(
     """Write the side-by-side comparison of ``studies``; return its path."""
     names = [study.study_name for study, _ in studies]
     path = Path(out) if out is not None else Path(f"hpo-compare-{_safe('-vs-'.join(names))}.html")
-    _check_out(path)
+    _check_out(path, storage_url)
     snapshots = [trials_snapshot(study, spec, storage_url) for study, spec in studies]
     return _written(path, "comparison", lambda: write_comparison(snapshots, path))
 
@@ -260,6 +246,6 @@ def make_report(
 ) -> Path:
     """Write the study's HTML report; return its path."""
     path = Path(out) if out is not None else default_report_path(study.study_name)
-    _check_out(path)
+    _check_out(path, storage_url)
     snapshot = build_snapshot(study, spec, storage_url, split=split)
     return _written(path, "report", lambda: write_report(snapshot, path, top_k=top_k))

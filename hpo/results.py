@@ -7,7 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.errors import RunError, UsageError
+from hpo.errors import RunError
+from hpo.paths import check_out_path
 from hpo.records import run_facts
 from hpo.spec import StudySpec
 from hpo.urls import artifact_dir
@@ -67,8 +68,8 @@ def retrain_best(
     from trainer.training import evaluate
 
     summary = best_trial_summary(study)
-    if export is not None and not Path(export).parent.is_dir():
-        raise UsageError(f"--export: directory {Path(export).parent} does not exist")
+    if export is not None:
+        check_out_path(Path(export), flag="--export", example="best.npz")
     trial = study.get_trials(deepcopy=False)[summary["trial"]]
     config = configuration(spec, trial.params)
     split = load_study_split(spec)

@@ -247,6 +247,8 @@ def _validated_pair(where: str, xname: str, x, yname: str, y) -> tuple[np.ndarra
         )
     if len(y) and y.min() < 0:
         raise DatasetError(f"{where}: {yname} contains {y.min()} (allowed: labels >= 0)")
+    if len(x) == 0:
+        raise DatasetError(f"{where}: {xname} has no rows (allowed: at least one sample per class)")
     # Kept in its own dtype (MNIST's uint8 is an eighth of float64): only the split converts.
     x = x.reshape(len(x), -1)
     if x.dtype == np.bool_:

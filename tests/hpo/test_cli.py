@@ -352,6 +352,7 @@ def test_reading_commands_leave_an_hpo_database_byte_for_byte(tiny_spec, db_url,
         (["dashboard", "--port", "70000"], "--port: 70000 (allowed: 0 to 65535)"),
         (["run", "--seed", "-1"], "--seed: -1 (allowed: 0 to 4,294,967,295)"),
         (["report", "--out", "."], "--out: . is a directory"),
+        (["report", "--out", "{db}"], "is the study's storage (allowed: another file path)"),
         (
             ["report", "--out", "x" * 300 + ".html"],
             "is a file name of 305 bytes (allowed: up to 255)",
@@ -362,7 +363,8 @@ def test_more_bad_flags_exit_2_with_one_line(tiny_spec, db_url, argv, expected, 
     main(["run", str(tiny_spec), "--storage", db_url, "--trials", "1", "--quiet", "--no-report"])
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        raise SystemExit(main([*argv, "--storage", db_url]))
+        db = db_url[len("sqlite:///") :]
+        raise SystemExit(main([a.replace("{db}", db) for a in argv] + ["--storage", db_url]))
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert expected in err, err

@@ -1,0 +1,36 @@
+"""Checks of the files a command is told to write (``--out``, ``--export``), before any work."""
+
+from pathlib import Path
+
+from hpo.errors import UsageError
+
+NAME_MAX = 255
+"""Bytes in a file name on the usual file systems (ext4, APFS, NTFS in UTF-16 units)."""
+
+
+def check_out_path(path: Path, *, flag: str, example: str) -> None:
+    """Refuse, in one line, a path that cannot be written as a new file: a NUL in it, a file
+    name over ``NAME_MAX`` bytes, a directory, a missing or unreachable parent directory."""
+    text = str(path)
+    if "\x00" in text:
+        raise UsageError(f"{flag}: {cut(repr(text))} contains a NUL (allowed: a file path)")
+    if len(path.name.encode()) > NAME_MAX:
+        raise UsageError(
+            f"{flag}: {cut(text)} is a file name of {len(path.name.encode())} bytes "
+            f"(allowed: up to {NAME_MAX})"
+        )
+    try:
+        is_dir, parent_is_dir = path.is_dir(), path.parent.is_dir()
+    except OSError as e:
+        raise UsageError(f"{flag}: {cut(text)}: {e.strerror} (allowed: a file path)") from None
+    if is_dir:
+        raise UsageError(
+            f"{flag}: {cut(text)} is a directory (allowed: a file path, e.g. {example})"
+        )
+    if not parent_is_dir:
+        raise UsageError(f"{flag}: directory {cut(str(path.parent))} does not exist")
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` for a message: at most about ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
