@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hpo.errors import HPOError, UsageError
 from hpo.interrupts import INTERRUPTS
-from hpo.names import PRUNERS, SAMPLERS, study_name_problem
+from hpo.names import MAX_SEED, MAX_TRIALS, MAX_WORKERS, PRUNERS, SAMPLERS, study_name_problem
 from hpo.urls import DEFAULT_STORAGE, mask_password, resolve_url
 from trainer.console import int_at_least, main_closing_quietly
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
@@ -35,11 +35,6 @@ def _port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} (allowed: 0 to 65535)")
     return value
-
-
-MAX_TRIALS = 1_000_000  # as the spec's search.trials (hpo.spec.MAX_TRIALS, not imported: --help)
-MAX_SEED = 2**32 - 1
-MAX_WORKERS = 256
 
 
 def _int_between(minimum: int, maximum: int):

@@ -7,6 +7,18 @@ EXPERIMENTS = ("optimizers", "init", "batchnorm", "overfit")
 experiment``); ``reports.experiments`` draws them."""
 PRUNERS = ("median", "hyperband", "sha", "none")
 
+MAX_SEED = 2**32 - 1
+"""Seeds are 0 to 2**32 - 1: NumPy's legacy generator, which Optuna's grid sampler seeds, takes
+no larger."""
+MAX_TRIALS = 1_000_000
+MAX_EPOCHS = 100_000
+MAX_LAYERS = 100
+MAX_WIDTH = 65_536
+"""Upper limits far past any study this tool is for (a 10,000-trial study, a 100-layer net):
+a larger value is a typo, refused before a study exists."""
+MAX_WORKERS = 256
+"""Trials in flight from one command (``--workers``)."""
+
 STUDY_NAME_MAX = 128
 """Study names: 1 to 128 printable characters (Optuna stores up to 512; a report's file name,
 ``hpo-report-NAME.html``, must stay under the file system's 255 bytes)."""

@@ -21,20 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import SpecError, UsageError
-from hpo.names import EXPERIMENTS, PRUNERS, SAMPLERS, show_name, study_name_problem
+from hpo.names import (
+    EXPERIMENTS,
+    MAX_EPOCHS,
+    MAX_LAYERS,
+    MAX_SEED,
+    MAX_TRIALS,
+    MAX_WIDTH,
+    PRUNERS,
+    SAMPLERS,
+    show_name,
+    study_name_problem,
+)
 from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
-
-MAX_SEED = 2**32 - 1
-"""Seeds are 0 to 2**32 - 1: NumPy's legacy generator, which Optuna's grid sampler seeds, takes
-no larger."""
-MAX_TRIALS = 1_000_000
-MAX_EPOCHS = 100_000
-MAX_LAYERS = 100
-MAX_WIDTH = 65_536
-"""Upper limits far past any study this tool is for (a 10,000-trial study, a 100-layer net):
-a larger value is a typo, refused before a study exists."""
 
 
 @dataclass(frozen=True)
