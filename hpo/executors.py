@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 
 from threadpoolctl import threadpool_limits
 
+from hpo.errors import RunError
 from hpo.interrupts import INTERRUPTS
 from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.spec import StudySpec
@@ -64,6 +65,11 @@ class TrialFailed(RuntimeError):
     """The trial raised in its worker; the message carries the worker's traceback's last line."""
 
 
+class ExecutorLost(RunError):
+    """The executor can train no more trials (its cluster went away). A future that fails with
+    it ends the run: the orchestrator fails the trials in flight and claims no more."""
+
+
 class TrialExecutor(abc.ABC):
     """Runs trials. ``slots`` trials train at once; ``prefetch`` is how many more the orchestrator
     keeps queued (some when training runs elsewhere, so that a worker starts its next trial while
@@ -71,6 +77,10 @@ class TrialExecutor(abc.ABC):
 
     slots: int = 1
     prefetch: int = 0
+
+    def check(self) -> None:  # noqa: B027 - a hook: only a cluster can be lost
+        """Raise ``ExecutorLost`` if no more trials can train here (the orchestrator asks before
+        each claim, so that it claims none it cannot run)."""
 
     @abc.abstractmethod
     def submit(

@@ -19,7 +19,7 @@ import numpy as np
 
 from hpo.pruning import Thresholds
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from trainer.datasets import Split
+from trainer.datasets import Split, load_split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
 from trainer.training import EpochMetrics, TrainResult, train
@@ -85,6 +85,20 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
         if rule.when is not None and optimizer not in rule.when:
             config.pop(name, None)
     return config
+
+
+def study_split(spec: StudySpec) -> Split:
+    """The study's data, split with the spec's data seed: the same split for every trial, in
+    any process that reads the same files (raises ``trainer.datasets.DatasetError``)."""
+    d = spec.data
+    return load_split(
+        d.dataset,
+        rng=np.random.default_rng(d.seed),
+        data_dir=d.data_dir,
+        validation_fraction=d.validation_fraction,
+        test_fraction=d.test_fraction,
+        train_size=d.train_size,
+    )
 
 
 def build_net(

@@ -18,7 +18,8 @@ the executor beyond the busy workers (``prefetch``), so its writes overlap the t
 of delaying it. With one worker the order of
 claims, hand-outs and tells is fixed, so the same spec and seed give the same trials.
 
-A trial whose training raised is failed; three in a row end the run. A trial whose worker
+A trial whose training raised is failed; three in a row end the run, and so does one whose
+executor can train no more (``ExecutorLost``: its cluster went away). A trial whose worker
 process died is failed and queued again with the same parameters (at most
 ``MAX_STALE_TRIAL_RETRIES`` times). On a Ctrl-C (``hpo.interrupts``) or any other exit the
 executor is stopped and every trial still in flight is failed, never left RUNNING.
@@ -38,7 +39,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import RunError
-from hpo.executors import TrialExecutor, WorkerLost
+from hpo.executors import ExecutorLost, TrialExecutor, WorkerLost
 from hpo.heartbeat import Heartbeats, record_heartbeat, sweep_stale_trials
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
@@ -178,6 +179,7 @@ class Orchestrator:
         while len(self.in_flight) < self.executor.slots + self.executor.prefetch:
             if not self._may_claim():
                 return
+            self.executor.check()
             claimed = self._claim()
             if claimed is None:
                 return
@@ -301,6 +303,9 @@ class Orchestrator:
         ):
             self._fail(claimed, "interrupted")
             raise KeyboardInterrupt
+        if isinstance(error, ExecutorLost):  # nothing more can train: run() fails the rest
+            self._fail(claimed, f"{type(error).__name__}: {error}")
+            raise error
         if error is not None:
             self._fail(claimed, f"{type(error).__name__}: {error}")
             if isinstance(error, WorkerLost):

@@ -69,6 +69,18 @@ class Split:
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    def digest(self) -> str:
+        """SHA-256 of every array's dtype, shape and bytes: two processes that computed the
+        same split (same files, same seed, same NumPy arithmetic) get the same digest."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            h.update(a)
+        for a in (self.mean, self.std):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
 
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
