@@ -20,7 +20,7 @@ from pathlib import Path
 from hpo.errors import HPOError, UsageError
 from hpo.interrupts import INTERRUPTS
 from hpo.names import MAX_SEED, MAX_TRIALS, MAX_WORKERS, PRUNERS, SAMPLERS, study_name_problem
-from hpo.urls import DEFAULT_STORAGE, mask_password, resolve_url
+from hpo.urls import DEFAULT_STORAGE, mask_password, resolve_dask, resolve_url
 from trainer.console import int_at_least, main_closing_quietly
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
 
@@ -114,14 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--workers",
             type=_int_between(1, MAX_WORKERS),
-            default=1,
             metavar="N",
-            help="trials in flight, each in its own worker process (default 1; one per core)",
+            help="trials in flight, each in its own worker process (default 1; one per core); "
+            "with --dask, on the cluster (default: its worker threads)",
         )
         p.add_argument(
             "--in-process",
             action="store_true",
             help="train in this process, one trial at a time (for a debugger or a profiler)",
+        )
+        p.add_argument(
+            "--dask",
+            metavar="ADDRESS",
+            help="train on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786; "
+            "default: $HPO_DASK); the storage stays here",
         )
 
     p = command(
@@ -342,8 +348,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             study_name=args.study,
             trials=args.trials,
             timeout=args.timeout,
-            workers=0 if args.create_only else args.workers,
+            workers=args.workers,
             in_process=args.in_process,
+            dask=None if args.create_only else resolve_dask(args.dask),
+            create_only=args.create_only,
             progress=None if args.quiet else bar,
         )
     finally:
@@ -422,6 +430,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             study_name=args.study,
             workers=args.workers,
             in_process=args.in_process,
+            dask=resolve_dask(args.dask),
             progress=None if args.quiet else bar,
         )
     finally:

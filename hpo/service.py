@@ -20,9 +20,10 @@ import numpy as np
 import optuna
 
 from hpo.errors import RunError, SpecError, UsageError
-from hpo.executors import InlineExecutor, LocalProcessExecutor, WorkerLost
+from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
+from hpo.objective import study_split
 from hpo.pruning import (
     HyperbandRule,
     NoPruning,
@@ -43,7 +44,7 @@ from hpo.runner import Orchestrator
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
 from hpo.urls import mask_password
-from trainer.datasets import DatasetError, Split, load_split
+from trainer.datasets import DatasetError, Split
 from trainer.network import training_memory
 from trainer.training import EVAL_BATCH
 
@@ -171,17 +172,9 @@ def create_or_load_study(
 
 def load_study_split(spec: StudySpec) -> Split:
     """The study's data, split with the spec's data seed (the same split for every trial)."""
-    d = spec.data
     try:
         with INTERRUPTS.raising():
-            return load_split(
-                d.dataset,
-                rng=np.random.default_rng(d.seed),
-                data_dir=d.data_dir,
-                validation_fraction=d.validation_fraction,
-                test_fraction=d.test_fraction,
-                train_size=d.train_size,
-            )
+            return study_split(spec)
     except DatasetError as e:
         raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
 
@@ -203,11 +196,16 @@ def available_memory() -> int | None:
 
 
 def check_memory(
-    spec: StudySpec, split: Split, *, workers: int, available: int | None = None
+    spec: StudySpec,
+    split: Split,
+    *,
+    workers: int,
+    available: int | None = None,
+    where: str = "this machine has available",
 ) -> None:
     """Refuse, before the study exists, a net that ``workers`` trials at once cannot train in
     the memory this machine has available (``trainer.network.training_memory``, an upper
-    estimate)."""
+    estimate); ``available`` and ``where`` name another machine's (a Dask worker's)."""
     available = available_memory() if available is None else available
     if available is None:
         return
@@ -224,8 +222,8 @@ def check_memory(
         spec.source,
         "model.hidden",
         f"{_show_list(spec.model.hidden)} with batch_size {spec.training.batch_size} needs about "
-        f"{_gib(per_trial)} a trial{times}, more than the {_gib(available)} this machine has "
-        "available (allowed: narrower or fewer layers, a smaller batch, or fewer --workers)",
+        f"{_gib(per_trial)} a trial{times}, more than the {_gib(available)} {where} "
+        "(allowed: narrower or fewer layers, a smaller batch, or fewer --workers)",
     )
 
 
@@ -251,32 +249,72 @@ class RunSummary:
     seconds: float
 
 
-def make_executor(spec: StudySpec, split: Split, *, workers: int, in_process: bool):
-    """Where the trials train: this process (``in_process``, one at a time), else ``workers``
-    local processes."""
+def make_executor(
+    spec: StudySpec,
+    split: Split,
+    *,
+    workers: int | None,
+    in_process: bool = False,
+    dask: str | None = None,
+    label: str = "study",
+) -> TrialExecutor:
+    """Where the trials train: this process (``in_process``, one at a time), the Dask cluster
+    whose scheduler is at ``dask`` (``workers`` in flight, default its threads), else
+    ``workers`` local processes (default 1). A cluster is refused when a trial's net does not
+    fit in its workers' memory (this machine's is ``check_memory``'s, before the study)."""
+    if in_process and dask is not None:
+        raise UsageError("--in-process and --dask: one or the other (allowed: either flag alone)")
     if in_process:
         return InlineExecutor(spec, split)
+    if dask is not None:
+        return _dask_executor(spec, split, address=dask, workers=workers, label=label)
     try:
-        return LocalProcessExecutor(spec, split, workers=workers)
+        return LocalProcessExecutor(spec, split, workers=workers or 1)
     except WorkerLost as e:
         raise RunError(f"cannot start the worker processes: {e}") from None
+
+
+def _dask_executor(
+    spec: StudySpec, split: Split, *, address: str, workers: int | None, label: str
+) -> TrialExecutor:
+    with INTERRUPTS.raising():
+        try:
+            from hpo.dask_executor import DaskExecutor
+        except ImportError as e:
+            raise UsageError(
+                f"--dask {address}: needs Dask's distributed package ({e}; allowed: after "
+                "python -m pip install 'hpo[dask]')"
+            ) from None
+        executor = DaskExecutor(spec, split, address=address, workers=workers, label=label)
+    try:
+        for where, (threads, limit) in executor.worker_memory().items():
+            if limit:  # 0: the worker has no limit set
+                in_flight = min(threads, workers or threads)
+                check_memory(
+                    spec,
+                    split,
+                    workers=in_flight,
+                    available=limit,
+                    where=f"Dask worker {where} may use",
+                )
+    except BaseException:
+        executor.shutdown(cancel=True)
+        raise
+    return executor
 
 
 def _orchestrate(
     study: optuna.Study,
     spec: StudySpec,
-    split: Split,
     *,
+    executor: TrialExecutor,
     storage_url: str,
     target: int,
     deadline: float | None,
-    workers: int,
-    in_process: bool,
     progress: Callable[[Counts, int], None] | None,
 ) -> RunSummary:
-    """Run ``study``'s trials on a new executor until the target or the deadline."""
+    """Run ``study``'s trials on ``executor`` until the target or the deadline."""
     start = time.monotonic()
-    executor = make_executor(spec, split, workers=workers, in_process=in_process)
     orchestrator = Orchestrator(
         study,
         spec,
@@ -302,8 +340,10 @@ def run_study(
     study_name: str | None = None,
     trials: int | None = None,
     timeout: float | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     in_process: bool = False,
+    dask: str | None = None,
+    create_only: bool = False,
     progress: Callable[[Counts, int], None] | None = None,
 ) -> RunSummary:
     """Create or resume the study of ``spec`` and run its trials to the target.
@@ -314,13 +354,16 @@ def run_study(
         study_name: default: the spec's name.
         trials: the target of finished trials (default: the spec's ``search.trials``).
         timeout: seconds after which no new trial starts (default: the spec's).
-        workers: trials in flight, each in a worker process; 0 only creates the study
-            (schema, spec and target) for ``hpo worker`` processes to join.
+        workers: trials in flight, each in a worker process (None: 1, or with ``dask`` the
+            cluster's threads).
         in_process: train in this process instead, one trial at a time (debuggers, profilers).
+        dask: the address of a Dask scheduler whose workers train the trials.
+        create_only: only create the study (schema, spec and target) for ``hpo worker``
+            processes to join.
         progress: called with the counts and the target whenever they change.
 
     Raises:
-        UsageError: bad data or storage, before any trial runs.
+        UsageError: bad data, storage or cluster, before anything is stored.
         KeyboardInterrupt: after the trials in flight have been failed and workers stopped.
     """
     name = study_name or spec.name
@@ -329,23 +372,33 @@ def run_study(
         target = min(target, grid_size(spec))
     timeout = spec.search.timeout if timeout is None else timeout
     split = load_study_split(spec)  # bad data fails here, before the study exists
-    check_memory(spec, split, workers=1 if in_process else workers)
-    study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
-    INTERRUPTS.check()
-    start = time.monotonic()
-    if workers < 1:
-        counts = study_counts(study)
-        return RunSummary(name, storage_url, counts, 0, 0.0)
-    deadline = None if timeout is None else start + timeout
+    if create_only:
+        dask = None
+    options = {"workers": workers, "in_process": in_process, "dask": dask, "label": name}
+    executor = None
+    if dask is None:
+        check_memory(spec, split, workers=1 if in_process else workers or 1)
+    else:  # the cluster before the study: one unreachable, or too small, stores nothing
+        executor = make_executor(spec, split, **options)
+    try:
+        study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
+        INTERRUPTS.check()
+        if create_only:
+            return RunSummary(name, storage_url, study_counts(study), 0, 0.0)
+        if executor is None:  # local processes after the study: a bad storage fails at once
+            executor = make_executor(spec, split, **options)
+    except BaseException:
+        if executor is not None:
+            executor.shutdown(cancel=True)
+        raise
+    deadline = None if timeout is None else time.monotonic() + timeout
     return _orchestrate(
         study,
         spec,
-        split,
+        executor=executor,
         storage_url=storage_url,
         target=target,
         deadline=deadline,
-        workers=workers,
-        in_process=in_process,
         progress=progress,
     )
 
@@ -354,23 +407,26 @@ def run_worker(
     *,
     storage_url: str,
     study_name: str,
-    workers: int = 1,
+    workers: int | None = 1,
     in_process: bool = False,
+    dask: str | None = None,
     progress: Callable[[Counts, int], None] | None = None,
 ) -> RunSummary:
     """Join an existing study as one more orchestrator until its stored target is reached."""
     study, spec = load_hpo_study(storage_url=storage_url, study_name=study_name)
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
     split = load_study_split(spec)
-    check_memory(spec, split, workers=1 if in_process else workers)
+    if dask is None:
+        check_memory(spec, split, workers=1 if in_process else workers or 1)
+    executor = make_executor(
+        spec, split, workers=workers, in_process=in_process, dask=dask, label=study_name
+    )
     return _orchestrate(
         study,
         spec,
-        split,
+        executor=executor,
         storage_url=storage_url,
         target=target,
         deadline=None,
-        workers=workers,
-        in_process=in_process,
         progress=progress,
     )

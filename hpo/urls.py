@@ -37,6 +37,25 @@ def resolve_url(url: str | None) -> str:
     return url
 
 
+DASK_FORMS = "tcp://HOST:PORT, tls://HOST:PORT or HOST:PORT, as `dask scheduler` prints it"
+DASK_ADDRESS = re.compile(
+    r"((tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?"
+)
+
+
+def resolve_dask(address: str | None) -> str | None:
+    """``--dask``, else ``$HPO_DASK`` (empty: unset), else None: no cluster. Refuses what cannot
+    be a scheduler's address (a typo fails here, not after a connect timeout)."""
+    source = "--dask"
+    if address is None:
+        address, source = os.environ.get("HPO_DASK") or None, "$HPO_DASK"
+        if address is None:
+            return None
+    if not DASK_ADDRESS.fullmatch(address):
+        raise UsageError(f"{source}: {address!r} (allowed: {DASK_FORMS})")
+    return address
+
+
 def mask_password(url: str) -> str:
     """The URL with any password replaced by ``***``, for messages and reports."""
     if url.startswith("journal:"):
