@@ -50,6 +50,7 @@ from hpo.executors import (
     TrialExecutor,
     TrialFailed,
     WorkerLost,
+    tune_malloc,
 )
 from hpo.objective import TrialResult, TrialTask, run_task, study_split
 from hpo.spec import StudySpec
@@ -346,6 +347,7 @@ _splits_lock = threading.Lock()
 def train_on_worker(task: TrialTask, spec: StudySpec, digest: str, stop_name: str) -> TrialResult:
     """One trial on a Dask worker: the study's split (computed once per worker process), then
     ``run_task``, stopping between two steps once the event ``stop_name`` is set."""
+    tune_malloc()
     split = worker_split(spec, digest)
     with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
         return run_task(task, spec, split, should_stop=_stop_poller(stop_name))
@@ -354,6 +356,7 @@ def train_on_worker(task: TrialTask, spec: StudySpec, digest: str, stop_name: st
 def check_worker(spec: StudySpec, digest: str, dask_worker=None) -> str:
     """Compute (and keep) the study's split on this worker; ``Client.run`` calls it at start
     (and passes the worker as ``dask_worker``)."""
+    tune_malloc()
     where = None if dask_worker is None else _worker_name(dask_worker.address)
     worker_split(spec, digest, where=where)
     return digest

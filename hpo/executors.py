@@ -324,6 +324,7 @@ def worker_main(connection, parent_pid: int) -> None:
     then train each task received and send back its result, until told to stop. SIGINT is
     already ignored: Ctrl-C is the orchestrator's to handle."""
     die_with_parent(parent_pid)
+    tune_malloc()  # before the split arrives: its arrays come from the tuned heap
     try:
         spec, split = connection.recv()
     except (EOFError, OSError):
@@ -345,6 +346,35 @@ def worker_main(connection, parent_pid: int) -> None:
                 connection.send(message)
             except (OSError, EOFError):
                 return
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
+_malloc_tuned = threading.Event()
+
+
+def tune_malloc() -> None:
+    """Give this worker process glibc's usual malloc thresholds, whatever its environment said
+    (once per process; elsewhere than glibc, nothing changes).
+
+    Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``, so that freed memory goes
+    back to the system at once, and leaves the variable in the environment of the process that
+    started a ``LocalCluster``, whose later children inherit it. For a training loop, which
+    frees and allocates the same arrays every step, that means handing the pages back and
+    faulting them in again every step, and setting a trim threshold also freezes glibc's mmap
+    threshold at 128 KiB (every larger array mapped afresh): the default study's net trained a
+    trial in 0.33 s against 0.24 s without the variable, a net of three 300-wide layers in
+    2.18 s against 1.30 s. These are the thresholds glibc's own dynamic rule grows to (mmap
+    32 MiB, trim twice that); a worker keeps at most that much freed memory.
+    """
+    if _malloc_tuned.is_set():
+        return
+    _malloc_tuned.set()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def die_with_parent(parent_pid: int) -> None:
