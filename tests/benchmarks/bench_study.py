@@ -167,9 +167,24 @@ def shown(argv: Sequence[str], tmp: Path) -> str:
     return text.replace(str(tmp), "TMP")
 
 
+OWN_PIDS: set[int] = set()
+"""Processes that are part of the measurement without being reaped children of this one (a
+benchmark's Dask cluster): the meter counts their CPU as its own."""
+
+
+def live_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the running process ``pid`` so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 class CpuMeter:
-    """The share of the machine's CPU time that processes other than this one and its children
-    used since the meter started (from ``/proc/stat``; steal counts as busy)."""
+    """The share of the machine's CPU time that processes other than this one, its children and
+    ``OWN_PIDS`` used since the meter started (from ``/proc/stat``; steal counts as busy)."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -189,7 +204,7 @@ class CpuMeter:
     def _own_seconds() -> float:
         # Children count once reaped; every command here is reaped before the meter is read.
         usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        return sum(u.ru_utime + u.ru_stime for u in usage)
+        return sum(u.ru_utime + u.ru_stime for u in usage) + sum(map(live_cpu_seconds, OWN_PIDS))
 
     def other_share(self) -> float:
         capacity = (time.perf_counter() - self.start) * (os.cpu_count() or 1)

@@ -251,6 +251,33 @@ def test_a_worker_whose_split_differs_is_refused(cluster, spec_and_split):
         DaskExecutor(spec, other, address=cluster.scheduler_address)
 
 
+def test_a_net_too_big_for_a_workers_memory_limit_is_refused_before_the_study(
+    tmp_path, monkeypatch
+):
+    # This machine's memory is not the one that counts: the workers' limits are.
+    monkeypatch.setattr("hpo.service.available_memory", lambda: 1)
+    text = write_spec(tmp_path / "big.toml").read_text()
+    (tmp_path / "big.toml").write_text(text.replace("hidden = [16]", "hidden = [6000, 6000]"))
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with local_cluster(n_workers=1, memory_limit="400MB") as small:
+        spec = load_spec(str(tmp_path / "big.toml"))
+        with pytest.raises(UsageError, match=r"model.hidden: .* Dask worker tcp://.* may use"):
+            run_study(spec, storage_url=url, dask=small.scheduler_address)
+    assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_hpo_worker_joins_a_study_with_its_trials_on_the_cluster(cluster, tmp_path, capsys):
+    spec = write_spec(tmp_path / "tiny.toml", trials=4)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", str(spec), "--storage", url, "--create-only"]) == 0
+    code = main(
+        ["worker", "--study", "tiny", "--storage", url, "--dask", cluster.scheduler_address,
+         "--quiet"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert trial_states(url).count("COMPLETE") + trial_states(url).count("PRUNED") == 4
+
+
 def test_in_process_and_dask_together_are_refused(tmp_path, capsys):
     spec = write_spec(tmp_path / "tiny.toml")
     code = main(["run", str(spec), "--in-process", "--dask", "tcp://127.0.0.1:8786"])

@@ -15,6 +15,7 @@ from hpo.urls import (
     engine_url,
     journal_path,
     mask_password,
+    resolve_dask,
     resolve_url,
     sqlite_path,
     storage_kind,
@@ -285,3 +286,39 @@ def test_engine_url_percent_encodes_a_sqlite_path_that_sqlalchemy_reads_back(url
 )
 def test_artifact_dir_lies_beside_the_file_else_in_the_current_directory(url, directory):
     assert artifact_dir(url) == directory
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve_dask
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://10.0.0.5:8786", "tls://sched.example.org:8786", "sched:8786", "tcp://[::1]:8786"],
+)
+def test_resolve_dask_takes_a_scheduler_address_as_given(address, monkeypatch):
+    monkeypatch.delenv("HPO_DASK", raising=False)
+    assert resolve_dask(address) == address
+
+
+def test_resolve_dask_reads_hpo_dask_and_none_means_no_cluster(monkeypatch):
+    monkeypatch.delenv("HPO_DASK", raising=False)
+    assert resolve_dask(None) is None
+    monkeypatch.setenv("HPO_DASK", "")  # empty: unset, as for HPO_STORAGE
+    assert resolve_dask(None) is None
+    monkeypatch.setenv("HPO_DASK", "tcp://h:1")
+    assert resolve_dask(None) == "tcp://h:1"
+    assert resolve_dask("tcp://other:2") == "tcp://other:2"  # the flag wins
+
+
+@pytest.mark.parametrize("address", ["", " ", "tcp://a b:1", "http://h:1", "tcp://h:1/x", "h:port"])
+def test_resolve_dask_refuses_what_cannot_be_an_address(address, monkeypatch):
+    monkeypatch.delenv("HPO_DASK", raising=False)
+    with pytest.raises(UsageError, match=r"--dask: .* \(allowed: tcp://HOST:PORT"):
+        resolve_dask(address)
+
+
+def test_resolve_dask_names_the_variable_when_the_address_came_from_it(monkeypatch):
+    monkeypatch.setenv("HPO_DASK", "not an address")
+    with pytest.raises(UsageError, match=r"^\$HPO_DASK: 'not an address'"):
+        resolve_dask(None)
