@@ -47,9 +47,11 @@ from hpo.executors import (
     ONE_BLAS_THREAD,
     PREFETCH,
     ExecutorLost,
+    Queued,
     TrialExecutor,
     TrialFailed,
     WorkerLost,
+    next_to_start,
     tune_malloc,
 )
 from hpo.objective import TrialResult, TrialTask, run_task, study_split
@@ -164,7 +166,7 @@ class DaskExecutor(TrialExecutor):
             self._close_client()
             raise
         self._lock = threading.RLock()
-        self._queue: deque[tuple[TrialTask, concurrent.futures.Future, Callable | None]] = deque()
+        self._queue: deque[Queued] = deque()
         self._running: dict[str, tuple[int, concurrent.futures.Future, distributed.Future]] = {}
         self._closed = False
         self._broken: ExecutorLost | None = None
@@ -242,19 +244,13 @@ class DaskExecutor(TrialExecutor):
         result, from Dask's callback thread, once that result's future is resolved)."""
         slots = self.slots
         with self._lock:
-            while (
-                self._queue
-                and not self._closed
-                and self._broken is None
-                and len(self._running) < slots
-            ):
-                task, future, before_start = self._queue.popleft()
-                if not future.set_running_or_notify_cancel():
-                    continue
+            while not self._closed and self._broken is None and len(self._running) < slots:
+                started = next_to_start(self._queue)
+                if started is None:
+                    return
+                task, future = started
+                key = f"hpo-trial-{self._token}-{task.number}"
                 try:
-                    if before_start is not None:
-                        task = before_start(task)
-                    key = f"hpo-trial-{self._token}-{task.number}"
                     dask_future = self._client.submit(
                         train_on_worker,
                         task,

@@ -95,6 +95,25 @@ class TrialExecutor(abc.ABC):
         """Release the workers; ``cancel`` stops the trials in flight at once."""
 
 
+Queued = tuple[TrialTask, "concurrent.futures.Future[TrialResult]", Callable | None]
+"""A submitted task waiting in an executor: the task, its future, its ``before_start``."""
+
+
+def next_to_start(queue: deque[Queued]) -> tuple[TrialTask, concurrent.futures.Future] | None:
+    """Take the next queued task whose future was not cancelled, and mark it running; returns
+    the task ``before_start`` gives (a ``before_start`` that raises fails only its own future),
+    or None when the queue holds nothing more to start."""
+    while queue:
+        task, future, before_start = queue.popleft()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            return (before_start(task) if before_start is not None else task), future
+        except Exception as e:
+            future.set_exception(e)
+    return None
+
+
 class InlineExecutor(TrialExecutor):
     """Trains each trial in this process, at submission; a Ctrl-C stops it between steps."""
 
@@ -135,7 +154,7 @@ class LocalProcessExecutor(TrialExecutor):
         self.slots = workers
         self._spec, self._split = spec, split
         self._context = multiprocessing.get_context("spawn")  # no connection crosses fork()
-        self._queue: deque[tuple[TrialTask, concurrent.futures.Future, Callable | None]] = deque()
+        self._queue: deque[Queued] = deque()
         self._lock = threading.Lock()
         self._closing = False
         self._broken: Exception | None = None
@@ -194,17 +213,8 @@ class LocalProcessExecutor(TrialExecutor):
                 if self._closing:
                     return
                 for worker in self._workers:
-                    if worker.future is None and self._queue:
-                        task, future, before_start = self._queue.popleft()
-                        if not future.set_running_or_notify_cancel():
-                            continue
-                        try:
-                            if before_start is not None:
-                                task = before_start(task)
-                        except Exception as e:
-                            future.set_exception(e)
-                            continue
-                        worker.assign(task, future)
+                    if worker.future is None and (started := next_to_start(self._queue)):
+                        worker.assign(*started)
                 waitables = [w.connection for w in self._workers if w.future is not None]
                 waitables += [w.process.sentinel for w in self._workers if w.future is not None]
             if not waitables:

@@ -2,7 +2,8 @@
 
 ``sqlite:///PATH`` (the default), ``postgresql://USER:PASSWORD@HOST/DB`` (``postgres://`` too)
 and ``journal:///PATH``. Passwords never reach a message: ``mask_password`` renders them as
-``***``. Nothing here opens a storage.
+``***``. Also the address of a Dask scheduler (``resolve_dask``). Nothing here opens a storage
+or connects to anything.
 """
 
 import os

@@ -50,8 +50,6 @@ from tests.benchmarks.bench_study import (  # noqa: E402
     OWN_PIDS,
     SEED,
     STUDY,
-    VERDICTS,
-    BenchmarkError,
     Marginal,
     code_version,
     disturbance,
@@ -63,6 +61,8 @@ from tests.benchmarks.bench_study import (  # noqa: E402
     ms,
     percent,
     print_table,
+    print_verdicts,
+    run_parts,
     run_study,
     seconds,
 )
@@ -282,22 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
             for nanny in (False, True):  # the cluster's CPU is the measurement's, not noise
                 OWN_PIDS.update(client.run(os.getpid, nanny=nanny).values())
-        for name in names:
-            try:
-                PARTS[name](Path(tmp), args.repeats, cluster)
-            except BenchmarkError as e:
-                print(f"\n{name}: error: {e}", file=sys.stderr)
-                return 1
-            sys.stdout.flush()
-    print_table(
-        f"Targets (total wall time {time.perf_counter() - start:.0f} s)",
-        ("figure", "value", "target", "result"),
-        [(v.figure, v.value, v.target, v.result) for v in VERDICTS],
-    )
-    failed = sum(not v.ok for v in VERDICTS)
-    print(f"\n{len(VERDICTS) - failed} PASS, {failed} FAIL")
-    if code_version() != version:
-        print(f"WARNING: the code changed during the run ({version} -> {code_version()})")
+        if not run_parts(names, lambda name: PARTS[name](Path(tmp), args.repeats, cluster)):
+            return 1
+    print_verdicts(start=start, version=version)
     return 0
 
 

@@ -867,13 +867,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_study-") as tmp:
-        for name in names:
-            try:
-                PARTS[name](Path(tmp), args.repeats)
-            except BenchmarkError as e:
-                print(f"\n{name}: error: {e}", file=sys.stderr)
-                return 1
-            sys.stdout.flush()
+        if not run_parts(names, lambda name: PARTS[name](Path(tmp), args.repeats)):
+            return 1
+    print_verdicts(start=start, version=version)
+    return 0
+
+
+def run_parts(names: Sequence[str], run: Callable[[str], None]) -> bool:
+    """``run(name)`` for each part in turn; False after the first that raised BenchmarkError."""
+    for name in names:
+        try:
+            run(name)
+        except BenchmarkError as e:
+            print(f"\n{name}: error: {e}", file=sys.stderr)
+            return False
+        sys.stdout.flush()
+    return True
+
+
+def print_verdicts(*, start: float, version: str) -> None:
+    """The table of every target judged since ``start``, and a warning if the code changed."""
     print_table(
         f"Targets (total wall time {time.perf_counter() - start:.0f} s)",
         ("figure", "value", "target", "result"),
@@ -883,7 +896,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(VERDICTS) - failed} PASS, {failed} FAIL")
     if code_version() != version:
         print(f"WARNING: the code changed during the run ({version} -> {code_version()})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -119,12 +119,12 @@ def test_the_task_before_start_returns_is_the_one_that_trains(executor, spec_and
 
 
 def test_the_slots_are_the_cluster_threads_unless_workers_says_otherwise(cluster, spec_and_split):
-    assert_slots = []
+    slots = []
     for workers in (None, 3):
         e = DaskExecutor(*spec_and_split, address=cluster.scheduler_address, workers=workers)
-        assert_slots.append(e.slots)
+        slots.append(e.slots)
         e.shutdown()
-    assert assert_slots == [2, 3]
+    assert slots == [2, 3]
 
 
 def test_tasks_beyond_the_slots_wait_here_and_each_leaves_the_queue_once(cluster, spec_and_split):
@@ -440,6 +440,13 @@ class DaskProcesses:
         self.procs.append(proc)
         return proc
 
+    def start(self, *workers: str) -> None:
+        """The scheduler and the workers named, once all have joined."""
+        self.start_scheduler()
+        for name in workers:
+            self.start_worker(name)
+        self.wait_for_workers(len(workers))
+
     def wait_for_workers(self, n: int) -> None:
         with distributed.Client(self.address, timeout=30, set_as_default=False) as client:
             client.wait_for_workers(n, timeout=60)
@@ -531,10 +538,7 @@ def test_a_dask_worker_killed_mid_study_costs_only_its_trial(tmp_path, dask_proc
 def test_a_lost_scheduler_fails_the_trials_in_flight_keeps_the_rest_and_resumes(
     tmp_path, dask_processes
 ):
-    dask_processes.start_scheduler()
-    dask_processes.start_worker("a")
-    dask_processes.start_worker("b")
-    dask_processes.wait_for_workers(2)
+    dask_processes.start("a", "b")
     spec = slow_trials_spec(tmp_path / "tiny.toml", trials=12)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     run = hpo_run(spec, url, dask_processes.address)
@@ -549,9 +553,7 @@ def test_a_lost_scheduler_fails_the_trials_in_flight_keeps_the_rest_and_resumes(
     # Back up: the same command finishes the study.
     dask_processes.stop()
     dask_processes.procs.clear()
-    dask_processes.start_scheduler()
-    dask_processes.start_worker("c")
-    dask_processes.wait_for_workers(1)
+    dask_processes.start("c")
     again = hpo_run(spec, url, dask_processes.address)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
@@ -561,10 +563,7 @@ def test_a_lost_scheduler_fails_the_trials_in_flight_keeps_the_rest_and_resumes(
 
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_study_tasks_on_the_cluster_and_exits_130(tmp_path, dask_processes):
-    dask_processes.start_scheduler()
-    dask_processes.start_worker("a")
-    dask_processes.start_worker("b")
-    dask_processes.wait_for_workers(2)
+    dask_processes.start("a", "b")
     spec = slow_trials_spec(tmp_path / "tiny.toml", trials=50)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     run = hpo_run(spec, url, dask_processes.address)
