@@ -283,7 +283,7 @@ def _dask_executor(
         except ImportError as e:
             raise UsageError(
                 f"--dask {address}: needs Dask's distributed package ({e}; allowed: after "
-                "python -m pip install 'hpo[dask]')"
+                'python -m pip install ".[dask]" in hpo\'s folder)'
             ) from None
         executor = DaskExecutor(spec, split, address=address, workers=workers, label=label)
     try:
