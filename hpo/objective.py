@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.pruning import Thresholds
+from hpo.reproduction import ENV_FACT, environment
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
 from trainer.datasets import Split, load_split
 from trainer.network import MultiLayerNet
@@ -235,6 +236,7 @@ def run_task(
     else:
         state, value = COMPLETE, result.best_val_accuracy
     facts = result_facts(result, seed, batch_loss=spec.training.record_batch_loss)
+    facts[ENV_FACT] = environment(split)
     return TrialResult(task.number, state, value, values, facts, time.perf_counter() - start)
 
 

@@ -22,7 +22,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +69,17 @@ class Split:
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
+
     def digest(self) -> str:
         """SHA-256 of every array's dtype, shape and bytes: two processes that computed the
-        same split (same files, same seed, same NumPy arithmetic) get the same digest."""
+        same split (same files, same seed, same NumPy arithmetic) get the same digest.
+        Computed once (a split's arrays are not changed after it is made)."""
+        if self._digest is None:
+            object.__setattr__(self, "_digest", self._compute_digest())
+        return self._digest
+
+    def _compute_digest(self) -> str:
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
             a = np.ascontiguousarray(a)
