@@ -12,15 +12,25 @@ start without matplotlib, scikit-learn or optuna-dashboard.
 
 import argparse
 import json
-import shlex
+import math
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from hpo.errors import HPOError, UsageError
+from hpo.errors import HPOError, RunError, UsageError
 from hpo.interrupts import INTERRUPTS
-from hpo.names import MAX_SEED, MAX_TRIALS, MAX_WORKERS, PRUNERS, SAMPLERS, study_name_problem
-from hpo.urls import DEFAULT_STORAGE, mask_password, resolve_dask, resolve_url
+from hpo.names import (
+    MAX_CONFIRM_SEEDS,
+    MAX_CONFIRM_TOP,
+    MAX_SEED,
+    MAX_TRIALS,
+    MAX_WORKERS,
+    PRUNERS,
+    SAMPLERS,
+    study_name_problem,
+)
+from hpo.urls import command_line, mask_password, resolve_dask, resolve_url
 from trainer.console import int_at_least, main_closing_quietly
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
 
@@ -214,7 +224,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain on train+validation and measure test accuracy",
     )
     p.add_argument("--export", metavar="PATH.npz", help="write weights and configuration")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="retrain the trial from its stored configuration and seed and check every stored "
+        "epoch value bit for bit (exit 1 naming the first that differs)",
+    )
+    p.add_argument(
+        "--trial",
+        type=int_at_least(0),
+        metavar="N",
+        help="with --verify: the trial to verify (default: the best)",
+    )
     p.set_defaults(func=cmd_best)
+
+    p = command(
+        "confirm",
+        "Retrain the top configurations with fresh seeds (the same seeds for each): their mean "
+        "validation accuracy, a 95%% interval, and whether the best is distinguishable from the "
+        "rest. Runs are stored with the study; running it again adds seeds.",
+        "python -m hpo confirm --study default --top 5 --seeds 5 --workers 2",
+    )
+    study_flags(p)
+    p.add_argument(
+        "--top",
+        type=_int_between(1, MAX_CONFIRM_TOP),
+        default=5,
+        metavar="K",
+        help="configurations to confirm, best first (default 5)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_int_between(1, MAX_CONFIRM_SEEDS),
+        default=5,
+        metavar="S",
+        help="seeds to add to each (default 5); an interrupted command resumes instead",
+    )
+    workers_flags(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per configuration, a line each (trial, params, mean, low, "
+        "high, runs, values, rank, p_vs_best, tied_with_best, ...)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_confirm)
 
     p = command(
         "report",
@@ -361,7 +415,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.create_only:
         print(
             f"study {summary.study_name!r} is ready in {mask_password(url)}: start workers "
-            f"with {_command('worker', summary.study_name, url)}"
+            f"with {command_line('worker', summary.study_name, url)}"
         )
         return 0
     _print_summary(study, summary.counts, url)
@@ -384,6 +438,102 @@ def cmd_report(args: argparse.Namespace) -> int:
     with INTERRUPTS.raising():
         print(make_report(study, spec, url, out=args.out, top_k=args.top))
     return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from hpo.confirm import confirmations, load_companion, plan, run_confirmation
+    from hpo.records import load_hpo_study
+    from hpo.service import check_memory, load_study_split, make_executor
+    from hpo.storage import open_storage
+
+    url = resolve_url(args.storage)
+    name = _study_name_or_only(url, args.study)
+    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    companion = load_companion(open_storage(url), name, create=True)
+    work = plan(study, companion, top=args.top, seeds=args.seeds)
+    split = load_study_split(spec)
+    start = time.monotonic()
+    if work.missing:
+        if args.dask is None:
+            check_memory(spec, split, workers=1 if args.in_process else args.workers or 1)
+        executor = make_executor(
+            spec,
+            split,
+            workers=args.workers,
+            in_process=args.in_process,
+            dask=resolve_dask(args.dask),
+            label=f"{name} confirm",
+        )
+        bar = RunsBar(quiet=args.quiet or args.json, label=f"{name} confirm")
+        try:
+            run_confirmation(study, spec, companion, work, executor=executor, progress=bar)
+        finally:
+            bar.close()
+    items = confirmations(study, companion, args.top)
+    if args.json:
+        for item in items:
+            print(json.dumps(item.as_dict()))
+        return 0
+    _print_confirmation(study, items, work, len(split.y_val), time.monotonic() - start)
+    return 0
+
+
+class RunsBar:
+    """A tqdm bar of confirmation runs done against those planned."""
+
+    def __init__(self, *, quiet: bool, label: str) -> None:
+        self.quiet, self.label, self.bar = quiet, label, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=self.label, unit="run", file=sys.stderr, dynamic_ncols=True
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_confirmation(study, items, work, n_val: int, seconds: float) -> None:
+    from hpo.confirm import verdict
+
+    runs = sum(len(c.values) for c in items)
+    new = len(work.missing)
+    what = f"{work.added} seeds added" if work.added else "resumed: missing runs done"
+    print(
+        f"study {study.study_name!r}: the top {len(items)} configurations over {work.seeds} "
+        f"seeds each ({what}; {runs} runs stored, {new} run now in {seconds:.0f} s)"
+    )
+    table = [["rank", "trial", "mean", "95% interval", "runs", "search value (rank)", "vs first"]]
+    for c in items:
+        mean, low, high = c.interval if c.values else (math.nan,) * 3
+        vs = "-" if c.p_vs_best is None else f"p = {c.p_vs_best:.3g}{', tied' if c.tied else ''}"
+        table.append(
+            [
+                str(c.rank),
+                f"#{c.trial}",
+                "-" if math.isnan(mean) else f"{mean:.4f}",
+                "-" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]",
+                str(len(c.values)) + (f" ({c.diverged} diverged)" if c.diverged else ""),
+                f"{c.search_value:.4f} ({c.search_rank})",
+                vs,
+            ]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    p = 0.98
+    print(
+        f"validation split: {n_val} samples; one run's accuracy near {p} has a standard error "
+        f"of {math.sqrt(p * (1 - p) / n_val):.4f} (the spread over seeds adds to it)"
+    )
+    print(f"verdict: {verdict(items)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -455,15 +605,26 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.records import SPEC_ATTR, count_trials
+    from hpo.records import SPEC_ATTR, companion_name, count_trials, search_studies
     from hpo.storage import open_storage
 
     url = resolve_url(args.storage)
     storage = open_storage(url, write=False)
-    rows = [("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")]
-    for name in optuna.get_all_study_names(storage):  # summaries would read every trial
+    header = ("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")
+    rows = [(*header, "CONFIRM RUNS")]
+    all_names = optuna.get_all_study_names(storage)  # summaries would read every trial
+    for name in search_studies(all_names):  # a study's confirmation runs: a column of its row
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
+        confirm_runs = "-"
+        if companion_name(name) in all_names:
+            confirm_runs = str(
+                len(
+                    optuna.load_study(study_name=companion_name(name), storage=storage).get_trials(
+                        deepcopy=False
+                    )
+                )
+            )
         counts = count_trials(trials)
         stamps = [t.datetime_complete or t.datetime_start for t in trials]
         stamps = [t for t in stamps if t is not None]
@@ -478,6 +639,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
                 str(counts.running),
                 "-" if counts.best_value is None else f"{counts.best_value:.4f}",
                 max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else "-",
+                confirm_runs,
             )
         )
     if len(rows) == 1:
@@ -494,10 +656,11 @@ def _study_name_or_only(url: str, name: str | None) -> str:
         return name
     import optuna
 
+    from hpo.records import search_studies
     from hpo.storage import open_storage
 
     storage = open_storage(url, write=False)
-    names = optuna.get_all_study_names(storage)
+    names = search_studies(optuna.get_all_study_names(storage))
     if len(names) == 1:
         return names[0]
     raise UsageError(
@@ -514,8 +677,14 @@ def cmd_best(args: argparse.Namespace) -> int:
     name = _study_name_or_only(url, args.study)
     if args.export is not None and not args.export.endswith(".npz"):
         raise UsageError(f"--export: {args.export!r} (allowed: a path ending in .npz)")
+    if args.trial is not None and not args.verify:
+        raise UsageError(f"--trial {args.trial}: needs --verify (allowed: --verify --trial N)")
+    if args.verify and (args.retrain or args.export):
+        raise UsageError("--verify and --retrain/--export: one at a time (allowed: either alone)")
     writes = bool(args.retrain or args.export)  # the test accuracy and the artifact
     study, spec = load_hpo_study(storage_url=url, study_name=name, write=writes)
+    if args.verify:
+        return _verify(study, spec, args)
     summary = best_trial_summary(study)
     if writes:
         summary = retrain_best(study, spec, url, export=args.export)
@@ -532,6 +701,20 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(f"test accuracy (retrained on train+validation): {summary['test_accuracy']:.4f}")
     if args.export:
         print(f"exported: {args.export}")
+    return 0
+
+
+def _verify(study, spec, args: argparse.Namespace) -> int:
+    from hpo.results import verify_trial
+
+    with INTERRUPTS.raising():
+        verification = verify_trial(study, spec, args.trial)
+    if args.json:
+        print(json.dumps(verification.as_dict()))
+    elif verification.reproduced:
+        print(verification.message())
+    if not verification.reproduced:
+        raise RunError(verification.message())
     return 0
 
 
@@ -561,22 +744,9 @@ def _print_summary(study, counts, url: str) -> None:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     print(f"storage: {mask_password(url)}")
     print(
-        f"more: {_command('best', study.study_name, url)}; "
-        f"{_command('dashboard', None, url, always_storage=True)}"
+        f"more: {command_line('best', study.study_name, url)}; "
+        f"{command_line('dashboard', None, url, always_storage=True)}"
     )
-
-
-def _command(
-    command: str, study_name: str | None, url: str, *, always_storage: bool = False
-) -> str:
-    """A ``python -m hpo`` line to paste into a shell: every value quoted as the shell needs
-    (``shlex.quote``), ``--storage`` whenever the storage is not the default."""
-    words = ["python", "-m", "hpo", command]
-    if study_name is not None:
-        words += ["--study", study_name]
-    if always_storage or url != DEFAULT_STORAGE:
-        words += ["--storage", mask_password(url)]
-    return shlex.join(words)
 
 
 def _fmt(value) -> str:

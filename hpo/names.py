@@ -18,6 +18,9 @@ MAX_WIDTH = 65_536
 a larger value is a typo, refused before a study exists."""
 MAX_WORKERS = 256
 """Trials in flight from one command (``--workers``)."""
+MAX_CONFIRM_TOP = 100
+MAX_CONFIRM_SEEDS = 1000
+"""``hpo confirm``: configurations confirmed at once, and seeds added at once."""
 
 STUDY_NAME_MAX = 128
 """Study names: 1 to 128 printable characters (Optuna stores up to 512; a report's file name,

@@ -24,6 +24,27 @@ RUN_ATTR = "run"
 """The user attribute that holds a trial's facts, as one JSON object: one storage write per
 trial instead of one per fact (each costs the orchestrator ~1 ms on SQLite)."""
 
+CONFIRMS_ATTR = "hpo:confirms"
+"""A study that holds another's confirmation runs (``hpo.confirm``) names it here."""
+
+COMPANION_SUFFIX = ":confirm"
+
+
+def companion_name(study_name: str) -> str:
+    """The name of the study that holds ``study_name``'s confirmation runs."""
+    return study_name + COMPANION_SUFFIX
+
+
+def search_studies(names: list[str]) -> list[str]:
+    """``names`` without the studies that hold confirmation runs of another in ``names``."""
+    present = set(names)
+    return [
+        n
+        for n in names
+        if not (n.endswith(COMPANION_SUFFIX) and n[: -len(COMPANION_SUFFIX)] in present)
+    ]
+
+
 NO_PRUNER = optuna.pruners.NopPruner()
 """The study object's own pruner: hpo's pruning rules decide, in the trial (``hpo.pruning``)."""
 
@@ -85,6 +106,12 @@ def load_hpo_study(
             f"(allowed: {', '.join(names) if names else 'none yet: create one with hpo run'})"
         ) from None
     raw = study.user_attrs.get(SPEC_ATTR)
+    parent = study.user_attrs.get(CONFIRMS_ATTR)
+    if raw is None and parent is not None:
+        raise UsageError(
+            f"study {study_name!r} holds the confirmation runs of {parent!r} "
+            f"(allowed: --study {parent})"
+        )
     if raw is None:
         raise UsageError(f"study {study_name!r} was not created by hpo (no stored spec)")
     spec = spec_from_dict(raw, source=f"{study_name} (stored spec)", default_name=study_name)

@@ -1,13 +1,16 @@
-"""Reading results back: the top trials, the best one, and retraining it for a test accuracy."""
+"""Reading results back: the top trials, the best one, retraining it for a test accuracy, and
+verifying that a stored trial reproduces bit for bit."""
 
-from dataclasses import replace
+import math
+import struct
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from hpo.errors import RunError
+from hpo.errors import RunError, UsageError
 from hpo.paths import check_out_path
 from hpo.records import run_facts
 from hpo.spec import StudySpec
@@ -125,3 +128,165 @@ def _store_artifact(
 
 def _with_epochs(spec: StudySpec, epochs: int) -> StudySpec:
     return replace(spec, training=replace(spec.training, epochs=epochs, patience=None))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of retraining a stored trial and comparing every stored epoch value.
+
+    ``compared`` counts the values compared (validation accuracy and the four curves, each
+    epoch); ``difference`` is the first that differs (``epoch``, ``what``, ``stored``,
+    ``retrained``), None when all agree bit for bit; ``environment`` lists what differs between
+    the trial's stored environment and this process's (``hpo.reproduction``).
+    """
+
+    trial: int
+    epochs: int
+    compared: int
+    difference: dict[str, Any] | None
+    environment: list[str]
+    seconds: float
+
+    @property
+    def reproduced(self) -> bool:
+        return self.difference is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "reproduced": self.reproduced,
+            "epochs": self.epochs,
+            "compared": self.compared,
+            "difference": self.difference,
+            "environment_differs": self.environment,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def message(self) -> str:
+        if self.reproduced:
+            return (
+                f"trial #{self.trial} reproduces bit for bit: {self.compared} stored values "
+                f"({self.epochs} epochs of validation accuracy, losses and accuracies) retrained "
+                f"in {self.seconds:.1f} s"
+            )
+        d = self.difference
+        cause = (
+            "; differs from the stored environment: " + "; ".join(self.environment)
+            if self.environment
+            else "; the split, NumPy and the BLAS are the same as stored (the training is not "
+            "deterministic here: please report it)"
+        )
+        return (
+            f"trial #{self.trial} does not reproduce: epoch {d['epoch']} {d['what']} "
+            f"{d['stored']!r} stored, {d['retrained']!r} retrained{cause}"
+        )
+
+
+def finished_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` of ``study`` (default: its best), which must have finished."""
+    if number is None:
+        number = best_trial_summary(study)["trial"]
+    trials = study.get_trials(deepcopy=False)
+    finished = [t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    if number not in finished:
+        allowed = (
+            f"a finished trial's number, {_ranges(finished)}" if finished else "none finished yet"
+        )
+        raise UsageError(f"--trial: {number} (allowed: {allowed})")
+    return trials[number]
+
+
+def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None) -> Verification:
+    """Retrain trial ``number`` (default: the best) from its stored configuration and seed, in
+    this process with one BLAS thread as the workers train, and compare every stored epoch
+    value with the retrained one, bit for bit. A pruned trial is stopped where it was pruned."""
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from hpo.executors import ONE_BLAS_THREAD
+    from hpo.objective import configuration, train_configuration
+    from hpo.reproduction import ENV_FACT, differences, environment
+    from hpo.service import load_study_split
+
+    trial = finished_trial(study, number)
+    facts = run_facts(trial)
+    if "seed" not in facts or "epochs_run" not in facts:
+        raise RunError(f"trial #{trial.number} stored no seed: it cannot be retrained")
+    split = load_study_split(spec)
+    stop_at = (
+        int(facts["epochs_run"])
+        if trial.state == TrialState.PRUNED and not facts.get("diverged")
+        else None
+    )
+    values: dict[int, float] = {}
+
+    def on_epoch_end(m) -> bool:
+        values[m.epoch] = m.val_accuracy
+        return stop_at is not None and m.epoch >= stop_at
+
+    start = time.perf_counter()
+    with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+        _, result = train_configuration(
+            spec,
+            configuration(spec, trial.params),
+            split,
+            np.random.SeedSequence(facts["seed"]),
+            on_epoch_end=on_epoch_end,
+        )
+    seconds = time.perf_counter() - start
+    if result.diverged:
+        values[result.epochs_run + 1] = 0.0  # as the trial stored it (hpo.objective.run_task)
+    stored = [("validation accuracy (intermediate value)", dict(trial.intermediate_values))]
+    retrained = {"validation accuracy (intermediate value)": values}
+    for name, curve in (facts.get("curves") or {}).items():
+        stored.append((name, dict(enumerate(curve, start=1))))
+        retrained[name] = dict(enumerate(result.history.as_dict().get(name, []), start=1))
+    compared, difference = 0, None
+    epochs = sorted({e for _, by_epoch in stored for e in by_epoch} | set(values))
+    for epoch in epochs:  # the first epoch that differs, in any of the values
+        for what, by_epoch in stored:
+            a, b = by_epoch.get(epoch), retrained[what].get(epoch)
+            compared += a is not None
+            if difference is None and not _same_bits(a, b):
+                difference = {"epoch": epoch, "what": what, "stored": a, "retrained": b}
+    if trial.state == TrialState.COMPLETE and difference is None:
+        compared += 1
+        if not _same_bits(trial.value, result.best_val_accuracy):
+            difference = {
+                "epoch": result.best_epoch,
+                "what": "value (best validation accuracy)",
+                "stored": trial.value,
+                "retrained": result.best_val_accuracy,
+            }
+    return Verification(
+        trial=trial.number,
+        epochs=len(epochs),
+        compared=compared,
+        difference=difference,
+        environment=differences(facts.get(ENV_FACT), environment(split)),
+        seconds=seconds,
+    )
+
+
+def _same_bits(a: float | None, b: float | None) -> bool:
+    """The same float, bit for bit (any NaN equals any NaN: storage keeps no NaN payload)."""
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return struct.pack("<d", a) == struct.pack("<d", b)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5`` (at most a few runs shown)."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+    return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")

@@ -8,6 +8,7 @@ or connects to anything.
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 from hpo.errors import UsageError
@@ -118,3 +119,22 @@ def artifact_dir(url: str) -> Path:
     if path is None:
         return Path("hpo-artifacts")
     return path.with_name(path.stem + "-artifacts")
+
+
+def command_line(
+    command: str,
+    study_name: str | None,
+    url: str,
+    *,
+    always_storage: bool = False,
+    options: tuple[str, ...] = (),
+) -> str:
+    """A ``python -m hpo`` line to paste into a shell: every value quoted as the shell needs
+    (``shlex.quote``), ``--storage`` whenever the storage is not the default (password masked),
+    then ``options``."""
+    words = ["python", "-m", "hpo", command]
+    if study_name is not None:
+        words += ["--study", study_name]
+    if always_storage or url != DEFAULT_STORAGE:
+        words += ["--storage", mask_password(url)]
+    return shlex.join([*words, *options])

@@ -1,0 +1,349 @@
+"""``hpo confirm``: retrain the top configurations over fresh seeds and say how sure the ranking is.
+
+A search trial is one draw: one initialization, one dropout and shuffle stream. On a small
+validation split, configurations a few samples apart are ranked by that draw. Confirmation
+retrains each of the top K configurations with S seeds of their own and compares them:
+
+- **Runs** live in a companion study, ``STUDY:confirm`` (``companion_name``), in the same
+  storage: visible in the dashboard, never counted among the search's trials, never seen by its
+  sampler. Each run is stored as one finished trial (``study.add_trial``) the moment it ends, with
+  the configuration's parameters, its epochs as intermediate values, the source trial
+  (``SOURCE_ATTR``) and its seed index (``SEED_ATTR``). A run that did not finish is simply not
+  there: the same command runs it again.
+- **Seeds** are shared: seed ``i`` (``confirm_seed``) is the same for every configuration, so two
+  configurations are compared on the same draws (a paired comparison). The study stores how many
+  seeds it has asked for (``SEEDS_ATTR``); a command that finds every run of that many done adds
+  ``S`` more, one that finds runs missing (Ctrl-C, a new configuration in the top K) runs those
+  first. No seed is run twice.
+- **Statistics**: per configuration the mean validation accuracy and a 95% Student-t interval
+  over its runs; each configuration against the best by mean, a two-sided paired t-test over the
+  seeds both ran (``paired_p``); at 5%, one that the test cannot tell from the best is tied with
+  it. Ten configurations mean nine tests, uncorrected: "tied" is the cautious reading.
+"""
+
+import concurrent.futures
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import RunError, UsageError
+from hpo.executors import TrialExecutor
+from hpo.interrupts import INTERRUPTS
+from hpo.objective import TrialResult, TrialTask, configuration
+from hpo.pruning import NoPruning
+from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name
+from hpo.spec import StudySpec
+
+SEEDS_ATTR = "hpo:confirm_seeds"
+SOURCE_ATTR = "hpo:source_trial"
+SEED_ATTR = "hpo:seed_index"
+CONFIRM_STREAM = 0x636F6E66  # "conf": confirmation seeds never meet a trial's (study seed, number)
+LEVEL = 0.95
+ALPHA = 0.05
+
+
+def confirm_seed(study_seed: int, index: int) -> np.random.SeedSequence:
+    """Seed ``index`` of the confirmation runs: the same for every configuration of the study."""
+    return np.random.SeedSequence([study_seed, CONFIRM_STREAM, index])
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def mean_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """The mean of ``values`` and its Student-t interval at ``level`` (NaN bounds for one value)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def paired_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of a paired t-test of ``a`` against ``b`` (the same seeds, in order):
+    1 when every difference is zero, 0 when they all are the same nonzero amount, NaN for
+    fewer than two pairs."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    if len(d) < 2:
+        return math.nan
+    sd = statistics.stdev(d)
+    mean = statistics.fmean(d)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    t = mean / (sd / math.sqrt(len(d)))
+    return float(2 * stats.t.sf(abs(t), len(d) - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# What is stored
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """One configuration's confirmation: its runs by seed index, and the verdict against the best.
+
+    ``p_vs_best`` is the paired test's p-value against the configuration ranked first (None for
+    the first itself); ``tied`` says whether the test cannot tell it from the first at 5%.
+    """
+
+    trial: int
+    params: dict[str, Any]
+    search_value: float
+    search_rank: int
+    values: dict[int, float]
+    diverged: int
+    rank: int = 0
+    p_vs_best: float | None = None
+    tied: bool = False
+
+    @property
+    def interval(self) -> tuple[float, float, float]:
+        return mean_interval(list(self.values.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        mean, low, high = self.interval
+        return {
+            "trial": self.trial,
+            "params": self.params,
+            "mean": mean,
+            "low": None if math.isnan(low) else low,
+            "high": None if math.isnan(high) else high,
+            "runs": len(self.values),
+            "values": [self.values[i] for i in sorted(self.values)],
+            "rank": self.rank,
+            "search_value": self.search_value,
+            "search_rank": self.search_rank,
+            "p_vs_best": self.p_vs_best,
+            "tied_with_best": self.tied,
+            "diverged": self.diverged,
+        }
+
+
+def top_configurations(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` completed search trials of highest value with distinct parameters, best first
+    (ties: the earlier trial); a later trial that repeats a parameter set is left out."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done.sort(key=lambda t: (-t.value, t.number))
+    seen, top = set(), []
+    for t in done:
+        key = tuple(sorted(t.params.items()))
+        if key not in seen:
+            seen.add(key)
+            top.append(t)
+        if len(top) == k:
+            break
+    return top
+
+
+def load_companion(
+    storage: optuna.storages.BaseStorage, study_name: str, *, create: bool
+) -> optuna.Study | None:
+    """The study of ``study_name``'s confirmation runs in ``storage`` (None when there is none
+    and not ``create``); refuses a study of that name that holds something else."""
+    name = companion_name(study_name)
+    try:
+        companion = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if not create:
+            return None
+        companion = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        companion.set_user_attr(CONFIRMS_ATTR, study_name)
+        return companion
+    if companion.user_attrs.get(CONFIRMS_ATTR) != study_name:
+        raise UsageError(
+            f"study {name!r} exists and does not hold the confirmation runs of {study_name!r} "
+            "(allowed: rename that study, or confirm another)"
+        )
+    return companion
+
+
+def confirmations(study: optuna.Study, companion: optuna.Study | None, k: int) -> list[Confirmed]:
+    """The top ``k`` configurations of ``study`` with their stored runs, ranked by mean, each
+    compared with the first (see the module docstring); a configuration without runs has
+    none and ranks last."""
+    top = top_configurations(study, k)
+    runs: dict[int, dict[int, float]] = {t.number: {} for t in top}
+    diverged = dict.fromkeys(runs, 0)
+    if companion is not None:
+        for run in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            source = run.user_attrs.get(SOURCE_ATTR)
+            if source in runs:
+                runs[source][int(run.user_attrs[SEED_ATTR])] = run.value
+                diverged[source] += bool(run.user_attrs.get(RUN_ATTR, {}).get("diverged"))
+    items = [
+        Confirmed(t.number, dict(t.params), t.value, rank, runs[t.number], diverged[t.number])
+        for rank, t in enumerate(top, start=1)
+    ]
+    items.sort(
+        key=lambda c: (
+            -statistics.fmean(c.values.values()) if c.values else math.inf,
+            c.search_rank,
+        )
+    )
+    ranked = []
+    for rank, c in enumerate(items, start=1):
+        p, tied = None, False
+        if rank > 1 and c.values:
+            first = ranked[0]
+            seeds = sorted(set(first.values) & set(c.values))
+            p = paired_p([first.values[i] for i in seeds], [c.values[i] for i in seeds])
+            tied = not p < ALPHA  # NaN (too few seeds in common) counts as tied
+        ranked.append(Confirmed(**{**c.__dict__, "rank": rank, "p_vs_best": p, "tied": tied}))
+    return ranked
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one ``hpo confirm`` command runs: ``seeds`` per configuration in all (``added`` of
+    them new), and the (configuration's trial, seed index) pairs not yet run."""
+
+    seeds: int
+    added: int
+    missing: list[tuple[optuna.trial.FrozenTrial, int]]
+
+
+def plan(study: optuna.Study, companion: optuna.Study, *, top: int, seeds: int) -> Plan:
+    """Seeds to reach and runs to do: the stored count again when runs of it are missing (an
+    interrupted command, a configuration new to the top), else ``seeds`` more."""
+    stored = int(companion.user_attrs.get(SEEDS_ATTR, 0))
+    done = {
+        (run.user_attrs.get(SOURCE_ATTR), run.user_attrs.get(SEED_ATTR))
+        for run in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+    configs = top_configurations(study, top)
+    if not configs:
+        raise RunError(f"study {study.study_name!r} has no completed trial to confirm yet")
+
+    def missing(target: int) -> list[tuple[optuna.trial.FrozenTrial, int]]:
+        return [(t, i) for i in range(target) for t in configs if (t.number, i) not in done]
+
+    if stored and missing(stored):
+        return Plan(stored, 0, missing(stored))
+    return Plan(stored + seeds, seeds, missing(stored + seeds))
+
+
+def run_confirmation(
+    study: optuna.Study,
+    spec: StudySpec,
+    companion: optuna.Study,
+    work: Plan,
+    *,
+    executor: TrialExecutor,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Train the plan's runs on ``executor``, storing each as it ends; returns how many ran.
+
+    Raises RunError naming the runs that failed (the others are stored; the same command runs
+    the failed ones again); a Ctrl-C stops the executor and keeps every stored run.
+    """
+    if companion.user_attrs.get(SEEDS_ATTR) != work.seeds:
+        companion.set_user_attr(SEEDS_ATTR, work.seeds)
+    tasks = [
+        (
+            TrialTask(
+                number=number,
+                config=configuration(spec, source.params),
+                seed=tuple(confirm_seed(spec.search.seed, index).entropy),
+                thresholds=NoPruning().thresholds(trial_number=number, finished=()),
+            ),
+            source,
+            index,
+        )
+        for number, (source, index) in enumerate(work.missing)
+    ]
+    pending = list(reversed(tasks))
+    in_flight: dict[concurrent.futures.Future, tuple] = {}
+    failed: list[str] = []
+    ran = 0
+    if progress is not None:
+        progress(0, len(tasks))
+    try:
+        while pending or in_flight:
+            INTERRUPTS.check()
+            while pending and len(in_flight) < executor.slots + executor.prefetch:
+                executor.check()
+                item = pending.pop()
+                in_flight[executor.submit(item[0])] = item
+            done, _ = concurrent.futures.wait(
+                in_flight, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in sorted(done, key=lambda f: in_flight[f][0].number):
+                _, source, index = in_flight.pop(future)
+                error = future.exception()
+                if error is None and future.result().state == "interrupted":
+                    raise KeyboardInterrupt
+                if error is not None:
+                    failed.append(f"#{source.number} seed {index}: {type(error).__name__}: {error}")
+                    continue
+                _store(companion, source, index, future.result())
+                ran += 1
+                if progress is not None:
+                    progress(ran, len(tasks))
+    except BaseException:
+        executor.shutdown(cancel=True)
+        raise
+    executor.shutdown()
+    if failed:
+        raise RunError(
+            f"{len(failed)} of {len(tasks)} confirmation runs failed ({failed[0]}"
+            f"{'; ...' if len(failed) > 1 else ''}); the others are stored: run the same "
+            "command to retry them"
+        )
+    return ran
+
+
+def _store(
+    companion: optuna.Study, source: optuna.trial.FrozenTrial, index: int, result: TrialResult
+) -> None:
+    """One finished run as one trial of the companion study, in one write. A diverged run
+    counts at its best epoch before it diverged (its last value is the 0 that marks it)."""
+    value = result.value if result.value is not None else max(result.intermediate_values.values())
+    companion.add_trial(
+        optuna.trial.create_trial(
+            params=dict(source.params),
+            distributions=dict(source.distributions),
+            value=value,
+            intermediate_values=dict(result.intermediate_values),
+            user_attrs={SOURCE_ATTR: source.number, SEED_ATTR: index, RUN_ATTR: result.facts},
+        )
+    )
+
+
+def verdict(items: list[Confirmed]) -> str:
+    """One sentence: whether the configuration ranked first is distinguishable from the rest."""
+    ran = [c for c in items if c.values]
+    if not ran:
+        return "no confirmation runs yet"
+    first = ran[0]
+    n = len(first.values)
+    if len(ran) == 1:
+        return f"trial #{first.trial} is the only configuration confirmed ({n} seeds)"
+    tied = [c for c in ran[1:] if c.tied]
+    test = f"paired t-test over the same seeds, {ALPHA:.0%} level"
+    if not tied:
+        second = ran[1]
+        return (
+            f"trial #{first.trial} is the best, distinguishable from every other; from the "
+            f"second, #{second.trial}, at p = {second.p_vs_best:.3g} ({test})"
+        )
+    names = ", ".join(f"#{c.trial}" for c in tied)
+    return (
+        f"trial #{first.trial} ranks first but is tied with {names}: the test cannot tell them "
+        f"apart ({test}); more seeds (hpo confirm again) may separate them"
+    )

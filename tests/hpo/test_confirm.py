@@ -1,0 +1,172 @@
+"""``hpo confirm``: the interval and the paired test on values with known answers; runs stored
+with the study, resumable, unseen by the sampler, and added seeds that never repeat."""
+
+import json
+import math
+
+import optuna
+import pytest
+from scipy import stats
+
+from hpo.cli import main
+from hpo.confirm import (
+    SEED_ATTR,
+    SOURCE_ATTR,
+    Confirmed,
+    confirmations,
+    load_companion,
+    mean_interval,
+    paired_p,
+    plan,
+    run_confirmation,
+    verdict,
+)
+from hpo.executors import InlineExecutor
+from hpo.records import companion_name, load_hpo_study
+from hpo.service import load_study_split
+from hpo.storage import open_storage
+from tests.hpo.conftest import write_spec
+
+
+def test_mean_interval_is_students_t():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = sqrt(2.5); t(0.975, 4) = 2.7764451; half = 2.7764451 * sqrt(2.5) / sqrt(5)
+    assert mean == 3.0
+    assert high - mean == pytest.approx(2.7764451 * math.sqrt(0.5), rel=1e-6)
+    assert mean - low == pytest.approx(high - mean)
+    one = mean_interval([0.5])
+    assert one[0] == 0.5 and math.isnan(one[1]) and math.isnan(one[2])
+
+
+def test_paired_p_matches_the_textbook_and_scipy():
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]
+    # d = 1..4: mean 2.5, sd 1.2910, t = 3.8730 with 3 degrees of freedom: p = 0.03047
+    assert paired_p(a, b) == pytest.approx(0.030466, abs=1e-5)
+    x, y = [0.98, 0.97, 0.99, 0.975, 0.985], [0.97, 0.975, 0.98, 0.96, 0.985]
+    assert paired_p(x, y) == pytest.approx(stats.ttest_rel(x, y).pvalue, rel=1e-12)
+    assert paired_p([0.9, 0.8], [0.9, 0.8]) == 1.0  # no difference at all
+    assert paired_p([0.75, 0.5], [0.5, 0.25]) == 0.0  # always the same nonzero difference
+    assert math.isnan(paired_p([0.9], [0.8]))
+
+
+def item(trial, values, **kw):
+    return Confirmed(trial, {}, 0.9, trial, dict(enumerate(values)), 0, **kw)
+
+
+def test_verdict_says_distinguishable_or_names_the_ties():
+    first = item(1, [0.99, 0.98, 0.99], rank=1)
+    apart = [first, item(2, [0.9, 0.9, 0.9], rank=2, p_vs_best=0.001, tied=False)]
+    assert verdict(apart).startswith("trial #1 is the best, distinguishable from every other")
+    assert "#2, at p = 0.001" in verdict(apart)
+    tied = [first, item(3, [0.99, 0.97, 0.99], rank=2, p_vs_best=0.42, tied=True)]
+    assert verdict(tied).startswith("trial #1 ranks first but is tied with #3")
+    assert verdict([]) == "no confirmation runs yet"
+
+
+@pytest.fixture
+def searched(tmp_path):
+    spec = write_spec(tmp_path / "tiny.toml", trials=6, epochs=3)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert main(["run", str(spec), "--storage", url, "--quiet", "--no-report"]) == 0
+    return spec, url
+
+
+def runs_of(url):
+    companion = optuna.load_study(study_name=companion_name("tiny"), storage=open_storage(url))
+    return companion.get_trials(deepcopy=False)
+
+
+def test_confirm_stores_runs_apart_from_the_search_and_adds_seeds(searched, capsys):
+    _, url = searched
+    capsys.readouterr()
+    assert main(["confirm", "--storage", url, "--top", "3", "--seeds", "2", "--in-process"]) == 0
+    out = capsys.readouterr().out
+    assert "the top 3 configurations over 2 seeds each" in out and "verdict: " in out
+    study, _ = load_hpo_study(storage_url=url, study_name="tiny")
+    assert len(study.get_trials(deepcopy=False)) == 6  # no search trial added
+    runs = runs_of(url)
+    assert len(runs) == 6 and all(r.state.name == "COMPLETE" for r in runs)
+    top = [t.number for t in sorted(study.trials, key=lambda t: (-(t.value or -1), t.number))]
+    assert {r.user_attrs[SOURCE_ATTR] for r in runs} <= set(top)
+    by_source = {}
+    for r in runs:
+        source = study.trials[r.user_attrs[SOURCE_ATTR]]
+        assert r.params == source.params  # the configuration itself
+        assert len(r.intermediate_values) == 3  # every epoch, never pruned
+        by_source.setdefault(r.user_attrs[SOURCE_ATTR], {})[r.user_attrs[SEED_ATTR]] = r
+    assert all(sorted(v) == [0, 1] for v in by_source.values())
+    # Seed i is the same for every configuration (a paired comparison), and new to the study.
+    seeds = {i: {tuple(r.user_attrs["run"]["seed"]) for r in runs if r.user_attrs[SEED_ATTR] == i}
+             for i in (0, 1)}  # fmt: skip
+    assert all(len(s) == 1 for s in seeds.values()) and seeds[0] != seeds[1]
+    trial_seeds = {tuple(t.user_attrs["run"]["seed"]) for t in study.trials}
+    assert not trial_seeds & (seeds[0] | seeds[1])
+
+    # Again: two more seeds each, none repeated.
+    assert main(["confirm", "--storage", url, "--top", "3", "--seeds", "2", "--json",
+                 "--in-process"]) == 0  # fmt: skip
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and [c["rank"] for c in lines] == [1, 2, 3]
+    for c in lines:
+        assert {"trial", "params", "mean", "low", "high", "runs", "values"} <= set(c)
+        assert c["runs"] == 4 and c["low"] <= c["mean"] <= c["high"]
+    pairs = [(r.user_attrs[SOURCE_ATTR], r.user_attrs[SEED_ATTR]) for r in runs_of(url)]
+    assert len(pairs) == 12 and len(set(pairs)) == 12
+
+
+def test_an_interrupted_confirm_resumes_instead_of_adding(searched):
+    _, url = searched
+    study, spec = load_hpo_study(storage_url=url, study_name="tiny")
+    companion = load_companion(open_storage(url), "tiny", create=True)
+    work = plan(study, companion, top=2, seeds=3)
+    assert work.seeds == 3 and len(work.missing) == 6
+    part = type(work)(work.seeds, work.added, work.missing[:4])  # as if Ctrl-C after four
+    split = load_study_split(spec)
+    run_confirmation(study, spec, companion, part, executor=InlineExecutor(spec, split))
+    again = plan(study, companion, top=2, seeds=3)
+    assert again.seeds == 3 and again.added == 0 and again.missing == work.missing[4:]
+    run_confirmation(study, spec, companion, again, executor=InlineExecutor(spec, split))
+    assert all(len(c.values) == 3 for c in confirmations(study, companion, 2))
+    assert plan(study, companion, top=2, seeds=3).seeds == 6  # now complete: adds
+
+
+def test_confirmation_runs_are_not_seen_by_the_sampler(tmp_path):
+    """The same spec and seed give the same search trials whether or not confirm ran between."""
+    spec = write_spec(tmp_path / "tiny.toml", trials=4, epochs=2)
+    params = []
+    for name in ("with", "without"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        main(["run", str(spec), "--storage", url, "--quiet", "--no-report"])
+        if name == "with":
+            main(["confirm", "--storage", url, "--top", "2", "--seeds", "2", "--in-process",
+                  "--quiet"])  # fmt: skip
+        main(["run", str(spec), "--storage", url, "--trials", "8", "--quiet", "--no-report"])
+        study, _ = load_hpo_study(storage_url=url, study_name="tiny")
+        params.append([t.params for t in study.trials])
+    assert len(params[0]) == 8 and params[0] == params[1]
+
+
+def test_the_companion_study_is_not_a_study_to_pick(searched, capsys):
+    _, url = searched
+    main(["confirm", "--storage", url, "--top", "1", "--seeds", "1", "--in-process", "--quiet"])
+    capsys.readouterr()
+    assert main(["best", "--storage", url, "--json"]) == 0  # still the storage's only study
+    assert json.loads(capsys.readouterr().out)["study"] == "tiny"
+    assert main(["confirm", "--storage", url, "--study", "tiny:confirm"]) == 2
+    assert "holds the confirmation runs of 'tiny' (allowed: --study tiny)" in (
+        capsys.readouterr().err
+    )
+    assert main(["studies", "--storage", url]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2 and rows[0].split()[-2:] == ["CONFIRM", "RUNS"]
+    assert rows[1].split()[0] == "tiny" and rows[1].split()[-1] == "1"
+
+
+def test_confirm_without_a_completed_trial_exits_1(tmp_path, capsys):
+    spec = write_spec(tmp_path / "tiny.toml")
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    main(["run", str(spec), "--storage", url, "--create-only"])
+    capsys.readouterr()
+    assert main(["confirm", "--storage", url]) == 1
+    assert "no completed trial to confirm" in capsys.readouterr().err
+

@@ -1,0 +1,113 @@
+"""``hpo.results``: verifying that a stored trial reproduces bit for bit (``best --verify``)."""
+
+import json
+import sqlite3
+
+import pytest
+
+from hpo.cli import main
+from hpo.records import load_hpo_study
+from hpo.results import _same_bits, verify_trial
+from tests.hpo.conftest import write_spec
+
+
+@pytest.fixture(scope="module")
+def study_db(tmp_path_factory):
+    """A study of complete, pruned and diverged trials trained by two worker processes."""
+    tmp = tmp_path_factory.mktemp("verify")
+    spec = write_spec(tmp / "tiny.toml", epochs=4, trials=12, lr_high=30.0)
+    url = f"sqlite:///{tmp / 'v.db'}"
+    assert (
+        main(["run", str(spec), "--storage", url, "--workers", "2", "--quiet", "--no-report"]) == 0
+    )
+    return tmp / "v.db"
+
+
+def copy_of(study_db, tmp_path):
+    path = tmp_path / "copy.db"
+    path.write_bytes(study_db.read_bytes())
+    return path, f"sqlite:///{path}"
+
+
+def test_every_trial_trained_by_a_worker_process_reproduces_bit_for_bit(study_db):
+    study, spec = load_hpo_study(storage_url=f"sqlite:///{study_db}", study_name="tiny")
+    trials = study.get_trials(deepcopy=False)
+    states = {t.state.name for t in trials}
+    assert states == {"COMPLETE", "PRUNED"}, states  # both kinds are verified
+    assert any(t.user_attrs["run"]["diverged"] for t in trials)
+    for t in trials:
+        v = verify_trial(study, spec, t.number)
+        assert v.reproduced, v.message()
+        assert v.environment == []  # the trial stored this process's split, NumPy and BLAS
+        assert v.compared >= 5 * len(t.intermediate_values) - 5
+
+
+def test_verify_prints_one_line_and_json(study_db, capsys):
+    url = f"sqlite:///{study_db}"
+    assert main(["best", "--storage", url, "--verify"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "reproduces bit for bit" in out[0]
+    assert main(["best", "--storage", url, "--verify", "--trial", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["trial"] == 1 and result["reproduced"] and result["difference"] is None
+
+
+def test_an_altered_value_fails_naming_the_epoch_and_both_values(study_db, tmp_path, capsys):
+    path, url = copy_of(study_db, tmp_path)
+    with sqlite3.connect(path) as db:
+        (trial_id, stored), *_ = db.execute(
+            "SELECT v.trial_id, v.intermediate_value FROM trial_intermediate_values v "
+            "JOIN trials t ON t.trial_id = v.trial_id WHERE t.number = 2 AND v.step = 2"
+        ).fetchall()
+        altered = stored + 2**-40
+        db.execute(
+            "UPDATE trial_intermediate_values SET intermediate_value = ? "
+            "WHERE trial_id = ? AND step = 2",
+            (altered, trial_id),
+        )
+    assert main(["best", "--storage", url, "--verify", "--trial", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "trial #2 does not reproduce: epoch 2 validation accuracy" in err
+    assert f"{altered!r} stored, {stored!r} retrained" in err
+    assert "the split, NumPy and the BLAS are the same as stored" in err
+
+
+def test_a_mismatch_names_what_differs_from_the_stored_environment(study_db, tmp_path, capsys):
+    path, url = copy_of(study_db, tmp_path)
+    with sqlite3.connect(path) as db:
+        trial_id, value = db.execute(
+            "SELECT a.trial_id, a.value_json FROM trial_user_attributes a "
+            "JOIN trials t ON t.trial_id = a.trial_id WHERE t.number = 0 AND a.key = 'run'"
+        ).fetchone()
+        facts = json.loads(value)
+        facts["env"]["numpy"] = "1.0.0"
+        facts["curves"]["val_loss"][0] += 1.0
+        db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'run'",
+            (json.dumps(facts), trial_id),
+        )
+    assert main(["best", "--storage", url, "--verify", "--trial", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "epoch 1 val_loss" in err
+    assert "differs from the stored environment: NumPy: '1.0.0' stored" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--trial", "1"], "--trial 1: needs --verify"),
+        (["--verify", "--trial", "99"], "--trial: 99 (allowed: a finished trial's number, 0-11)"),
+        (["--verify", "--retrain"], "--verify and --retrain/--export: one at a time"),
+    ],
+)
+def test_bad_verify_flags_exit_2_with_one_line(study_db, argv, expected, capsys):
+    assert main(["best", "--storage", f"sqlite:///{study_db}", *argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+
+
+def test_same_bits():
+    assert _same_bits(0.1, 0.1) and _same_bits(float("nan"), float("-nan"))
+    assert not _same_bits(0.1, 0.1 + 2**-56) and not _same_bits(0.0, -0.0)
+    assert _same_bits(None, None) and not _same_bits(None, 0.0)
