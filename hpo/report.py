@@ -17,17 +17,26 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hpo.confirm import confirmations, load_companion, verdict
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
+from hpo.names import MAX_CONFIRM_TOP
 from hpo.objective import build_net, configuration, fit_net, trial_seed
 from hpo.paths import check_out_path
 from hpo.records import run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
-from hpo.urls import journal_path, mask_password, sqlite_path
+from hpo.storage import open_storage
+from hpo.urls import command_line, journal_path, mask_password, sqlite_path
 from reports.comparison import write_comparison
 from reports.html import write_report
-from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+from reports.model import (
+    ConfirmedRecord,
+    LayerHistograms,
+    ParamInfo,
+    StudySnapshot,
+    TrialRecord,
+)
 from trainer.datasets import Split
 
 HISTOGRAM_BINS = 30
@@ -152,6 +161,7 @@ def build_snapshot(
         )
     return dataclasses.replace(
         trials_snapshot(study, spec, storage_url, trials=trials),
+        **confirmed_fields(study, storage_url),
         split_sizes={
             "train": len(split.x_train),
             "validation": len(split.x_val),
@@ -164,6 +174,40 @@ def build_snapshot(
         activation_note=activation_note,
         experiment=experiment_data(spec, trials, split),
     )
+
+
+def confirmed_fields(study: optuna.Study, storage_url: str) -> dict:
+    """The snapshot's ``confirmed``, ``confirm_verdict`` and ``confirm_command``: every
+    configuration of the top that ``hpo confirm`` ran, ranked by mean."""
+    companion = load_companion(
+        open_storage(storage_url, write=False), study.study_name, create=False
+    )
+    items = [c for c in confirmations(study, companion, MAX_CONFIRM_TOP) if c.values]
+    records = []
+    for c in items:
+        mean, low, high = c.interval
+        records.append(
+            ConfirmedRecord(
+                trial=c.trial,
+                params=c.params,
+                mean=mean,
+                low=low,
+                high=high,
+                values=tuple(c.values[i] for i in sorted(c.values)),
+                rank=c.rank,
+                search_value=c.search_value,
+                search_rank=c.search_rank,
+                p_vs_best=c.p_vs_best,
+                tied=c.tied,
+                diverged=c.diverged,
+            )
+        )
+    options = ("--seeds", "5") if records else ("--top", "5", "--seeds", "5")
+    return {
+        "confirmed": tuple(records),
+        "confirm_verdict": verdict(items) if items else "",
+        "confirm_command": command_line("confirm", study.study_name, storage_url, options=options),
+    }
 
 
 def trials_snapshot(

@@ -508,3 +508,64 @@ def plot_gap(data: dict) -> Figure:
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The confirmed ranking (hpo confirm)
+
+
+def confirmed_data(snapshot: StudySnapshot) -> dict | None:
+    """Per confirmed configuration, by confirmed rank: its runs, mean and interval, the search's
+    single-run value, and whether it is tied with the first."""
+    if not snapshot.confirmed:
+        return None
+    return {
+        "rows": [
+            {
+                "label": f"#{c.trial} (search rank {c.search_rank})",
+                "values": list(c.values),
+                "mean": c.mean,
+                "low": c.low,
+                "high": c.high,
+                "search_value": c.search_value,
+                "kind": "first" if c.rank == 1 else "tied" if c.tied else "apart",
+            }
+            for c in snapshot.confirmed
+        ]
+    }
+
+
+CONFIRMED_COLORS = {"first": COLORS["best"], "tied": "#ff7f0e", "apart": COLORS["complete"]}
+CONFIRMED_LABELS = {
+    "first": "first by mean",
+    "tied": "tied with the first",
+    "apart": "distinguishable from it",
+}
+
+
+@_styled
+def plot_confirmed(data: dict) -> Figure:
+    rows = data["rows"]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.3))
+    shown = set()
+    for y, r in enumerate(rows):
+        color = CONFIRMED_COLORS[r["kind"]]
+        offsets = [(j % 5 - 2) * 0.06 for j in range(len(r["values"]))]
+        ax.scatter(r["values"], [y + o for o in offsets], s=12, color="#777", alpha=0.7,
+                   zorder=2, label="a run" if y == 0 else None)  # fmt: skip
+        if r["low"] == r["low"]:  # NaN with one run: no interval
+            ax.plot([r["low"], r["high"]], [y, y], color=color, lw=3, alpha=0.8, zorder=3)
+        ax.scatter([r["mean"]], [y], s=40, color=color, zorder=4,
+                   label=None if r["kind"] in shown else CONFIRMED_LABELS[r["kind"]])  # fmt: skip
+        shown.add(r["kind"])
+        ax.scatter([r["search_value"]], [y], marker="x", s=36, color="k", zorder=5,
+                   label="the search's run" if y == 0 else None)  # fmt: skip
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.invert_yaxis()
+    points = [v for r in rows for v in (*r["values"], r["search_value"])]
+    span = max(points) - min(points) or 0.01
+    ax.set_xlim(min(points) - 0.08 * span, max(points) + 0.08 * span)
+    ax.set_xlabel("validation accuracy (mean and 95% interval over seeds)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=5, frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig

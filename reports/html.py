@@ -48,6 +48,19 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
     shown = min(top_k, len(snapshot.ranked()))
     specs: list[tuple[str, str, str, Callable[[], object], Callable]] = [
         (
+            "confirmed",
+            "Confirmed ranking",
+            lambda data: (
+                f"The top {len(data['rows'])} configurations of the search retrained with "
+                "fresh seeds, seed i the same for each (hpo confirm): every run (grey), the "
+                "mean and its 95% Student-t "
+                "interval (red: first by mean; orange: a paired t-test at 5% cannot tell it from "
+                "the first; blue: it can), and the search's own single run (x)."
+            ),
+            lambda: figures.confirmed_data(snapshot),
+            figures.plot_confirmed,
+        ),
+        (
             "curves",
             f"Learning curves of the top {min(shown, figures.MAX_CURVE_PANELS)}",
             "Training (blue) and validation (red) accuracy per epoch; the dotted line marks the "
@@ -75,7 +88,8 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
         (
             "learning_rate",
             "weight_decay",
-            "The book's view of its random search: learning rate against weight decay, log-log.",
+            "Learning rate against weight decay, log-log, as the book plots its random search; "
+            "colour: validation accuracy.",
         ),
         ("learning_rate", "init_scale", "Learning rate against the weight-init scale."),
     ):
@@ -159,6 +173,7 @@ def _environment() -> jinja2.Environment:
     env.filters["fmt"] = summary.fmt_value
     env.filters["seconds"] = _fmt_seconds
     env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"
+    env.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
     return env
 
 
@@ -210,6 +225,8 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
         counts=summary.counts(snapshot),
         time=summary.compute_time(snapshot),
         findings=summary.findings(snapshot),
+        noise=summary.uncertainty(snapshot, top_k),
+        description=spec.get("study", {}).get("description", ""),
         rows=rows,
         param_names=param_names,
         top_k=top_k,

@@ -59,6 +59,25 @@ class LayerHistograms:
 
 
 @dataclass(frozen=True)
+class ConfirmedRecord:
+    """A configuration retrained over seeds (``hpo confirm``): its runs' mean and 95% interval
+    (NaN bounds with one run), its rank by mean, and the paired test against the first."""
+
+    trial: int
+    params: dict[str, Any]
+    mean: float
+    low: float
+    high: float
+    values: tuple[float, ...]
+    rank: int
+    search_value: float
+    search_rank: int
+    p_vs_best: float | None
+    tied: bool
+    diverged: int = 0
+
+
+@dataclass(frozen=True)
 class StudySnapshot:
     name: str
     storage: str  # password masked
@@ -73,6 +92,9 @@ class StudySnapshot:
     activation_note: str = ""
     experiment: dict[str, Any] | None = None  # the spec's experiment's extra data, by name
     generated: datetime | None = None
+    confirmed: tuple[ConfirmedRecord, ...] = ()  # by confirmed rank; empty: none ran
+    confirm_verdict: str = ""
+    confirm_command: str = ""  # the command that confirms the ranking (or adds seeds)
 
     @property
     def epochs(self) -> int:

@@ -199,3 +199,22 @@ def findings(snapshot: StudySnapshot) -> list[str]:
     elif saving is not None:
         out.append("No trial was pruned.")
     return out
+
+
+def uncertainty(snapshot: StudySnapshot, top_k: int) -> dict[str, Any] | None:
+    """How sure one run's ranking can be: the validation split's size, the standard error of
+    an accuracy at the winner's value (binomial: sqrt(p (1 - p) / n)), and how many of the top
+    ``top_k`` lie within one standard error of the winner. None before a completed trial."""
+    ranked = snapshot.ranked()[:top_k]
+    n = snapshot.split_sizes.get("validation")
+    if not ranked or not n:
+        return None
+    p = ranked[0].value
+    se = math.sqrt(max(p * (1 - p), 0.25 / n) / n)  # never 0: at p = 1 the error is not nil
+    return {
+        "n": n,
+        "value": p,
+        "se": se,
+        "within": sum(ranked[0].value - t.value <= se for t in ranked[1:]),
+        "shown": len(ranked) - 1,
+    }

@@ -170,3 +170,17 @@ def test_confirm_without_a_completed_trial_exits_1(tmp_path, capsys):
     assert main(["confirm", "--storage", url]) == 1
     assert "no completed trial to confirm" in capsys.readouterr().err
 
+
+def test_the_report_names_the_confirmed_best_once_confirm_ran(searched, tmp_path, capsys):
+    _, url = searched
+    out = tmp_path / "r.html"
+    assert main(["report", "--storage", url, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "This ranking is unconfirmed" in page and "hpo confirm --study tiny" in page
+    main(["confirm", "--storage", url, "--top", "2", "--seeds", "3", "--in-process", "--quiet"])
+    capsys.readouterr()
+    assert main(["report", "--storage", url, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "Confirmed best: trial #" in page and "over 3 seeds" in page
+    assert "This ranking is unconfirmed" not in page
+    assert '<h2 id="confirmed">Confirmed ranking</h2>' in page

@@ -471,3 +471,27 @@ def test_plot_parallel_shows_the_whole_0_1_range_of_every_axis():
         assert low <= 0.0 and high >= 1.0
     finally:
         plt.close(fig)
+
+
+def test_confirmed_data_lists_every_run_by_confirmed_rank():
+    from reports.model import ConfirmedRecord
+
+    def record(trial, rank, values, *, tied=False, search_rank=1):
+        return ConfirmedRecord(trial, {}, 0.95, 0.94, 0.96, tuple(values), rank, 0.97,
+                               search_rank, None if rank == 1 else 0.3, tied)  # fmt: skip
+
+    assert figures.confirmed_data(snapshot([])) is None
+    s = snapshot([], confirmed=(
+        record(4, 1, [0.95, 0.96], search_rank=2),
+        record(2, 2, [0.94, 0.95], tied=True),
+        record(7, 3, [0.90, 0.91], search_rank=3),
+    ))  # fmt: skip
+    rows = figures.confirmed_data(s)["rows"]
+    assert [r["label"] for r in rows] == [
+        "#4 (search rank 2)",
+        "#2 (search rank 1)",
+        "#7 (search rank 3)",
+    ]
+    assert [r["kind"] for r in rows] == ["first", "tied", "apart"]
+    assert rows[0]["values"] == [0.95, 0.96] and rows[0]["search_value"] == 0.97
+    plt.close(figures.plot_confirmed(figures.confirmed_data(s)))

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from reports import html
-from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+from reports.model import (
+    ConfirmedRecord,
+    LayerHistograms,
+    ParamInfo,
+    StudySnapshot,
+    TrialRecord,
+)
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
@@ -273,18 +279,18 @@ def test_empty_study_page_says_no_trial_has_completed(pages):
 
 def test_all_pruned_page_has_no_winner(pages):
     page = pages("all pruned")
-    assert "Winner" not in page
+    assert "Best in the search" not in page and "Confirmed best" not in page
     assert "No trial has completed yet (2 pruned, 0 failed, 0 running)." in page
 
 
 def test_one_trial_page_names_the_winner(pages):
-    assert "<strong>Winner: trial #0</strong>" in pages("one trial")
+    assert "<strong>Best in the search: trial #0</strong>" in pages("one trial")
 
 
 def test_running_study_page_counts_the_running_trials(pages):
     page = pages("still running")
     assert "2 complete, 1 pruned (0 diverged), 0 failed, 2 running" in page
-    assert "<strong>Winner: trial #2</strong>" in page
+    assert "<strong>Best in the search: trial #2</strong>" in page
 
 
 def test_page_gives_the_test_accuracy_of_the_retrained_winner(studies):
@@ -376,3 +382,62 @@ def test_write_report_writes_the_page_and_returns_its_path(tmp_path):
     path = html.write_report(study, str(tmp_path / "report.html"))
     assert path == tmp_path / "report.html"
     assert path.read_text(encoding="utf-8") == html.render(study)
+
+
+def confirmed(trial, values, *, rank, search_rank, p=None, tied=False):
+    mean = sum(values) / len(values)
+    return ConfirmedRecord(
+        trial=trial,
+        params=hyper(0.01, 1e-5, "adam"),
+        mean=mean,
+        low=mean - 0.01,
+        high=mean + 0.01,
+        values=tuple(values),
+        rank=rank,
+        search_value=0.9,
+        search_rank=search_rank,
+        p_vs_best=p,
+        tied=tied,
+    )
+
+
+def two_trials(**fields):
+    trials = [
+        complete(0, 0.9, hyper(0.01, 1e-5, "adam")),
+        complete(1, 0.8, hyper(0.02, 1e-5, "sgd")),
+    ]
+    return dataclasses.replace(
+        snapshot(trials, **fields),
+        split_sizes={"train": 800, "validation": 288, "test": 200},
+        confirm_command="python -m hpo confirm --study study --top 5 --seeds 5",
+    )
+
+
+def test_an_unconfirmed_ranking_says_so_and_gives_the_command():
+    page = html.render(two_trials(description="Digits, <b>three</b> layers."))
+    assert "<strong>Best in the search: trial #0</strong>" in page
+    assert "<strong>This ranking is unconfirmed</strong>" in page
+    assert "<code>python -m hpo confirm --study study --top 5 --seeds 5</code>" in page
+    assert "Digits, &lt;b&gt;three&lt;/b&gt; layers." in page  # the description, escaped
+    # 288 validation samples at 0.9: sqrt(0.9 * 0.1 / 288) = 0.0177; #1 (0.8) is further away.
+    assert "The validation split has 288 samples" in page
+    assert "standard error of 0.0177, and 0 of the next 1 configurations are within" in page
+    assert 'id="confirmed"' not in page
+
+
+def test_a_confirmed_ranking_names_the_confirmed_best_and_its_ties():
+    page = html.render(
+        two_trials(
+            confirmed=(
+                confirmed(1, [0.95, 0.96, 0.97], rank=1, search_rank=2),
+                confirmed(0, [0.94, 0.96, 0.96], rank=2, search_rank=1, p=0.42, tied=True),
+            ),
+            confirm_verdict="trial #1 ranks first but is tied with #0: the test cannot tell",
+        )
+    )
+    assert "<strong>Confirmed best: trial #1</strong>" in page
+    assert "<strong>0.9600</strong> (95% interval 0.9500 to 0.9700)" in page
+    assert "over 3 seeds" in page and "Trial #1 ranks first but is tied with #0" in page
+    assert "The search alone ranked it #2." in page
+    assert "This ranking is unconfirmed" not in page
+    assert re.search(r'<h2 id="confirmed">Confirmed ranking</h2>\s*<figure>', page)

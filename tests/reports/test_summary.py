@@ -1,6 +1,7 @@
 """The report's findings: counts, compute time, the best region, category rankings, overfitting,
 pruning savings, value formatting and the sentences of "what the study found"."""
 
+import dataclasses
 from datetime import datetime, timedelta
 
 import pytest
@@ -353,3 +354,19 @@ def test_findings_give_a_single_value_when_the_top_trials_agree():
 def test_findings_leave_out_the_optimizer_when_it_is_not_searched():
     study = snapshot([complete(0, 0.9, {"learning_rate": 1e-3})], params=(LR,))
     assert not any("optimizer" in line for line in summary.findings(study))
+
+
+def test_uncertainty_gives_the_standard_error_and_who_is_within_it():
+    trials = [complete(0, 0.98), complete(1, 0.975), complete(2, 0.96), complete(3, 0.99)]
+    s = dataclasses.replace(snapshot(trials), split_sizes={"validation": 400})
+    u = summary.uncertainty(s, top_k=10)
+    # sqrt(0.99 * 0.01 / 400) = 0.004975: #0 (0.98) is 0.01 below, outside; so are the others.
+    assert u["n"] == 400 and u["value"] == 0.99
+    assert u["se"] == pytest.approx(0.0049749, rel=1e-4)
+    assert u["within"] == 0 and u["shown"] == 3
+    s = dataclasses.replace(s, split_sizes={"validation": 40})  # se 0.0157: two are within
+    assert summary.uncertainty(s, top_k=10)["within"] == 2
+    assert summary.uncertainty(s, top_k=2)["shown"] == 1
+    perfect = dataclasses.replace(snapshot([complete(0, 1.0)]), split_sizes={"validation": 100})
+    assert summary.uncertainty(perfect, top_k=10)["se"] > 0  # at 1.0 the error is not nil
+    assert summary.uncertainty(snapshot([]), top_k=10) is None
