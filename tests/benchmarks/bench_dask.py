@@ -6,7 +6,10 @@ measured in the same run:
 
 1. throughput: finished trials per minute with ``--dask ADDRESS`` on a ``distributed.LocalCluster``
    of 2 single-threaded worker processes (started by this script; its scheduler runs in this
-   process), against ``--workers 1`` (one local worker process), on the same work:
+   process), against ``--workers 1`` (one local worker process), and beside ``--workers 2`` (two
+   local worker processes: what this machine gives a 2-worker executor without Dask) and the
+   bare-training ceiling (bench_study's: the default study's training in 2 processes against 1,
+   with no orchestrator, storage or pipe), on the same work:
    ``--sampler random --pruner none``, so that both train the same configurations to all their
    epochs. As in bench_study, the same spec and seed run to N_short and to N_long trials and the
    difference is judged, so that start-up (the cluster's connection, the workers' first split)
@@ -51,6 +54,7 @@ from tests.benchmarks.bench_study import (  # noqa: E402
     SEED,
     STUDY,
     Marginal,
+    bare_training_ceiling,
     code_version,
     disturbance,
     judge,
@@ -80,6 +84,11 @@ def self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def ratios(these: list[Marginal], those: list[Marginal]) -> list[float]:
+    """Trials per minute of ``these`` over ``those``, repeat by repeat."""
+    return [a.trials_per_minute / b.trials_per_minute for a, b in zip(these, those, strict=True)]
+
+
 def run_with_scheduler_cpu(spec: str, *, trials: int, options, tmp: Path):
     """``run_study`` and the CPU seconds this process (the cluster's scheduler) used meanwhile."""
     before = self_cpu()
@@ -91,9 +100,12 @@ def part_throughput(tmp: Path, repeats: int, cluster: distributed.LocalCluster) 
     base = ("--sampler", "random", "--pruner", "none")
     executors = {
         "1 local worker": (*base, "--workers", "1"),
+        "2 local workers": (*base, "--workers", "2"),
         "Dask, 2 workers": (*base, "--dask", cluster.scheduler_address),
     }
     specs = {"default": "default", "~1 s trials": str(long_trial_spec(tmp))}
+    log("the machine's ceiling: the default study's training in 1 and in 2 bare processes")
+    ceiling, _ = measure_quietly(bare_training_ceiling)
     for label, spec in specs.items():
         results: dict[str, list[Marginal]] = {name: [] for name in executors}
         scheduler_cpu: list[float] = []
@@ -116,14 +128,14 @@ def part_throughput(tmp: Path, repeats: int, cluster: distributed.LocalCluster) 
                     scheduler_cpu.append((cpu2 - cpu1) / (LONG - SHORT))
         rows = []
         for name, m in results.items():
-            workers = 2 if "Dask" in name else 1
+            workers = 1 if name == "1 local worker" else 2
             rows.append(
                 (
                     name,
                     median_and_spread([x.trials_per_minute for x in m], lambda v: f"{v:.0f}"),
                     median_and_spread([x.train_per_trial for x in m], seconds),
                     median_and_spread([x.orchestrator_cpu / x.trials for x in m], ms),
-                    median_and_spread(scheduler_cpu, ms) if workers == 2 else "-",
+                    median_and_spread(scheduler_cpu, ms) if "Dask" in name else "-",
                     median_and_spread([x.idle_per_trial(workers) for x in m], ms),
                 )
             )
@@ -141,10 +153,9 @@ def part_throughput(tmp: Path, repeats: int, cluster: distributed.LocalCluster) 
             ),
             rows,
         )
-        one, dask = results["1 local worker"], results["Dask, 2 workers"]
-        speedups = [
-            d.trials_per_minute / o.trials_per_minute for o, d in zip(one, dask, strict=True)
-        ]
+        one, two = results["1 local worker"], results["2 local workers"]
+        dask = results["Dask, 2 workers"]
+        speedups = ratios(dask, one)
         speedup = statistics.median(speedups)
         same = sum(params["1 local worker"][n] == params["Dask, 2 workers"].get(n) for n in
                    params["1 local worker"])  # fmt: skip
@@ -161,6 +172,24 @@ def part_throughput(tmp: Path, repeats: int, cluster: distributed.LocalCluster) 
                     median_and_spread(speedups, lambda v: f"{v:.2f}x"),
                     target,
                     judge(figure, f"{speedup:.2f}x", target, speedup >= TARGET_SPEEDUP),
+                ),
+                (
+                    "2 bare training processes over 1, no orchestrator (this machine's ceiling)",
+                    f"{ceiling:.2f}x",
+                    "",
+                    "",
+                ),
+                (
+                    f"2 local workers over 1 local worker, {label}",
+                    median_and_spread(ratios(two, one), lambda v: f"{v:.2f}x"),
+                    "",
+                    "",
+                ),
+                (
+                    f"Dask 2 workers over 2 local workers, {label} (Dask's own cost)",
+                    median_and_spread(ratios(dask, two), lambda v: f"{v:.2f}x"),
+                    "",
+                    "",
                 ),
                 ("same configurations", f"{same} of {len(params['1 local worker'])}", "all", ""),
                 (
