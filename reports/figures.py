@@ -13,7 +13,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.colors
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
@@ -67,6 +69,33 @@ def _panel_grid(
     return fig, axes
 
 
+def _log_axis(axis, set_scale) -> None:
+    """A log scale with labels that do not overlap: at the powers of ten over three decades or
+    more, else at 1, 2 and 5 times them, written plainly (0.2, 0.5, 1, 2); no minor labels.
+    Call it after plotting: it reads the axis's range."""
+    set_scale("log")
+    low, high = sorted(axis.get_view_interval())
+    if low > 0 and math.log10(high / low) < 3:
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def last_value(t) -> float:
+    """A pruned trial's value in the figures: its last epoch's validation accuracy (0 for a
+    diverged one, as stored)."""
+    return t.intermediate[max(t.intermediate)] if t.intermediate else 0.0
+
+
+def color_range(values: list[float]) -> tuple[float, float]:
+    """A colour scale that tells the good trials apart: from the lower quartile of the
+    complete trials' values to their best (lower values take the lowest colour)."""
+    ordered = sorted(values)
+    if len(ordered) < 4:
+        return ordered[0], ordered[-1]
+    return ordered[len(ordered) // 4], ordered[-1]
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. Learning curves of the top K
 
@@ -102,7 +131,11 @@ def plot_learning_curves(panels: list[dict]) -> Figure:
         if p["best_epoch"]:
             ax.axvline(p["best_epoch"], color="k", lw=0.6, ls=":")
         ax.set_title(f"Best-{p['rank']}: #{p['trial']} ({p['value']:.3f})", fontsize=8)
-        ax.set_ylim(0, 1.02)
+    # From the lowest accuracy after the first epoch (rounded down to 0.05): the top trials'
+    # curves differ in the last points, which a 0-1 axis flattens into one line.
+    later = [v for p in panels for v in (*p["train_accuracy"][1:], *p["val_accuracy"][1:])]
+    low = math.floor(min(later, default=0.0) * 20) / 20
+    axes.flat[0].set_ylim(min(low, 0.95), 1.005)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
@@ -193,7 +226,12 @@ def pair_data(snapshot: StudySnapshot, x: str, y: str) -> dict | None:
         for t in snapshot.by_state("COMPLETE")
         if x in t.params and y in t.params
     ]
-    if not points:
+    pruned = [
+        (t.params[x], t.params[y], last_value(t))
+        for t in snapshot.by_state("PRUNED")
+        if x in t.params and y in t.params
+    ]
+    if not points and not pruned:
         return None
     return {
         "x": x,
@@ -201,24 +239,35 @@ def pair_data(snapshot: StudySnapshot, x: str, y: str) -> dict | None:
         "x_log": infos[x].log,
         "y_log": infos[y].log,
         "points": sorted(points, key=lambda p: p[2]),  # best drawn last, on top
+        "pruned": sorted(pruned, key=lambda p: p[2]),  # at their last epoch's value
+        "color_range": color_range([p[2] for p in points] or [p[2] for p in pruned]),
     }
 
 
 @_styled
 def plot_pair(data: dict) -> Figure:
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
-    xs, ys, cs = zip(*data["points"], strict=True)
-    sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=22, edgecolors="k", linewidths=0.3)
-    best = data["points"][-1]
-    ax.scatter([best[0]], [best[1]], marker="*", s=180, color=COLORS["best"], label="best")
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    low, high = data["color_range"]
+    norm = matplotlib.colors.Normalize(vmin=low, vmax=high if high > low else low + 1e-9)
+    sc = None
+    if data["pruned"]:
+        xs, ys, cs = zip(*data["pruned"], strict=True)
+        sc = ax.scatter(xs, ys, c=cs, cmap="viridis", norm=norm, s=18, marker="x",
+                        linewidths=0.9, label="pruned (last epoch)")  # fmt: skip
+    if data["points"]:
+        xs, ys, cs = zip(*data["points"], strict=True)
+        sc = ax.scatter(xs, ys, c=cs, cmap="viridis", norm=norm, s=24, edgecolors="k",
+                        linewidths=0.3, label="complete")  # fmt: skip
+        best = data["points"][-1]
+        ax.scatter([best[0]], [best[1]], marker="*", s=180, color=COLORS["best"], label="best")
     if data["x_log"]:
-        ax.set_xscale("log")
+        _log_axis(ax.xaxis, ax.set_xscale)
     if data["y_log"]:
-        ax.set_yscale("log")
+        _log_axis(ax.yaxis, ax.set_yscale)
     ax.set_xlabel(data["x"].replace("_", " "))
     ax.set_ylabel(data["y"].replace("_", " "))
-    fig.colorbar(sc, ax=ax, label="validation accuracy")
-    ax.legend(loc="best")
+    fig.colorbar(sc, ax=ax, label="validation accuracy", extend="min" if low > 0 else "neither")
+    ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -229,26 +278,49 @@ def plot_pair(data: dict) -> Figure:
 
 def by_category_data(snapshot: StudySnapshot, name: str) -> dict | None:
     groups: dict[str, list[float]] = defaultdict(list)
-    for t in snapshot.by_state("COMPLETE"):
-        if name in t.params:
+    pruned: dict[str, list[float]] = defaultdict(list)
+    for t in snapshot.trials:
+        if name in t.params and t.state == "COMPLETE":
             groups[str(t.params[name])].append(t.value)
-    if not groups:
+        elif name in t.params and t.state == "PRUNED":
+            pruned[str(t.params[name])].append(last_value(t))
+    if not groups and not pruned:
         return None
-    order = sorted(groups, key=lambda g: -max(groups[g]))
-    return {"name": name, "groups": {g: sorted(groups[g]) for g in order}}
+    order = sorted(
+        {*groups, *pruned},
+        key=lambda g: (-max(groups[g], default=-1.0), -max(pruned[g], default=-1.0), g),
+    )
+    return {
+        "name": name,
+        "groups": {g: sorted(groups[g]) for g in order},  # complete trials; [] when none
+        "pruned": {g: sorted(pruned[g]) for g in order},  # at their last epoch's value
+    }
 
 
 @_styled
 def plot_by_category(data: dict) -> Figure:
-    groups = data["groups"]
-    fig, ax = plt.subplots(figsize=(1.1 * len(groups) + 2.5, 3.2))
+    groups, pruned = data["groups"], data["pruned"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 2.5, 3.4))
     labels = list(groups)
-    ax.boxplot([groups[g] for g in labels], showfliers=False, widths=0.5)
+    boxed = [i for i, g in enumerate(labels, start=1) if groups[g]]
+    if boxed:
+        ax.boxplot([groups[labels[i - 1]] for i in boxed], positions=boxed, showfliers=False,
+                   widths=0.5)  # fmt: skip
     for i, g in enumerate(labels, start=1):
-        values = groups[g]
-        offsets = [(j % 7 - 3) * 0.04 for j in range(len(values))]
-        ax.scatter([i + o for o in offsets], values, s=10, alpha=0.6, color=COLORS["complete"])
-    ax.set_xticks(range(1, len(labels) + 1), [f"{g}\n(n={len(groups[g])})" for g in labels])
+        for values, style in (
+            (groups[g], {"s": 10, "alpha": 0.6, "color": COLORS["complete"]}),
+            (pruned[g], {"s": 14, "alpha": 0.7, "marker": "x", "color": COLORS["pruned"]}),
+        ):
+            offsets = [(j % 7 - 3) * 0.04 for j in range(len(values))]
+            ax.scatter([i + o for o in offsets], values, **style)
+    ax.scatter([], [], s=10, color=COLORS["complete"], label="complete")
+    ax.scatter([], [], s=14, marker="x", color=COLORS["pruned"], label="pruned (last epoch)")
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_xticks(
+        range(1, len(labels) + 1),
+        [f"{g}\n{len(groups[g])} + {len(pruned[g])} pruned" for g in labels],
+    )
+    ax.set_xlim(0.4, len(labels) + 0.6)
     ax.set_ylabel("validation accuracy")
     ax.set_xlabel(data["name"].replace("_", " "))
     fig.tight_layout()
@@ -261,12 +333,15 @@ def plot_by_category(data: dict) -> Figure:
 
 def slice_data(snapshot: StudySnapshot) -> list[dict] | None:
     """Per searched parameter: (value, validation accuracy) of every complete trial."""
-    complete = snapshot.by_state("COMPLETE")
+    complete, pruned = snapshot.by_state("COMPLETE"), snapshot.by_state("PRUNED")
     panels = []
     for p in snapshot.params:
         points = [(t.params[p.name], t.value) for t in complete if p.name in t.params]
-        if points:
-            panels.append({"name": p.name, "kind": p.kind, "log": p.log, "points": points})
+        cut = [(t.params[p.name], last_value(t)) for t in pruned if p.name in t.params]
+        if points or cut:
+            panels.append(
+                {"name": p.name, "kind": p.kind, "log": p.log, "points": points, "pruned": cut}
+            )
     return panels or None
 
 
@@ -274,14 +349,21 @@ def slice_data(snapshot: StudySnapshot) -> list[dict] | None:
 def plot_slices(panels: list[dict]) -> Figure:
     fig, axes = _panel_grid(len(panels), max_cols=3, size=(3.3, 2.5), sharey=True)
     for ax, p in zip(axes.flat, panels, strict=False):
-        xs, ys = zip(*p["points"], strict=True)
+        labels = sorted({str(x) for x, _ in (*p["points"], *p["pruned"])})
+        for points, style in (
+            (p["pruned"], {"s": 12, "alpha": 0.7, "marker": "x", "color": COLORS["pruned"]}),
+            (p["points"], {"s": 10, "alpha": 0.7, "color": COLORS["complete"]}),
+        ):
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            if p["kind"] == "categorical":
+                xs = [labels.index(str(x)) for x in xs]
+            ax.scatter(xs, ys, **style)
         if p["kind"] == "categorical":
-            labels = sorted({str(x) for x in xs})
-            xs = [labels.index(str(x)) for x in xs]
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
-        ax.scatter(xs, ys, s=10, alpha=0.7, color=COLORS["complete"])
         if p["log"]:
-            ax.set_xscale("log")
+            _log_axis(ax.xaxis, ax.set_xscale)
         ax.set_xlabel(p["name"].replace("_", " "))
     for ax in axes[:, 0]:
         ax.set_ylabel("validation accuracy")

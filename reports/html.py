@@ -64,7 +64,8 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
             "curves",
             f"Learning curves of the top {min(shown, figures.MAX_CURVE_PANELS)}",
             "Training (blue) and validation (red) accuracy per epoch; the dotted line marks the "
-            "best epoch, whose weights the trial keeps.",
+            "best epoch, whose weights the trial keeps. The accuracy axis starts at the lowest "
+            "value after the first epoch, so that the top trials' differences show.",
             lambda: figures.learning_curves_data(snapshot, top_k),
             figures.plot_learning_curves,
         ),
@@ -88,10 +89,15 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
         (
             "learning_rate",
             "weight_decay",
-            "Learning rate against weight decay, log-log, as the book plots its random search; "
-            "colour: validation accuracy.",
+            "Learning rate against weight decay, log-log, as the book plots its random search. "
+            "Dots: complete trials; x: pruned trials at their last epoch's value. The colour "
+            "scale runs from the complete trials' lower quartile to the best.",
         ),
-        ("learning_rate", "init_scale", "Learning rate against the weight-init scale."),
+        (
+            "learning_rate",
+            "init_scale",
+            "Learning rate against the weight-init scale; dots and x as above.",
+        ),
     ):
         if x in names and y in names:
             specs.append(
@@ -109,7 +115,9 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
                 (
                     f"by-{p.name}",
                     f"Validation accuracy by {p.name.replace('_', ' ')}",
-                    "Completed trials per choice: box of the quartiles and every trial.",
+                    "Per choice: the box spans the complete trials' quartiles; dots are "
+                    "complete trials, x pruned ones at their last epoch's value; below each "
+                    "choice, how many of each.",
                     lambda name=p.name: figures.by_category_data(snapshot, name),
                     figures.plot_by_category,
                 )
@@ -118,7 +126,8 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
         (
             "slices",
             "Slices",
-            "Validation accuracy against each parameter, all completed trials.",
+            "Validation accuracy against each parameter: every complete trial (dots) and "
+            "every pruned one at its last epoch's value (x).",
             lambda: figures.slice_data(snapshot),
             figures.plot_slices,
         ),

@@ -217,7 +217,14 @@ def test_pair_data_sorts_points_by_value_best_last():
         "x_log": True,
         "y_log": True,
         "points": [(1e-3, 1e-6, 0.8), (1e-4, 1e-2, 0.85), (1e-2, 1e-4, 0.9)],
+        "pruned": [(1e-1, 1e-8, 0.0), (1e-1, 1e-2, 0.4)],  # at their last value
+        "color_range": (0.8, 0.9),
     }
+
+
+def test_the_colour_scale_starts_at_the_complete_trials_lower_quartile():
+    assert figures.color_range([0.2, 0.97, 0.98, 0.99, 0.95, 0.96, 0.5, 0.9]) == (0.9, 0.99)
+    assert figures.color_range([0.5, 0.7]) == (0.5, 0.7)
 
 
 def test_pair_data_reports_each_axis_scale():
@@ -243,15 +250,21 @@ def test_pair_data_leaves_out_trials_missing_either_parameter():
 
 def test_by_category_data_groups_values_and_orders_groups_by_their_best():
     data = figures.by_category_data(STUDY, "optimizer")
-    assert data == {"name": "optimizer", "groups": {"adam": [0.9], "sgd": [0.8, 0.85]}}
-    assert list(data["groups"]) == ["adam", "sgd"]
+    assert data == {
+        "name": "optimizer",
+        "groups": {"adam": [0.9], "sgd": [0.8, 0.85], "momentum": []},
+        "pruned": {"adam": [], "sgd": [0.4], "momentum": [0.0]},
+    }
+    assert list(data["groups"]) == ["adam", "sgd", "momentum"]  # momentum: pruned alone
 
 
-def test_by_category_data_uses_complete_trials_only():
+def test_by_category_data_keeps_pruned_trials_apart_at_their_last_value():
     study = snapshot(
         [complete(0, 0.5, {"optimizer": "sgd"}), pruned(1, {1: 0.9}, {"optimizer": "adam"})]
     )
-    assert figures.by_category_data(study, "optimizer")["groups"] == {"sgd": [0.5]}
+    data = figures.by_category_data(study, "optimizer")
+    assert data["groups"] == {"sgd": [0.5], "adam": []}
+    assert data["pruned"] == {"sgd": [], "adam": [0.9]}
 
 
 def test_by_category_data_keys_choices_as_strings():
@@ -263,16 +276,20 @@ def test_by_category_data_keys_choices_as_strings():
 # Slices and parallel coordinates
 
 
-def test_slice_data_has_one_panel_per_parameter_with_every_complete_trial():
+def test_slice_data_has_one_panel_per_parameter_with_every_finished_trial():
     assert figures.slice_data(STUDY) == [
         {"name": "learning_rate", "kind": "float", "log": True,
-         "points": [(1e-3, 0.8), (1e-2, 0.9), (1e-4, 0.85)]},
+         "points": [(1e-3, 0.8), (1e-2, 0.9), (1e-4, 0.85)],
+         "pruned": [(1e-1, 0.4), (1e-1, 0.0)]},
         {"name": "weight_decay", "kind": "float", "log": True,
-         "points": [(1e-6, 0.8), (1e-4, 0.9), (1e-2, 0.85)]},
+         "points": [(1e-6, 0.8), (1e-4, 0.9), (1e-2, 0.85)],
+         "pruned": [(1e-2, 0.4), (1e-8, 0.0)]},
         {"name": "dropout_ratio", "kind": "float", "log": False,
-         "points": [(0.1, 0.8), (0.2, 0.9), (0.5, 0.85)]},
+         "points": [(0.1, 0.8), (0.2, 0.9), (0.5, 0.85)],
+         "pruned": [(0.3, 0.4), (0.0, 0.0)]},
         {"name": "optimizer", "kind": "categorical", "log": False,
-         "points": [("sgd", 0.8), ("adam", 0.9), ("sgd", 0.85)]},
+         "points": [("sgd", 0.8), ("adam", 0.9), ("sgd", 0.85)],
+         "pruned": [("sgd", 0.4), ("momentum", 0.0)]},
     ]  # fmt: skip
 
 

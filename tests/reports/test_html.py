@@ -212,7 +212,14 @@ FIGURE_KEYS = {
         "intermediate",
         "gap",
     ],
-    "all pruned": ["history", "intermediate"],
+    # Pruned trials count at their last value: the study's scatters show them, marked.
+    "all pruned": [
+        "history",
+        "pair-learning_rate-weight_decay",
+        "by-optimizer",
+        "slices",
+        "intermediate",
+    ],
     "categoricals only": [
         "curves",
         "history",
