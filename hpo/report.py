@@ -82,14 +82,50 @@ def importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float] 
     if n_complete < 2:
         return None, "Importance needs at least two completed trials."
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = optuna.importance.get_param_importances(study)
+        values = _importances(study)
     except (RuntimeError, ValueError) as e:
         return None, f"Importance could not be computed: {e}"
     if not values:
         return None, "No parameter was searched in every completed trial."
-    return {k: float(v) for k, v in values.items()}, ""
+    return values, ""
+
+
+def _importances(study: optuna.Study) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+
+
+BOOTSTRAP_RESAMPLES = 20
+BOOTSTRAP_MAX_TRIALS = 500
+"""Importance's spread: recomputed on 20 resamples (with replacement) of the complete trials, of
+at most 500 trials each (fewer than a large study has: the spread is then wider, not narrower,
+than a full resample's)."""
+
+
+def importance_spread(
+    complete: list[optuna.trial.FrozenTrial], names: list[str], rng: np.random.Generator
+) -> dict[str, tuple[float, float]] | None:
+    """Per parameter, the 5th and 95th percentiles of its importance over bootstrap resamples of
+    the complete trials (a parameter absent from a resample counts 0); None when too few."""
+    if len(complete) < 4:
+        return None
+    size = min(len(complete), BOOTSTRAP_MAX_TRIALS)
+    draws: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        resample = optuna.create_study(direction="maximize")  # in memory
+        resample.add_trials([complete[i] for i in rng.integers(0, len(complete), size)])
+        try:
+            values = _importances(resample)
+        except (RuntimeError, ValueError):
+            continue  # a resample whose trials share one value of every parameter
+        for name in names:
+            draws[name].append(values.get(name, 0.0))
+    if not all(draws.values()):
+        return None
+    return {
+        name: (float(np.percentile(v, 5)), float(np.percentile(v, 95))) for name, v in draws.items()
+    }
 
 
 def activation_histograms(
@@ -148,6 +184,9 @@ def build_snapshot(
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     imp, imp_note = importances(study, len(complete))
+    spread = None
+    if imp:
+        spread = importance_spread(complete, list(imp), np.random.default_rng(spec.search.seed))
     if split is None:
         split = load_study_split(spec)
     activations, activation_note = (), ""
@@ -168,6 +207,7 @@ def build_snapshot(
             "test": len(split.x_test),
         },
         importances=imp,
+        importance_spread=spread,
         importance_note=imp_note,
         test_accuracy=study.user_attrs.get(TEST_ACCURACY_ATTR),
         activations=activations,

@@ -197,17 +197,29 @@ def importance_data(snapshot: StudySnapshot) -> dict | None:
     if not snapshot.importances:
         return None
     items = sorted(snapshot.importances.items(), key=lambda kv: kv[1])
-    return {"names": [k for k, _ in items], "values": [v for _, v in items]}
+    data = {"names": [k for k, _ in items], "values": [v for _, v in items]}
+    spread = snapshot.importance_spread or {}
+    if all(k in spread for k, _ in items):
+        data["spread"] = [list(spread[k]) for k, _ in items]
+    return data
 
 
 @_styled
 def plot_importance(data: dict) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(data["names"]) + 1.0))
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(data["names"]) + 1.0))
     ax.barh(data["names"], data["values"], color=COLORS["complete"])
+    spread = data.get("spread")
+    if spread:
+        lows = [max(0.0, v - lo) for v, (lo, _) in zip(data["values"], spread, strict=True)]
+        highs = [max(0.0, hi - v) for v, (_, hi) in zip(data["values"], spread, strict=True)]
+        ax.errorbar(data["values"], range(len(spread)), xerr=[lows, highs], fmt="none",
+                    ecolor="k", elinewidth=1, capsize=3)  # fmt: skip
+    right = max([*data["values"], *(hi for _, hi in spread or [])])
     for y, v in enumerate(data["values"]):
-        ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+        text = f" {v:.2f}" + (f" ({spread[y][0]:.2f}-{spread[y][1]:.2f})" if spread else "")
+        ax.text(right * 1.02 if spread else v, y, text, va="center", fontsize=8)
     ax.set_xlabel("importance (PED-ANOVA, normalized to sum to 1)")
-    ax.set_xlim(0, max(data["values"]) * 1.2 or 1)
+    ax.set_xlim(0, right * (1.45 if spread else 1.2) or 1)
     fig.tight_layout()
     return fig
 

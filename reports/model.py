@@ -86,6 +86,8 @@ class StudySnapshot:
     trials: tuple[TrialRecord, ...]
     params: tuple[ParamInfo, ...]
     importances: dict[str, float] | None = None
+    # per parameter, the 5th and 95th percentile of its importance over bootstrap resamples
+    importance_spread: dict[str, tuple[float, float]] | None = None
     importance_note: str = ""
     test_accuracy: dict[str, Any] | None = None  # {"trial", "test_accuracy", "epochs"}
     activations: tuple[LayerHistograms, ...] = ()

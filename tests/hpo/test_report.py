@@ -8,13 +8,14 @@ import subprocess
 import threading
 import urllib.request
 
+import numpy as np
 import optuna
 import pytest
 
 from hpo.cli import main
 from hpo.dashboard import make_dashboard_server
 from hpo.records import load_hpo_study
-from hpo.report import build_snapshot, layer_histograms
+from hpo.report import build_snapshot, importance_spread, layer_histograms
 from hpo.service import run_study
 from hpo.spec import load_spec
 from hpo.storage import open_storage
@@ -37,6 +38,20 @@ def test_snapshot_holds_every_trial_and_the_search_space(study_url):
     assert params["optimizer"].choices == ("sgd", "momentum", "adam")
     assert snapshot.split_sizes == {"train": 160, "validation": 40, "test": 359}
     assert snapshot.epochs == 3
+
+
+def test_importance_comes_with_its_spread_over_bootstrap_resamples(study_url):
+    study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    names = ["learning_rate", "weight_decay"]
+    spread = importance_spread(complete, names, np.random.default_rng(0))
+    assert set(spread) == set(names)
+    assert all(0 <= low <= high <= 1 for low, high in spread.values())
+    assert spread == importance_spread(complete, names, np.random.default_rng(0))  # seeded
+    assert importance_spread(complete[:3], names, np.random.default_rng(0)) is None
+    snapshot = build_snapshot(study, spec, study_url, with_activations=False)
+    if snapshot.importances:
+        assert set(snapshot.importance_spread) == set(snapshot.importances)
 
 
 def test_snapshot_has_activation_histograms_of_each_hidden_layer(study_url):

@@ -512,3 +512,15 @@ def test_confirmed_data_lists_every_run_by_confirmed_rank():
     assert [r["kind"] for r in rows] == ["first", "tied", "apart"]
     assert rows[0]["values"] == [0.95, 0.96] and rows[0]["search_value"] == 0.97
     plt.close(figures.plot_confirmed(figures.confirmed_data(s)))
+
+
+def test_importance_data_carries_the_bootstrap_spread_in_the_bars_order():
+    study = snapshot(
+        [],
+        importances={"learning_rate": 0.7, "weight_decay": 0.3},
+        importance_spread={"learning_rate": (0.5, 0.9), "weight_decay": (0.1, 0.45)},
+    )
+    data = figures.importance_data(study)
+    assert data["names"] == ["weight_decay", "learning_rate"]
+    assert data["spread"] == [[0.1, 0.45], [0.5, 0.9]]
+    save(figures.plot_importance(data))
