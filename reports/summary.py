@@ -138,9 +138,16 @@ def findings(snapshot: StudySnapshot) -> list[str]:
         )
         return out
     best = ranked[0]
+    noise = uncertainty(snapshot, top_k=1)
     out.append(
         f"The best configuration, trial #{best.number}, reached validation accuracy "
-        f"{best.value:.4f} at epoch {best.best_epoch}."
+        f"{best.value:.4f} at epoch {best.best_epoch}"
+        + (
+            f" (one run: about ±{noise['se']:.4f}, the standard error on {noise['n']} "
+            "validation samples)."
+            if noise
+            else "."
+        )
     )
     regions = best_region(snapshot)
     parts = []
@@ -171,7 +178,8 @@ def findings(snapshot: StudySnapshot) -> list[str]:
                 f"Best optimizer by median validation accuracy: {top['choice']} "
                 f"(median {top['median']:.4f} over {_plural(top['n'], 'trial')}"
                 + (
-                    f"; next {ranking[1]['choice']} at {ranking[1]['median']:.4f})."
+                    f"; next {ranking[1]['choice']} at {ranking[1]['median']:.4f}"
+                    f"{_compared(snapshot, 'optimizer', top['choice'], ranking[1]['choice'])})."
                     if len(ranking) > 1
                     else ")."
                 )
@@ -199,6 +207,22 @@ def findings(snapshot: StudySnapshot) -> list[str]:
     elif saving is not None:
         out.append("No trial was pruned.")
     return out
+
+
+def _compared(snapshot: StudySnapshot, name: str, first: str, second: str) -> str:
+    """How sure "``first`` beats ``second``" is: a two-sided Mann-Whitney U test between the
+    two choices' complete trials (the trials of a search are not paired by seed)."""
+    from scipy import stats
+
+    values = {first: [], second: []}
+    for t in snapshot.by_state("COMPLETE"):
+        if str(t.params.get(name)) in values:
+            values[str(t.params[name])].append(t.value)
+    if min(len(v) for v in values.values()) < 2:
+        return "; too few trials to tell them apart"
+    p = float(stats.mannwhitneyu(values[first], values[second]).pvalue)
+    verdict = "distinguishable" if p < 0.05 else "not distinguishable"
+    return f"; {verdict} at 5% by a Mann-Whitney test, p = {p:.2g}"
 
 
 def uncertainty(snapshot: StudySnapshot, top_k: int) -> dict[str, Any] | None:

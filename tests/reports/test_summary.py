@@ -304,7 +304,8 @@ def test_findings_of_one_trial():
         [complete(0, 0.9, lr_dropout_optimizer(1e-2, 0.25, "adam"), train_accuracy=0.95)]
     )
     assert summary.findings(study) == [
-        "The best configuration, trial #0, reached validation accuracy 0.9000 at epoch 10.",
+        "The best configuration, trial #0, reached validation accuracy 0.9000 at epoch 10 "
+        "(one run: about ±0.2500, the standard error on 2 validation samples).",
         "The best configuration lies at learning_rate 1.00e-02; dropout_ratio 0.25; "
         "optimizer mostly adam (1 of 1).",
         "Best optimizer by median validation accuracy: adam (median 0.9000 over 1 trial).",
@@ -324,22 +325,24 @@ def test_findings_of_a_space_of_categoricals_only():
         params=(OPTIMIZER, ACTIVATION),
     )
     assert summary.findings(study) == [
-        "The best configuration, trial #1, reached validation accuracy 0.9000 at epoch 10.",
+        "The best configuration, trial #1, reached validation accuracy 0.9000 at epoch 10 "
+        "(one run: about ±0.2500, the standard error on 2 validation samples).",
         "The top 3 configurations lie at optimizer mostly adam (2 of 3); "
         "activation mostly relu (2 of 3).",
         "Best optimizer by median validation accuracy: adam (median 0.8500 over 2 trials; "
-        "next sgd at 0.7000).",
+        "next sgd at 0.7000; too few trials to tell them apart).",
         "No trial was pruned.",
     ]
 
 
 def test_findings_of_a_normal_study():
     assert summary.findings(NORMAL) == [
-        "The best configuration, trial #7, reached validation accuracy 0.9375 at epoch 10.",
+        "The best configuration, trial #7, reached validation accuracy 0.9375 at epoch 10 "
+        "(one run: about ±0.2500, the standard error on 2 validation samples).",
         "The top 3 configurations lie at learning_rate 2.00e-03 to 5.00e-03; "
         "dropout_ratio 0.2 to 0.3; optimizer mostly adam (2 of 3).",
         "Best optimizer by median validation accuracy: adam (median 0.8938 over 2 trials; "
-        "next sgd at 0.8200).",
+        "next sgd at 0.8200; not distinguishable at 5% by a Mann-Whitney test, p = 0.33).",
         "The best configuration overfits: training accuracy 1.0000 against validation 0.9375 "
         "at its best epoch (gap 0.062); stronger weight decay or dropout may help.",
         "Pruning stopped 1 trial early and saved 13% of the epochs (45 trained of 52).",
