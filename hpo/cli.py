@@ -449,11 +449,12 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
     study, spec = load_hpo_study(storage_url=url, study_name=name)
-    companion = load_companion(open_storage(url), name, create=True)
+    storage = open_storage(url)
+    companion = load_companion(storage, name, create=False)
     work = plan(study, companion, top=args.top, seeds=args.seeds)
     split = load_study_split(spec)
     start = time.monotonic()
-    if work.missing:
+    if work.missing:  # bad data, memory or cluster fail here, before anything is stored
         if args.dask is None:
             check_memory(spec, split, workers=1 if args.in_process else args.workers or 1)
         executor = make_executor(
@@ -464,9 +465,15 @@ def cmd_confirm(args: argparse.Namespace) -> int:
             dask=resolve_dask(args.dask),
             label=f"{name} confirm",
         )
-        bar = RunsBar(quiet=args.quiet or args.json, label=f"{name} confirm")
         try:
-            run_confirmation(study, spec, companion, work, executor=executor, progress=bar)
+            if companion is None:
+                companion = load_companion(storage, name, create=True)
+        except BaseException:
+            executor.shutdown(cancel=True)
+            raise
+        bar = RunsBar(quiet=args.quiet or args.json, label=f"{name} confirm")
+        try:  # run_confirmation stops the executor, however it ends
+            run_confirmation(spec, companion, work, executor=executor, progress=bar)
         finally:
             bar.close()
     items = confirmations(study, companion, args.top)
@@ -528,10 +535,11 @@ def _print_confirmation(study, items, work, n_val: int, seconds: float) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-    p = 0.98
+    p = items[0].interval[0] if items and items[0].values else items[0].search_value
     print(
-        f"validation split: {n_val} samples; one run's accuracy near {p} has a standard error "
-        f"of {math.sqrt(p * (1 - p) / n_val):.4f} (the spread over seeds adds to it)"
+        f"validation split: {n_val} samples; one run's accuracy near {p:.4f} has a standard "
+        f"error of {math.sqrt(max(p * (1 - p), 0.25 / n_val) / n_val):.4f} (the spread over "
+        "seeds adds to it)"
     )
     print(f"verdict: {verdict(items)}")
 

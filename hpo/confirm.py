@@ -218,14 +218,17 @@ class Plan:
     missing: list[tuple[optuna.trial.FrozenTrial, int]]
 
 
-def plan(study: optuna.Study, companion: optuna.Study, *, top: int, seeds: int) -> Plan:
+def plan(study: optuna.Study, companion: optuna.Study | None, *, top: int, seeds: int) -> Plan:
     """Seeds to reach and runs to do: the stored count again when runs of it are missing (an
-    interrupted command, a configuration new to the top), else ``seeds`` more."""
-    stored = int(companion.user_attrs.get(SEEDS_ATTR, 0))
-    done = {
-        (run.user_attrs.get(SOURCE_ATTR), run.user_attrs.get(SEED_ATTR))
-        for run in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    }
+    interrupted command, a configuration new to the top), else ``seeds`` more (``companion``:
+    None before the first confirmation)."""
+    runs = (
+        []
+        if companion is None
+        else companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
+    stored = 0 if companion is None else int(companion.user_attrs.get(SEEDS_ATTR, 0))
+    done = {(run.user_attrs.get(SOURCE_ATTR), run.user_attrs.get(SEED_ATTR)) for run in runs}
     configs = top_configurations(study, top)
     if not configs:
         raise RunError(f"study {study.study_name!r} has no completed trial to confirm yet")
@@ -239,7 +242,6 @@ def plan(study: optuna.Study, companion: optuna.Study, *, top: int, seeds: int) 
 
 
 def run_confirmation(
-    study: optuna.Study,
     spec: StudySpec,
     companion: optuna.Study,
     work: Plan,

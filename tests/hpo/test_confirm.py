@@ -1,8 +1,13 @@
 """``hpo confirm``: the interval and the paired test on values with known answers; runs stored
 with the study, resumable, unseen by the sampler, and added seeds that never repeat."""
 
+import contextlib
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
@@ -72,7 +77,9 @@ def searched(tmp_path):
 
 
 def runs_of(url):
-    companion = optuna.load_study(study_name=companion_name("tiny"), storage=open_storage(url))
+    companion = optuna.load_study(
+        study_name=companion_name("tiny"), storage=open_storage(url, write=False)
+    )
     return companion.get_trials(deepcopy=False)
 
 
@@ -122,10 +129,10 @@ def test_an_interrupted_confirm_resumes_instead_of_adding(searched):
     assert work.seeds == 3 and len(work.missing) == 6
     part = type(work)(work.seeds, work.added, work.missing[:4])  # as if Ctrl-C after four
     split = load_study_split(spec)
-    run_confirmation(study, spec, companion, part, executor=InlineExecutor(spec, split))
+    run_confirmation(spec, companion, part, executor=InlineExecutor(spec, split))
     again = plan(study, companion, top=2, seeds=3)
     assert again.seeds == 3 and again.added == 0 and again.missing == work.missing[4:]
-    run_confirmation(study, spec, companion, again, executor=InlineExecutor(spec, split))
+    run_confirmation(spec, companion, again, executor=InlineExecutor(spec, split))
     assert all(len(c.values) == 3 for c in confirmations(study, companion, 2))
     assert plan(study, companion, top=2, seeds=3).seeds == 6  # now complete: adds
 
@@ -181,3 +188,36 @@ def test_the_report_names_the_confirmed_best_once_confirm_ran(searched, tmp_path
     assert "Confirmed best: trial #" in page and "over 3 seeds" in page
     assert "This ranking is unconfirmed" not in page
     assert '<h2 id="confirmed">Confirmed ranking</h2>' in page
+
+
+def test_ctrl_c_keeps_the_stored_runs_exits_130_and_the_same_command_resumes(tmp_path):
+    spec = write_spec(tmp_path / "slow.toml", trials=2, epochs=150)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert main(["run", str(spec), "--storage", url, "--quiet", "--no-report"]) == 0
+    argv = [sys.executable, "-m", "hpo", "confirm", "--storage", url, "--top", "1", "--seeds",
+            "20", "--workers", "1", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    stored = []
+    while time.monotonic() < deadline and not stored:  # interrupt once a run is stored
+        time.sleep(0.1)
+        with contextlib.suppress(KeyError):
+            stored = runs_of(url)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().count("\n") == 0 and "interrupted" in err
+    kept = len(runs_of(url))
+    assert 1 <= kept < 20
+    assert main(["confirm", "--storage", url, "--top", "1", "--seeds", "20", "--in-process",
+                 "--quiet", "--json"]) == 0  # fmt: skip
+    runs = runs_of(url)
+    assert len(runs) == 20  # resumed to 20 seeds, none added, none twice
+    assert sorted(r.user_attrs[SEED_ATTR] for r in runs) == list(range(20))
+
+
+def test_a_bad_cluster_address_stores_nothing(searched, capsys):
+    _, url = searched  # the executor is made before the companion study: a refusal stores nothing
+    assert main(["confirm", "--storage", url, "--dask", "udp://127.0.0.1:1"]) == 2
+    assert "udp://127.0.0.1:1" in capsys.readouterr().err
+    assert companion_name("tiny") not in optuna.get_all_study_names(open_storage(url))
