@@ -106,7 +106,7 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
             specs.append(
                 (
                     f"pair-{x}-{y}",
-                    f"{x} x {y}".replace("_", " "),
+                    f"{x} x {y}".replace("_", " ").capitalize(),
                     caption,
                     lambda x=x, y=y: figures.pair_data(snapshot, x, y),
                     figures.plot_pair,
