@@ -17,7 +17,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hpo.confirm import confirmations, load_companion, verdict
+from hpo.confirm import SEED_ATTR, SOURCE_ATTR, confirmations, load_companion, verdict
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
@@ -243,8 +243,19 @@ def confirmed_fields(study: optuna.Study, storage_url: str) -> dict:
             )
         )
     options = ("--seeds", "5") if records else ("--top", "5", "--seeds", "5")
+    runs = (
+        []
+        if companion is None
+        else companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
     return {
         "confirmed": tuple(records),
+        "confirm_runs": tuple(
+            dataclasses.replace(
+                _record(r), source=r.user_attrs[SOURCE_ATTR], seed_index=r.user_attrs[SEED_ATTR]
+            )
+            for r in runs
+        ),
         "confirm_verdict": verdict(items) if items else "",
         "confirm_command": command_line("confirm", study.study_name, storage_url, options=options),
     }

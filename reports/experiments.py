@@ -69,6 +69,39 @@ def _complete_by(snapshot: StudySnapshot, key: Callable[[TrialRecord], Any]) -> 
     return best
 
 
+def runs_of(snapshot: StudySnapshot, trial: TrialRecord) -> list[TrialRecord]:
+    """``trial``'s own run, then its confirmation runs (``hpo confirm``): one per seed."""
+    return [trial, *(r for r in snapshot.confirm_runs if r.source == trial.number)]
+
+
+def over_seeds(values: list[float], fmt: str = ".3f") -> str:
+    """One seed's value as it is; over several, the mean and its 95% Student-t interval (each
+    number formatted with ``fmt``)."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    from scipy import stats
+
+    mean = sum(values) / len(values)
+    sd = float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    return f"{mean:{fmt}} [{mean - half:{fmt}}, {mean + half:{fmt}}]"
+
+
+def seeds_sentence(counts: list[int], n_trials: int) -> str:
+    """How many seeds the caption's figures rest on, or how to get more than one."""
+    if counts and min(counts) > 1:
+        low, high = min(counts), max(counts)
+        n = f"{low}" if low == high else f"{low} to {high}"
+        return (
+            f" Each value is the mean over {n} seeds (the trial's own and hpo confirm's) with "
+            "its 95% interval in brackets."
+        )
+    return (
+        " Each value is one seed's: hpo confirm --top "
+        f"{n_trials} --seeds 4 retrains every configuration with 4 more, for intervals."
+    )
+
+
 def _gap(curves: dict[str, list[float]]) -> dict[str, float]:
     train, val = curves["train_accuracy"][-GAP_EPOCHS:], curves["val_accuracy"][-GAP_EPOCHS:]
     t, v = sum(train) / len(train), sum(val) / len(val)
@@ -95,6 +128,11 @@ def optimizer_loss_data(snapshot: StudySnapshot) -> dict | None:
                 "trial": t.number,
                 "value": t.value,
                 "loss": smooth(t.batch_loss),
+                "finals": [  # the final smoothed loss of each seed's run
+                    _last(smooth(r.batch_loss)["value"])
+                    for r in runs_of(snapshot, t)
+                    if r.batch_loss
+                ],
             }
         )
     if not lines:
@@ -110,13 +148,22 @@ def optimizer_loss_data(snapshot: StudySnapshot) -> dict | None:
                 row[t.params["learning_rate"]] = 0.0 if t.diverged else t.value
         if any(t.params.get("optimizer") == name for t in snapshot.trials):
             grid.append({"optimizer": name, "values": [row[r] for r in rates]})
-    return {"window": SMOOTHING_WINDOW, "lines": lines, "learning_rates": rates, "grid": grid}
+    return {
+        "window": SMOOTHING_WINDOW,
+        "lines": lines,
+        "learning_rates": rates,
+        "grid": grid,
+        "trials": len(snapshot.trials),
+    }
 
 
 def optimizer_loss_caption(data: dict) -> str:
-    ranked = sorted(data["lines"], key=lambda d: _last(d["loss"]["value"]))
+    def final(d: dict) -> float:
+        return sum(d["finals"]) / len(d["finals"])
+
+    ranked = sorted(data["lines"], key=final)
     order = ", ".join(
-        f"{d['optimizer']} (lr {d['learning_rate']:g}: {_last(d['loss']['value']):.3g})"
+        f"{d['optimizer']} (lr {d['learning_rate']:g}: {over_seeds(d['finals'], '.3g')})"
         for d in ranked
     )
     return (
@@ -124,7 +171,7 @@ def optimizer_loss_caption(data: dict) -> str:
         f"{data['window']} steps, of each optimizer at its tuned learning rate (the one of its "
         "best validation accuracy). Right: the best validation accuracy of every optimizer and "
         "learning rate; a cross is a run that diverged. Final smoothed loss, lowest first: "
-        f"{order}."
+        f"{order}." + seeds_sentence([len(d["finals"]) for d in ranked], data["trials"])
     )
 
 
@@ -340,6 +387,7 @@ def init_loss_data(snapshot: StudySnapshot) -> list[dict] | None:
                 "value": 0.0 if t.diverged else t.value,
                 "diverged": t.diverged,
                 "loss": smooth(t.batch_loss),
+                "values": [0.0 if r.diverged else r.value for r in runs_of(snapshot, t)],
             }
         )
     if not panels:
@@ -355,15 +403,17 @@ def init_loss_caption(panels: list[dict]) -> str:
     parts = []
     for p in panels:
         values = ", ".join(
-            f"{d['label']} {'diverged' if d['diverged'] else format(d['value'], '.3f')}"
+            f"{d['label']} {'diverged' if d['diverged'] else over_seeds(d['values'])}"
             for d in p["lines"]
         )
         parts.append(f"{p['activation']}: {values}")
+    lines = [d for p in panels for d in p["lines"] if not d["diverged"]]
     return (
         f"Training loss per minibatch step (mean of {SMOOTHING_WINDOW}) for each init; a line "
         "that stays at ln 10 ≈ 2.30 is a net that does not learn. Best validation accuracy: "
         + "; ".join(parts)
         + "."
+        + seeds_sentence([len(d["values"]) for d in lines], sum(len(p["lines"]) for p in panels))
     )
 
 
@@ -406,6 +456,11 @@ def batchnorm_data(snapshot: StudySnapshot) -> dict | None:
             "train_accuracy": list(t.curves["train_accuracy"]),
             "diverged": t.diverged,
             "best": max(t.curves["train_accuracy"], default=0.0),
+            "by_seed": {  # the best training accuracy of each seed's run: None, the trial's own
+                r.seed_index: max(r.curves["train_accuracy"], default=0.0)
+                for r in runs_of(snapshot, t)
+                if r.curves is not None
+            },
         }
     if not by_scale:
         return None
@@ -417,16 +472,47 @@ def batchnorm_data(snapshot: StudySnapshot) -> dict | None:
         key: sum(1 for p in panels if p[key] and p[key]["best"] >= TRAINS)
         for key in ("with", "without")
     }
-    return {"panels": panels, "trained": trained, "threshold": TRAINS}
+    # Per seed that every run has (the trials' own, then hpo confirm's): how many stds train. A
+    # run that diverged is never confirmed (hpo confirm retrains complete trials): it counts as
+    # not training at every seed.
+    runs = [p[key] for p in panels for key in ("with", "without") if p[key]]
+    kept = [r for r in runs if not r["diverged"]]
+    seeds = sorted(
+        set.intersection(*(set(r["by_seed"]) for r in kept)) if kept else {None},
+        key=lambda i: -1 if i is None else i,
+    )
+    trained_by_seed = {
+        key: [
+            sum(
+                1
+                for p in panels
+                if p[key] and not p[key]["diverged"] and p[key]["by_seed"][i] >= TRAINS
+            )
+            for i in seeds
+        ]
+        for key in ("with", "without")
+    }
+    return {
+        "panels": panels,
+        "trained": trained,
+        "trained_by_seed": trained_by_seed,
+        "threshold": TRAINS,
+    }
 
 
 def batchnorm_caption(data: dict) -> str:
     n = len(data["panels"])
+    by_seed = data["trained_by_seed"]
+    if len(by_seed["with"]) > 1:
+        counts = f"with BatchNorm at {over_seeds(by_seed['with'], '.1f')} of {n} stds, without at "
+        counts += f"{over_seeds(by_seed['without'], '.1f')} of {n}"
+    else:
+        counts = f"with BatchNorm at {data['trained']['with']} of {n} stds, without at "
+        counts += f"{data['trained']['without']} of {n}"
     return (
         "Training accuracy per epoch with BatchNorm (blue) and without (grey, dashed), one panel "
         "per weight std of the fixed-std init, largest first. Reaches a training accuracy of "
-        f"{data['threshold']:.0%}: with BatchNorm at {data['trained']['with']} of {n} stds, "
-        f"without at {data['trained']['without']} of {n}."
+        f"{data['threshold']:.0%}: {counts}." + seeds_sentence([len(by_seed["with"])], 2 * n)
     )
 
 
@@ -500,6 +586,7 @@ def overfit_data(snapshot: StudySnapshot) -> list[dict] | None:
                 "train_accuracy": list(t.curves["train_accuracy"]),
                 "val_accuracy": list(t.curves["val_accuracy"]),
                 "last": _gap(t.curves),
+                "gaps": [_gap(r.curves)["gap"] for r in runs_of(snapshot, t) if r.curves],
             }
         )
     if not panels:
@@ -517,13 +604,20 @@ def overfit_data(snapshot: StudySnapshot) -> list[dict] | None:
 
 
 def overfit_caption(panels: list[dict]) -> str:
-    gaps = "; ".join(
-        f"{p['label']}: {p['last']['train']:.3f} - {p['last']['val']:.3f} = {p['last']['gap']:.3f}"
-        for p in panels
-    )
+    if all(len(p["gaps"]) > 1 for p in panels):
+        gaps = "; ".join(f"{p['label']}: {over_seeds(p['gaps'])}" for p in panels)
+        what = "gap"
+    else:
+        gaps = "; ".join(
+            f"{p['label']}: {p['last']['train']:.3f} - {p['last']['val']:.3f} = "
+            f"{p['last']['gap']:.3f}"
+            for p in panels
+        )
+        what = "training - validation = gap"
     return (
         "Training (blue) and validation (red) accuracy per epoch; the grey band is the gap. "
-        f"Mean over the last {GAP_EPOCHS} epochs, training - validation = gap: {gaps}."
+        f"Mean over the last {GAP_EPOCHS} epochs, {what}: {gaps}."
+        + seeds_sentence([len(p["gaps"]) for p in panels], len(panels))
     )
 
 

@@ -41,6 +41,9 @@ class TrialRecord:
     diverged: bool = False
     started: datetime | None = None
     completed: datetime | None = None
+    # a confirmation run (hpo confirm): the trial it retrains and its seed's index
+    source: int | None = None
+    seed_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class StudySnapshot:
     experiment: dict[str, Any] | None = None  # the spec's experiment's extra data, by name
     generated: datetime | None = None
     confirmed: tuple[ConfirmedRecord, ...] = ()  # by confirmed rank; empty: none ran
+    confirm_runs: tuple[TrialRecord, ...] = ()  # every stored confirmation run
     confirm_verdict: str = ""
     confirm_command: str = ""  # the command that confirms the ranking (or adds seeds)
 

@@ -1,6 +1,7 @@
 """The chapter's experiment figures: each ``..._data`` by equality on hand-made snapshots, None
 where the study has nothing to show, every ``plot_...`` smoke-tested, and the captions' numbers."""
 
+import dataclasses
 import io
 
 import matplotlib.pyplot as plt
@@ -92,6 +93,7 @@ def test_optimizer_loss_takes_each_optimizers_best_trial_and_grids_every_rate(mo
                 "trial": 1,
                 "value": 0.9,
                 "loss": {"step": [1, 2], "value": [2.0, 0.5]},
+                "finals": [0.5],
             },
             {
                 "optimizer": "adam",
@@ -99,6 +101,7 @@ def test_optimizer_loss_takes_each_optimizers_best_trial_and_grids_every_rate(mo
                 "trial": 2,
                 "value": 0.95,
                 "loss": {"step": [1, 2], "value": [1.0, 0.25]},
+                "finals": [0.25],
             },
         ],
         "learning_rates": [0.01, 0.1],
@@ -106,9 +109,11 @@ def test_optimizer_loss_takes_each_optimizers_best_trial_and_grids_every_rate(mo
             {"optimizer": "sgd", "values": [0.8, 0.9]},
             {"optimizer": "adam", "values": [0.95, 0.0]},  # diverged: 0
         ],
+        "trials": 4,
     }
     caption = ex.optimizer_loss_caption(data)
     assert "adam (lr 0.01: 0.25), sgd (lr 0.1: 0.5)" in caption
+    assert "Each value is one seed's: hpo confirm --top 4 --seeds 4" in caption
     assert saves(ex.plot_optimizer_loss(data))
 
 
@@ -228,6 +233,7 @@ def test_batchnorm_pairs_runs_by_scale_and_counts_which_train():
         "train_accuracy": [],
         "diverged": True,
         "best": 0.0,
+        "by_seed": {None: 0.0},
     }
     assert data["panels"][1]["with"]["train_accuracy"] == [0.5, 0.95]
     assert data["trained"] == {"with": 2, "without": 0}
@@ -313,3 +319,55 @@ def test_the_experiments_figures_come_first_in_the_report(name, keys):
     assert [f.key for f in figs[: len(keys)]] == keys
     assert not any(f.key.startswith("exp-") for f in figs[len(keys) :])
     assert all(f.caption for f in figs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Over seeds (hpo confirm's runs)
+
+
+def confirm_run(source, seed_index, **fields):
+    return dataclasses.replace(
+        trial(100 + 10 * source + seed_index, {}, **fields),
+        source=source,
+        seed_index=seed_index,
+    )
+
+
+def test_over_seeds_is_the_mean_and_a_students_t_interval():
+    assert ex.over_seeds([0.5]) == "0.500"
+    # mean 0.2, sd 0.1, t(0.975, 2) = 4.3027: half = 0.2484
+    assert ex.over_seeds([0.1, 0.2, 0.3]) == "0.200 [-0.048, 0.448]"
+    assert ex.over_seeds([1.0, 3.0], ".1f") == "2.0 [-10.7, 14.7]"
+    assert ex.over_seeds([0.00012, 0.00014], ".3g") == "0.00013 [2.94e-06, 0.000257]"
+
+
+def test_captions_state_each_claim_over_the_seeds_confirm_ran(monkeypatch):
+    monkeypatch.setattr(ex, "GAP_EPOCHS", 1)
+    trials = [
+        trial(0, {"weight_decay": 0.0, "dropout_ratio": 0.0}, value=0.9, train=[1.0], val=[0.8]),
+        trial(1, {"weight_decay": 0.1, "dropout_ratio": 0.0}, value=0.9, train=[1.0], val=[0.9]),
+    ]
+    runs = [
+        confirm_run(0, 0, value=0.9, train=[1.0], val=[0.7]),
+        confirm_run(0, 1, value=0.9, train=[1.0], val=[0.9]),
+        confirm_run(1, 0, value=0.9, train=[1.0], val=[0.95]),
+        confirm_run(1, 1, value=0.9, train=[1.0], val=[0.85]),
+    ]
+    study = dataclasses.replace(snapshot(trials), confirm_runs=tuple(runs))
+    panels = ex.overfit_data(study)
+    assert panels[0]["gaps"] == pytest.approx([0.2, 0.3, 0.1])
+    caption = ex.overfit_caption(panels)
+    assert "no regularization: 0.200 [" in caption and "gap:" in caption
+    assert "mean over 3 seeds (the trial's own and hpo confirm's)" in caption
+
+    bn = [
+        trial(0, {"init_scale": 0.01, "batchnorm": True}, value=0.9, train=[0.95]),
+        trial(1, {"init_scale": 0.01, "batchnorm": False}, value=0.1, train=[0.1]),
+    ]
+    bn_runs = [
+        confirm_run(0, 0, value=0.9, train=[0.5]),  # this seed does not train
+        confirm_run(1, 0, value=0.9, train=[0.95]),  # this one does
+    ]
+    data = ex.batchnorm_data(dataclasses.replace(snapshot(bn), confirm_runs=tuple(bn_runs)))
+    assert data["trained_by_seed"] == {"with": [1, 0], "without": [0, 1]}
+    assert "with BatchNorm at 0.5 [" in ex.batchnorm_caption(data)
