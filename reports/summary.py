@@ -166,8 +166,17 @@ def findings(snapshot: StudySnapshot) -> list[str]:
     if parts:
         n_top = max(3, min(10, len(ranked) // 10))
         n = min(n_top, len(ranked))
+        noise = uncertainty(snapshot, top_k=n)
+        within = (
+            f" (one run each; {noise['within']} of the other {noise['shown']} within one "
+            "standard error of the best)"
+            if noise and noise["shown"]
+            else ""
+        )
         where = (
-            "The best configuration lies at " if n == 1 else f"The top {n} configurations lie at "
+            "The best configuration lies at "
+            if n == 1
+            else f"The top {n} configurations{within} lie at "
         )
         out.append(where + "; ".join(parts) + ".")
     if any(p.name == "optimizer" for p in snapshot.params):
