@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
-            help=help_,
-            description=help_,
+            help=help_,  # argparse %-formats a help, not a description
+            description=help_.replace("%%", "%"),
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

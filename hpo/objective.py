@@ -213,7 +213,8 @@ def run_task(
     """Train ``task``'s configuration on ``split``, pruning by its thresholds; touch no storage.
 
     A pure function of its arguments: the same task, spec and split give the same result, in
-    any process. ``should_stop`` is polled between minibatch steps (Ctrl-C in this process).
+    any process with the same NumPy and BLAS (its facts record them: ``hpo.reproduction``).
+    ``should_stop`` is polled between minibatch steps (Ctrl-C in this process).
     """
     start = time.perf_counter()
     values: dict[int, float] = {}
