@@ -242,7 +242,7 @@ def confirmed_fields(study: optuna.Study, storage_url: str) -> dict:
                 diverged=c.diverged,
             )
         )
-    options = ("--seeds", "5") if records else ("--top", "5", "--seeds", "5")
+    options = ("--top", str(len(records) or 5), "--seeds", "5")  # more seeds for the same top
     runs = (
         []
         if companion is None
