@@ -138,6 +138,7 @@ def fit_net(
 ) -> TrainResult:
     """Train ``net`` with ``config``'s optimizer on ``split`` (or on the given arrays)."""
     hyper = {k: config[k] for k in OPTIMIZER_HYPERPARAMETERS if k in config}
+    n_train = len(split.y_train if y_train is None else y_train)
     return train(
         net,
         make_optimizer(config["optimizer"], **hyper),
@@ -153,7 +154,22 @@ def fit_net(
         lr_decay=spec.training.lr_decay,
         restore_best=restore_best,
         should_stop=should_stop,
+        eval_train=eval_train_rows(spec, n_train),
     )
+
+
+EVAL_STREAM = 0x6576616C  # "eval": the training-accuracy subset's own stream of the data seed
+
+
+def eval_train_rows(spec: StudySpec, n_train: int) -> np.ndarray | None:
+    """The training rows every epoch's training loss and accuracy count (``[training]
+    eval_train_samples``): the same sorted subset for every trial, drawn with the data seed;
+    None (every row) when unset or not smaller than the split."""
+    k = spec.training.eval_train_samples
+    if k is None or k >= n_train:
+        return None
+    rng = np.random.default_rng([spec.data.seed, EVAL_STREAM])
+    return np.sort(rng.choice(n_train, size=k, replace=False))
 
 
 def train_configuration(

@@ -129,6 +129,7 @@ class TrainingSpec:
     patience: int | None = None
     lr_decay: float = 1.0
     record_batch_loss: bool = False  # store every step's loss with the trial, not only epochs'
+    eval_train_samples: int | None = None  # training rows the epoch's training accuracy counts
 
 
 @dataclass(frozen=True)
@@ -377,8 +378,10 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         patience=t.get("patience", "int", None, optional=True),
         lr_decay=t.get("lr_decay", "number", 1.0),
         record_batch_loss=t.get("record_batch_loss", "bool", False),
+        eval_train_samples=t.get("eval_train_samples", "int", None, optional=True),
     )
     t.at_least("epochs", training.epochs, 1, MAX_EPOCHS)
+    t.at_least("eval_train_samples", training.eval_train_samples, 1, unset=", or 0 for every row")
     t.at_least("batch_size", training.batch_size, 1)
     t.at_least("patience", training.patience, 1, unset=", or 0 for no early stopping")
     if not 0 < training.lr_decay <= 1:

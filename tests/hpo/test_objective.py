@@ -1,8 +1,10 @@
 """A trial as a task: a pure function of its configuration, seed, thresholds, spec and split."""
 
+import dataclasses
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hpo.objective import (
@@ -11,6 +13,7 @@ from hpo.objective import (
     PRUNED,
     TrialTask,
     configuration,
+    eval_train_rows,
     run_task,
 )
 from hpo.pruning import NoPruning, Thresholds
@@ -79,3 +82,20 @@ def test_the_task_module_imports_no_optuna():
     code = "import sys, hpo.objective, hpo.executors; print('optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_eval_train_rows_are_one_seeded_subset_for_every_trial(tmp_path):
+    spec = load_spec(str(write_spec(tmp_path / "tiny.toml")))
+    assert eval_train_rows(spec, 160) is None  # unset: every row
+    sub = dataclasses.replace(
+        spec, training=dataclasses.replace(spec.training, eval_train_samples=50)
+    )
+    rows = eval_train_rows(sub, 160)
+    assert len(rows) == 50 and len(set(rows.tolist())) == 50 and (np.diff(rows) > 0).all()
+    assert (rows == eval_train_rows(sub, 160)).all()  # the same subset each time
+    assert eval_train_rows(sub, 50) is None and eval_train_rows(sub, 40) is None
+    other = dataclasses.replace(sub, data=dataclasses.replace(sub.data, seed=1))
+    assert (eval_train_rows(other, 160) != rows).any()  # drawn with the data seed
+    split = load_study_split(sub)
+    result = run_task(task(sub), sub, split)
+    assert result.state == "complete"

@@ -463,6 +463,12 @@ INVALID = [
         id="negative-patience",
     ),
     pytest.param(
+        f"[training]\neval_train_samples = -5\n{SPACE}",
+        "training.eval_train_samples",
+        ["-5", "allowed: >= 1, or 0 for every row"],
+        id="negative-eval-train-samples",
+    ),
+    pytest.param(
         f'[training]\nepochs = 3\n[search]\npruner = "hyperband"\nwarmup_epochs = 3\n{SPACE}',
         "search.warmup_epochs",
         ['3 with pruner "hyperband"', "allowed: 0 to 2"],
@@ -719,7 +725,13 @@ def test_infinite_fixed_value_is_a_spec_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("section", "key"), [("search", "timeout"), ("training", "patience"), ("data", "train_size")]
+    ("section", "key"),
+    [
+        ("search", "timeout"),
+        ("training", "patience"),
+        ("training", "eval_train_samples"),
+        ("data", "train_size"),
+    ],
 )
 def test_false_for_an_optional_number_is_a_spec_error(tmp_path, section, key):
     with pytest.raises(SpecError) as excinfo:
@@ -751,3 +763,11 @@ def test_the_readmes_study_file_example_is_a_valid_spec():
     spec = spec_from_dict(tomllib.loads(block), source="README.md", default_name="readme")
     assert spec.name == "lr-sweep" and spec.experiment is None
     assert not spec.training.record_batch_loss
+
+
+def test_eval_train_samples_of_0_means_every_row_and_leaves_the_fingerprint(tmp_path):
+    plain = load_text(tmp_path, SPACE)
+    assert load_text(tmp_path, f"[training]\neval_train_samples = 0\n{SPACE}") == plain
+    some = load_text(tmp_path, f"[training]\neval_train_samples = 500\n{SPACE}")
+    assert some.training.eval_train_samples == 500
+    assert some.objective_fingerprint() != plain.objective_fingerprint()  # curves differ

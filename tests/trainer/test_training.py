@@ -170,3 +170,27 @@ def test_evaluate_splits_measures_each_split_as_evaluate_does():
     val_loss, val_acc = evaluate(net, split.x_val, split.y_val)
     assert first[0] == pytest.approx(train_loss, rel=1e-5) and first[1] == train_acc
     assert second[0] == pytest.approx(val_loss, rel=1e-5) and second[1] == val_acc
+
+
+def test_eval_train_measures_a_subset_and_changes_nothing_else():
+    seeds = np.random.SeedSequence(0).spawn(2)
+    split = load_split("digits", rng=np.random.default_rng(seeds[0]), train_size=300)
+    subset = np.array([0, 5, 7, 100, 200])
+
+    def fit(**options):
+        net = MultiLayerNet(input_size=64, hidden_sizes=(30,), output_size=10,
+                            rng=np.random.default_rng(seeds[1]))  # fmt: skip
+        result = train(net, make_optimizer("adam"), split.x_train, split.y_train, split.x_val,
+                       split.y_val, epochs=3, batch_size=50, rng=np.random.default_rng(1),
+                       restore_best=False, **options)  # fmt: skip
+        return net, result
+
+    net_all, every = fit()
+    net_some, some = fit(eval_train=subset)
+    assert some.batch_loss == every.batch_loss  # the same training, step for step
+    assert some.history.val_accuracy == every.history.val_accuracy
+    assert some.history.val_loss == every.history.val_loss
+    loss, accuracy = evaluate(net_some, split.x_train[subset], split.y_train[subset])
+    assert some.history.train_accuracy[-1] == accuracy
+    assert some.history.train_loss[-1] == pytest.approx(loss, rel=1e-6)
+    assert every.history.train_accuracy[-1] == evaluate(net_all, split.x_train, split.y_train)[1]
