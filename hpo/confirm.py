@@ -22,6 +22,7 @@ retrains each of the top K configurations with S seeds of their own and compares
 """
 
 import concurrent.futures
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable
@@ -200,7 +201,7 @@ def confirmations(study: optuna.Study, companion: optuna.Study | None, k: int) -
             seeds = sorted(set(first.values) & set(c.values))
             p = paired_p([first.values[i] for i in seeds], [c.values[i] for i in seeds])
             tied = not p < ALPHA  # NaN (too few seeds in common) counts as tied
-        ranked.append(Confirmed(**{**c.__dict__, "rank": rank, "p_vs_best": p, "tied": tied}))
+        ranked.append(dataclasses.replace(c, rank=rank, p_vs_best=p, tied=tied))
     return ranked
 
 
