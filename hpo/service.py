@@ -60,31 +60,35 @@ def study_counts(study: optuna.Study) -> Counts:
 # Samplers and pruners
 
 
+SamplerBuilder = Callable[[StudySpec, int], optuna.samplers.BaseSampler]
+SAMPLER_BUILDERS: dict[str, SamplerBuilder] = {
+    "tpe": lambda spec, seed: optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=spec.search.startup_trials, constant_liar=True
+    ),
+    "random": lambda spec, seed: optuna.samplers.RandomSampler(seed=seed),
+    "cmaes": lambda spec, seed: optuna.samplers.CmaEsSampler(
+        seed=seed, n_startup_trials=spec.search.startup_trials, warn_independent_sampling=False
+    ),
+    # QMC and grid keep the study seed alone (see make_sampler).
+    "qmc": lambda spec, seed: optuna.samplers.QMCSampler(
+        seed=spec.search.seed, warn_independent_sampling=False
+    ),
+    "grid": lambda spec, seed: GridSamplerWithoutStop(grid_space(spec), seed=spec.search.seed),
+}
+"""Each ``[search] sampler`` name (``hpo.names.SAMPLERS``, the light list ``--help`` shows) and
+how to build it from the spec and the trial's seed; a test keeps the two lists equal."""
+
+
 def make_sampler(spec: StudySpec, *, number: int) -> optuna.samplers.BaseSampler:
     """The spec's sampler for the trial numbered ``number``, seeded from the study seed and that
     number: each trial's draws are its own, so a resumed study (or another orchestrator)
     continues the search instead of repeating the first trials' draws. QMC and grid keep the
     study seed alone: the seed orders their sequence (the scramble, the grid's shuffle), which
     must stay the same while the study stores how far along it is."""
-    search = spec.search
-    seed = int(np.random.SeedSequence([search.seed, number]).generate_state(1)[0])
+    seed = int(np.random.SeedSequence([spec.search.seed, number]).generate_state(1)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if search.sampler == "tpe":
-            return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=search.startup_trials, constant_liar=True
-            )
-        if search.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if search.sampler == "cmaes":
-            return optuna.samplers.CmaEsSampler(
-                seed=seed, n_startup_trials=search.startup_trials, warn_independent_sampling=False
-            )
-        if search.sampler == "qmc":
-            return optuna.samplers.QMCSampler(seed=search.seed, warn_independent_sampling=False)
-        if search.sampler == "grid":
-            return GridSamplerWithoutStop(grid_space(spec), seed=search.seed)
-    raise ValueError(f"unknown sampler {search.sampler!r}")
+        return SAMPLER_BUILDERS[spec.search.sampler](spec, seed)
 
 
 class GridSamplerWithoutStop(optuna.samplers.GridSampler):
@@ -111,25 +115,31 @@ def grid_size(spec: StudySpec) -> int:
     return int(np.prod([len(v) for v in grid_space(spec).values()]))
 
 
+PruningBuilder = Callable[[StudySpec, str], PruningRule]
+PRUNING_BUILDERS: dict[str, PruningBuilder] = {
+    "median": lambda spec, study_name: PercentileRule(
+        percentile=50.0,
+        startup_trials=spec.search.pruner_startup_trials,
+        warmup_steps=spec.search.warmup_epochs,
+    ),
+    "hyperband": lambda spec, study_name: HyperbandRule(
+        min_resource=max(1, spec.search.warmup_epochs),
+        max_resource=spec.training.epochs,
+        reduction_factor=3,
+        study_name=study_name,
+    ),
+    "sha": lambda spec, study_name: SuccessiveHalvingRule(
+        min_resource=max(1, spec.search.warmup_epochs), reduction_factor=3
+    ),
+    "none": lambda spec, study_name: NoPruning(),
+}
+"""Each ``[search] pruner`` name (``hpo.names.PRUNERS``) and its rule, decided as Optuna's
+pruner of the same name decides; a test keeps the two lists equal."""
+
+
 def make_pruning(spec: StudySpec, *, study_name: str) -> PruningRule:
-    """The spec's pruning rule, decided as Optuna's pruner of the same name decides."""
-    search, epochs = spec.search, spec.training.epochs
-    if search.pruner == "median":
-        return PercentileRule(
-            percentile=50.0,
-            startup_trials=search.pruner_startup_trials,
-            warmup_steps=search.warmup_epochs,
-        )
-    if search.pruner == "hyperband":
-        return HyperbandRule(
-            min_resource=max(1, search.warmup_epochs),
-            max_resource=epochs,
-            reduction_factor=3,
-            study_name=study_name,
-        )
-    if search.pruner == "sha":
-        return SuccessiveHalvingRule(min_resource=max(1, search.warmup_epochs), reduction_factor=3)
-    return NoPruning()
+    """The spec's pruning rule (``PRUNING_BUILDERS``)."""
+    return PRUNING_BUILDERS[spec.search.pruner](spec, study_name)
 
 
 # ---------------------------------------------------------------------------------------------

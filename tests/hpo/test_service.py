@@ -1,5 +1,6 @@
 """The study service end to end, in-process: creation, resume, target, divergence, seeds."""
 
+import dataclasses
 import os
 import signal
 
@@ -316,3 +317,22 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
         split.n_features, spec.model.hidden, split.n_classes, batch_rows=rows
     )
     assert peak <= estimate <= 3 * peak
+
+
+def test_every_sampler_and_pruner_name_has_its_builder():
+    """The names the spec and --help accept (hpo.names) are the registries' keys, in order."""
+    from hpo import names
+    from hpo.service import PRUNING_BUILDERS, SAMPLER_BUILDERS, make_pruning, make_sampler
+
+    assert tuple(SAMPLER_BUILDERS) == names.SAMPLERS
+    assert tuple(PRUNING_BUILDERS) == names.PRUNERS
+    spec = load_spec("default")
+    for name in names.SAMPLERS:
+        if name != "grid":  # the default space has unstepped ranges: tested with a grid spec
+            search = dataclasses.replace(spec.search, sampler=name)
+            sampler = make_sampler(dataclasses.replace(spec, search=search), number=1)
+            assert isinstance(sampler, optuna.samplers.BaseSampler)
+    for name in names.PRUNERS:
+        search = dataclasses.replace(spec.search, pruner=name)
+        rule = make_pruning(dataclasses.replace(spec, search=search), study_name="s")
+        assert hasattr(rule, "thresholds")
