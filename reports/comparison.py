@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from reports.figures import _styled
-from reports.html import _environment, _png
+from reports.figures import styled
+from reports.html import png_base64, template_environment
 from reports.model import StudySnapshot
 
 STUDY_COLORS = ("#9e9e9e", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
@@ -95,7 +95,7 @@ def reach_sentences(data: dict) -> list[str]:
     return out
 
 
-@_styled
+@styled
 def plot_comparison(data: dict) -> Figure:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.6), sharey=True)
     for i, s in enumerate(data["studies"]):
@@ -115,12 +115,12 @@ def plot_comparison(data: dict) -> Figure:
 def render_comparison(snapshots: list[StudySnapshot], *, generated: datetime | None = None) -> str:
     """The comparison page as an HTML string."""
     data = comparison_data(snapshots)
-    template = _environment().get_template("comparison.html.j2")
+    template = template_environment().get_template("comparison.html.j2")
     return template.render(
         studies=data["studies"],
         snapshots=snapshots,
         sentences=reach_sentences(data),
-        figure=_png(plot_comparison(data)),
+        figure=png_base64(plot_comparison(data)),
         storage=snapshots[0].storage if snapshots else "",
         fingerprints_differ=len({json.dumps(_objective(s), sort_keys=True) for s in snapshots}) > 1,
         generated=generated or datetime.now(),

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports.figures import COLORS, _panel_grid, _styled
+from reports.figures import COLORS, panel_grid, styled
 from reports.model import StudySnapshot, TrialRecord
 
 SMOOTHING_WINDOW = 20
@@ -180,7 +180,7 @@ def _last(values: list[float | None]) -> float:
     return finite[-1] if finite else math.inf
 
 
-@_styled
+@styled
 def plot_optimizer_loss(data: dict) -> Figure:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.6), width_ratios=(1.6, 1))
     for d in data["lines"]:
@@ -235,10 +235,10 @@ def optimizer_paths_caption(data: dict) -> str:
     )
 
 
-@_styled
+@styled
 def plot_optimizer_paths(data: dict) -> Figure:
     paths = data["paths"]
-    fig, axes = _panel_grid(len(paths), max_cols=3, size=(3.3, 2.5))
+    fig, axes = panel_grid(len(paths), max_cols=3, size=(3.3, 2.5))
     xs, ys = np.meshgrid(np.linspace(-10, 10, 200), np.linspace(-5, 5, 200))
     zs = xs**2 / 20 + ys**2
     for ax, p in zip(axes.flat, paths, strict=False):
@@ -317,7 +317,7 @@ def init_histograms_caption(data: dict) -> str:
     )
 
 
-@_styled
+@styled
 def plot_init_histograms(data: dict) -> Figure:
     rows = data["rows"]
     n_layers = max(len(r["layers"]) for r in rows)
@@ -417,9 +417,9 @@ def init_loss_caption(panels: list[dict]) -> str:
     )
 
 
-@_styled
+@styled
 def plot_init_loss(panels: list[dict]) -> Figure:
-    fig, axes = _panel_grid(len(panels), max_cols=3, size=(3.6, 3.0), sharey=True)
+    fig, axes = panel_grid(len(panels), max_cols=3, size=(3.6, 3.0), sharey=True)
     for ax, p in zip(axes.flat, panels, strict=False):
         for d in p["lines"]:
             ax.plot(
@@ -516,11 +516,11 @@ def batchnorm_caption(data: dict) -> str:
     )
 
 
-@_styled
+@styled
 def plot_batchnorm(data: dict) -> Figure:
     panels = data["panels"]
     cols = math.ceil(math.sqrt(len(panels)))
-    fig, axes = _panel_grid(len(panels), max_cols=cols, size=(2.4, 1.9), sharex=True, sharey=True)
+    fig, axes = panel_grid(len(panels), max_cols=cols, size=(2.4, 1.9), sharex=True, sharey=True)
     for ax, p in zip(axes.flat, panels, strict=False):
         for key, color, style, label in (
             ("with", COLORS["complete"], "-", "BatchNorm"),
@@ -621,9 +621,9 @@ def overfit_caption(panels: list[dict]) -> str:
     )
 
 
-@_styled
+@styled
 def plot_overfit(panels: list[dict]) -> Figure:
-    fig, axes = _panel_grid(len(panels), max_cols=4, size=(2.9, 2.6), sharey=True)
+    fig, axes = panel_grid(len(panels), max_cols=4, size=(2.9, 2.6), sharey=True)
     for ax, p in zip(axes.flat, panels, strict=False):
         epochs = range(1, len(p["train_accuracy"]) + 1)
         ax.plot(epochs, p["train_accuracy"], color=COLORS["train"], lw=1.1, label="training")

@@ -43,7 +43,7 @@ STYLE = {
 MAX_CURVE_PANELS = 20
 
 
-def _styled(fn):
+def styled(fn):
     """Draw inside the report's rc style."""
 
     def wrapper(*args, **kwargs):
@@ -54,7 +54,7 @@ def _styled(fn):
     return wrapper
 
 
-def _panel_grid(
+def panel_grid(
     n: int, *, max_cols: int, size: tuple[float, float], extra_height: float = 0.0, **share
 ):
     """Small multiples: a rows x cols grid (2-D axes array) for ``n`` panels, the unused
@@ -119,9 +119,9 @@ def learning_curves_data(snapshot: StudySnapshot, top_k: int) -> list[dict] | No
     return panels or None
 
 
-@_styled
+@styled
 def plot_learning_curves(panels: list[dict]) -> Figure:
-    fig, axes = _panel_grid(
+    fig, axes = panel_grid(
         len(panels), max_cols=5, size=(2.3, 1.9), extra_height=0.4, sharex=True, sharey=True
     )
     for ax, p in zip(axes.flat, panels, strict=False):
@@ -168,7 +168,7 @@ def history_data(snapshot: StudySnapshot) -> dict | None:
     return {"complete": complete, "best": best, "pruned": pruned, "diverged": diverged}
 
 
-@_styled
+@styled
 def plot_history(data: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 3.2))
     if data["pruned"]:
@@ -204,7 +204,7 @@ def importance_data(snapshot: StudySnapshot) -> dict | None:
     return data
 
 
-@_styled
+@styled
 def plot_importance(data: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(data["names"]) + 1.0))
     ax.barh(data["names"], data["values"], color=COLORS["complete"])
@@ -256,7 +256,7 @@ def pair_data(snapshot: StudySnapshot, x: str, y: str) -> dict | None:
     }
 
 
-@_styled
+@styled
 def plot_pair(data: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     low, high = data["color_range"]
@@ -309,7 +309,7 @@ def by_category_data(snapshot: StudySnapshot, name: str) -> dict | None:
     }
 
 
-@_styled
+@styled
 def plot_by_category(data: dict) -> Figure:
     groups, pruned = data["groups"], data["pruned"]
     fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 2.5, 3.4))
@@ -357,9 +357,9 @@ def slice_data(snapshot: StudySnapshot) -> list[dict] | None:
     return panels or None
 
 
-@_styled
+@styled
 def plot_slices(panels: list[dict]) -> Figure:
-    fig, axes = _panel_grid(len(panels), max_cols=3, size=(3.3, 2.5), sharey=True)
+    fig, axes = panel_grid(len(panels), max_cols=3, size=(3.3, 2.5), sharey=True)
     for ax, p in zip(axes.flat, panels, strict=False):
         labels = sorted({str(x) for x, _ in (*p["points"], *p["pruned"])})
         for points, style in (
@@ -421,7 +421,7 @@ def _scaled(value, axis: dict) -> float:
     return 0.5 if hi == lo else (value - lo) / (hi - lo)
 
 
-@_styled
+@styled
 def plot_parallel(data: dict) -> Figure:
     axes_info = data["axes"]
     fig, ax = plt.subplots(figsize=(1.6 * len(axes_info) + 2, 3.6))
@@ -469,7 +469,7 @@ def intermediate_data(snapshot: StudySnapshot) -> dict | None:
     return {"complete": complete, "pruned": pruned, "epochs": snapshot.epochs}
 
 
-@_styled
+@styled
 def plot_intermediate(data: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 3.4))
     alpha = max(0.05, min(0.6, 30 / max(1, len(data["complete"]) + len(data["pruned"]))))
@@ -528,7 +528,7 @@ def activations_data(snapshot: StudySnapshot) -> list[dict] | None:
     ]
 
 
-@_styled
+@styled
 def plot_activations(layers: list[dict]) -> Figure:
     fig, axes = plt.subplots(
         2, len(layers), figsize=(2.1 * len(layers) + 0.6, 3.9), squeeze=False, sharex=True
@@ -580,7 +580,7 @@ def gap_data(snapshot: StudySnapshot) -> dict | None:
     }
 
 
-@_styled
+@styled
 def plot_gap(data: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 3.0))
     epochs = range(1, len(data["gap"]) + 1)
@@ -637,7 +637,7 @@ CONFIRMED_LABELS = {
 }
 
 
-@_styled
+@styled
 def plot_confirmed(data: dict) -> Figure:
     rows = data["rows"]
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.3))

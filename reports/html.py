@@ -38,7 +38,7 @@ class Figure:
     png: str  # base64
 
 
-def _png(fig) -> str:
+def png_base64(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
@@ -172,11 +172,11 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
         data = data_fn()
         if data is not None:
             text = caption(data) if callable(caption) else caption
-            out.append(Figure(key, title, text, _png(plot_fn(data))))
+            out.append(Figure(key, title, text, png_base64(plot_fn(data))))
     return out
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("reports", "templates"),
         autoescape=True,
@@ -223,7 +223,7 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
     ]
     param_names = [p.name for p in snapshot.params]
     spec = snapshot.spec
-    template = _environment().get_template("report.html.j2")
+    template = template_environment().get_template("report.html.j2")
     return template.render(
         s=snapshot,
         missing_importance=(
