@@ -120,23 +120,27 @@ def initial_activation_histograms(
     return out
 
 
+def optimizers_data(spec: StudySpec, trials, split: Split) -> dict[str, Any]:
+    return {"function": TEST_FUNCTION, "start": list(TEST_START), "paths": test_function_paths()}
+
+
+def init_data(spec: StudySpec, trials, split: Split) -> dict[str, Any]:
+    return {
+        "samples": min(HISTOGRAM_SAMPLES, len(split.x_val)),
+        "histograms": initial_activation_histograms(spec, trials, split),
+    }
+
+
+EXTRA_DATA = {"optimizers": optimizers_data, "init": init_data}
+"""The experiments whose figures need more than the stored trials, and how to compute it; the
+others (``hpo.names.EXPERIMENTS``) draw from the trials alone."""
+
+
 def experiment_data(
     spec: StudySpec, trials: list[optuna.trial.FrozenTrial], split: Split
 ) -> dict[str, Any] | None:
-    """The extra data of the spec's experiment, or None when it has none."""
-    if spec.experiment == "optimizers":
-        return {
-            "name": "optimizers",
-            "function": TEST_FUNCTION,
-            "start": list(TEST_START),
-            "paths": test_function_paths(),
-        }
-    if spec.experiment == "init":
-        return {
-            "name": "init",
-            "samples": min(HISTOGRAM_SAMPLES, len(split.x_val)),
-            "histograms": initial_activation_histograms(spec, trials, split),
-        }
-    if spec.experiment is not None:
-        return {"name": spec.experiment}
-    return None
+    """The extra data of the spec's experiment (with its ``name``), or None when it has none."""
+    if spec.experiment is None:
+        return None
+    extra = EXTRA_DATA.get(spec.experiment)
+    return {"name": spec.experiment, **(extra(spec, trials, split) if extra else {})}

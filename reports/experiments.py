@@ -641,66 +641,87 @@ def plot_overfit(panels: list[dict]) -> Figure:
 # ---------------------------------------------------------------------------------------------
 
 
-def figure_specs(snapshot: StudySnapshot) -> list[tuple[str, str, Any, Callable, Callable]]:
+FigureSpec = tuple[str, str, Any, Callable, Callable]
+
+
+def optimizers_figures(snapshot: StudySnapshot) -> list[FigureSpec]:
+    return [
+        (
+            "exp-optimizer-loss",
+            "Experiment: optimizers compared",
+            optimizer_loss_caption,
+            lambda: optimizer_loss_data(snapshot),
+            plot_optimizer_loss,
+        ),
+        (
+            "exp-optimizer-paths",
+            "Experiment: optimizer paths on x²/20 + y²",
+            optimizer_paths_caption,
+            lambda: optimizer_paths_data(snapshot),
+            plot_optimizer_paths,
+        ),
+    ]
+
+
+def init_figures(snapshot: StudySnapshot) -> list[FigureSpec]:
+    specs = [
+        (
+            "exp-init-loss",
+            "Experiment: training loss per weight init",
+            init_loss_caption,
+            lambda: init_loss_data(snapshot),
+            plot_init_loss,
+        ),
+    ]
+    for activation in ("sigmoid", "tanh", "relu", "leaky_relu"):
+        specs.append(
+            (
+                f"exp-init-{activation}",
+                f"Experiment: activations at init, {activation}",
+                init_histograms_caption,
+                lambda a=activation: init_histograms_data(snapshot, a),
+                plot_init_histograms,
+            )
+        )
+    return specs
+
+
+def batchnorm_figures(snapshot: StudySnapshot) -> list[FigureSpec]:
+    return [
+        (
+            "exp-batchnorm",
+            "Experiment: with and without BatchNorm",
+            batchnorm_caption,
+            lambda: batchnorm_data(snapshot),
+            plot_batchnorm,
+        ),
+    ]
+
+
+def overfit_figures(snapshot: StudySnapshot) -> list[FigureSpec]:
+    return [
+        (
+            "exp-overfit",
+            "Experiment: overfitting, weight decay and dropout",
+            overfit_caption,
+            lambda: overfit_data(snapshot),
+            plot_overfit,
+        ),
+    ]
+
+
+FIGURES: dict[str, Callable[[StudySnapshot], list[FigureSpec]]] = {
+    "optimizers": optimizers_figures,
+    "init": init_figures,
+    "batchnorm": batchnorm_figures,
+    "overfit": overfit_figures,
+}
+"""Each experiment (``hpo.names.EXPERIMENTS``; a test keeps the two lists equal) and its
+figures."""
+
+
+def figure_specs(snapshot: StudySnapshot) -> list[FigureSpec]:
     """The experiment's figures for ``reports.html``: (key, title, caption, data, plot), where
     caption is a function of the data."""
-    exp = (snapshot.experiment or {}).get("name")
-    if exp == "optimizers":
-        return [
-            (
-                "exp-optimizer-loss",
-                "Experiment: optimizers compared",
-                optimizer_loss_caption,
-                lambda: optimizer_loss_data(snapshot),
-                plot_optimizer_loss,
-            ),
-            (
-                "exp-optimizer-paths",
-                "Experiment: optimizer paths on x²/20 + y²",
-                optimizer_paths_caption,
-                lambda: optimizer_paths_data(snapshot),
-                plot_optimizer_paths,
-            ),
-        ]
-    if exp == "init":
-        specs = [
-            (
-                "exp-init-loss",
-                "Experiment: training loss per weight init",
-                init_loss_caption,
-                lambda: init_loss_data(snapshot),
-                plot_init_loss,
-            ),
-        ]
-        for activation in ("sigmoid", "tanh", "relu", "leaky_relu"):
-            specs.append(
-                (
-                    f"exp-init-{activation}",
-                    f"Experiment: activations at init, {activation}",
-                    init_histograms_caption,
-                    lambda a=activation: init_histograms_data(snapshot, a),
-                    plot_init_histograms,
-                )
-            )
-        return specs
-    if exp == "batchnorm":
-        return [
-            (
-                "exp-batchnorm",
-                "Experiment: with and without BatchNorm",
-                batchnorm_caption,
-                lambda: batchnorm_data(snapshot),
-                plot_batchnorm,
-            ),
-        ]
-    if exp == "overfit":
-        return [
-            (
-                "exp-overfit",
-                "Experiment: overfitting, weight decay and dropout",
-                overfit_caption,
-                lambda: overfit_data(snapshot),
-                plot_overfit,
-            ),
-        ]
-    return []
+    figures = FIGURES.get((snapshot.experiment or {}).get("name"))
+    return figures(snapshot) if figures else []

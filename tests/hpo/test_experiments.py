@@ -268,3 +268,10 @@ def test_unknown_dataset_flag_is_one_line(db_url, capsys):
         main(["run", "overfit", "--dataset", "cifar", "--storage", db_url])
     assert e.value.code == 2
     assert "argument --dataset: unknown dataset 'cifar'" in capsys.readouterr().err
+
+
+def test_only_the_experiments_that_need_more_than_their_trials_compute_extra_data():
+    from hpo import names
+    from hpo.experiments import EXTRA_DATA
+
+    assert set(EXTRA_DATA) <= set(names.EXPERIMENTS)

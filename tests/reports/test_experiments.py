@@ -371,3 +371,9 @@ def test_captions_state_each_claim_over_the_seeds_confirm_ran(monkeypatch):
     data = ex.batchnorm_data(dataclasses.replace(snapshot(bn), confirm_runs=tuple(bn_runs)))
     assert data["trained_by_seed"] == {"with": [1, 0], "without": [0, 1]}
     assert "with BatchNorm at 0.5 [" in ex.batchnorm_caption(data)
+
+
+def test_every_experiment_name_has_its_figures():
+    from hpo import names
+
+    assert tuple(ex.FIGURES) == names.EXPERIMENTS
