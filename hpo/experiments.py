@@ -11,6 +11,7 @@ because they need the trainer:
   from its configuration and seed, so its weights are the very ones the trial started from.
 """
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,9 @@ def test_function_paths(steps: int = TEST_STEPS) -> list[dict[str, Any]]:
     ``steps + 1`` points, the start first."""
     paths = []
     for name in OPTIMIZERS:
-        learning_rate = TEST_LEARNING_RATES[name]
+        # An optimizer the chapter has no step size for takes its own default learning rate.
+        default = inspect.signature(OPTIMIZERS[name].__init__).parameters["learning_rate"].default
+        learning_rate = TEST_LEARNING_RATES.get(name, default)
         optimizer = make_optimizer(name, learning_rate=learning_rate)
         p = np.array(TEST_START)
         points = [p.copy()]

@@ -67,6 +67,18 @@ class ParamRule:
 
 _UNIT = {"lo": 0.0, "hi": 1.0, "closed": (True, False)}  # [0, 1)
 
+
+def _optimizer_params() -> dict[str, ParamRule]:
+    """The optimizers' own searchable hyperparameters (``Optimizer.SEARCHABLE``), each for the
+    optimizers that have it, in the registry's order."""
+    rules: dict[str, ParamRule] = {}
+    for optimizer, cls in OPTIMIZERS.items():
+        for h in cls.searchable():
+            when = (*rules[h.name].when, optimizer) if h.name in rules else (optimizer,)
+            rules[h.name] = ParamRule("float", lo=h.low, hi=h.high, closed=(True, False), when=when)
+    return rules
+
+
 PARAMS: dict[str, ParamRule] = {
     "learning_rate": ParamRule("float", lo=0.0, closed=(False, True)),
     "weight_decay": ParamRule("float", lo=0.0),
@@ -76,14 +88,13 @@ PARAMS: dict[str, ParamRule] = {
     "init": ParamRule("choice", choices=INITS),
     "activation": ParamRule("choice", choices=tuple(ACTIVATIONS)),
     "batchnorm": ParamRule("choice", choices=(False, True)),
-    "momentum": ParamRule("float", **_UNIT, when=("momentum", "nesterov")),
-    "rho": ParamRule("float", **_UNIT, when=("rmsprop",)),
-    "beta1": ParamRule("float", **_UNIT, when=("adam",)),
-    "beta2": ParamRule("float", **_UNIT, when=("adam",)),
+    **_optimizer_params(),
 }
-"""The parameters ``[space]`` may search or fix, in the order trials suggest them."""
+"""The parameters ``[space]`` may search or fix, in the order trials suggest them: the
+optimizers' own come from ``trainer.optimizers`` (a new optimizer's are searchable with no edit
+here)."""
 
-OPTIMIZER_HYPERPARAMETERS = ("learning_rate", "momentum", "rho", "beta1", "beta2")
+OPTIMIZER_HYPERPARAMETERS = ("learning_rate", *_optimizer_params())
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from reports.figures import COLORS, panel_grid, styled
 from reports.model import StudySnapshot, TrialRecord
+from trainer.optimizers import OPTIMIZERS
 
 SMOOTHING_WINDOW = 20
 """Steps averaged into each point of a training-loss curve (minibatch losses are noisy)."""
@@ -32,15 +33,12 @@ GAP_EPOCHS = 10
 """The generalization gap is the mean over the last this many epochs (one epoch is noisy)."""
 TRAINS = 0.9
 """The training accuracy at which the batchnorm experiment calls a net trained."""
+OPTIMIZER_ORDER = tuple(OPTIMIZERS)  # the registry's order: the chapter's
+PALETTE = ("#1f77b4", "#ff7f0e", "#8c564b", "#2ca02c", "#9467bd", "#d62728", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")  # fmt: skip
 OPTIMIZER_COLORS = {
-    "sgd": "#1f77b4",
-    "momentum": "#ff7f0e",
-    "nesterov": "#8c564b",
-    "adagrad": "#2ca02c",
-    "rmsprop": "#9467bd",
-    "adam": "#d62728",
-}
-OPTIMIZER_ORDER = tuple(OPTIMIZER_COLORS)  # the chapter's order
+    name: PALETTE[i % len(PALETTE)] for i, name in enumerate(OPTIMIZER_ORDER)
+}  # one colour per registered optimizer, in its order
 INIT_ORDER = ("std", "xavier", "he")
 INIT_COLORS = {"std 1": "#9e9e9e", "std 0.01": "#ff7f0e", "Xavier": "#2ca02c", "He": "#1f77b4"}
 

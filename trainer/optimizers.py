@@ -6,17 +6,46 @@ paper or lecture that introduced the rule. State (velocities, squared-gradient a
 attributes, one array per parameter, allocated on the first update.
 """
 
+import inspect
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A hyperparameter a search may set besides the learning rate: its keyword, its default
+    (the rule's own, from its signature) and the half-open range ``[low, high)`` it allows."""
+
+    name: str
+    default: float
+    low: float
+    high: float
 
 
 class Optimizer:
     """Base of the update rules.
 
+    ``SEARCHABLE`` names the hyperparameters beyond the learning rate that a search may set, with
+    their ranges ``[low, high)``: ``hpo``'s search space reads them from here (``searchable``).
+
     Args:
         learning_rate: the step size, > 0.
     """
+
+    SEARCHABLE: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    @classmethod
+    def searchable(cls) -> tuple[Hyperparameter, ...]:
+        """The hyperparameters of ``SEARCHABLE`` with their defaults, in signature order."""
+        signature = inspect.signature(cls.__init__).parameters
+        return tuple(
+            Hyperparameter(name, float(signature[name].default), *cls.SEARCHABLE[name])
+            for name in signature
+            if name in cls.SEARCHABLE
+        )
 
     def __init__(self, *, learning_rate: float) -> None:
         if not learning_rate > 0:
@@ -63,6 +92,8 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     """SGD with momentum (Polyak, 1964): ``v = momentum * v - learning_rate * g; p += v``."""
+
+    SEARCHABLE: ClassVar = {"momentum": (0.0, 1.0)}
 
     def __init__(self, *, learning_rate: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(learning_rate=learning_rate)
@@ -119,6 +150,8 @@ class RMSprop(Optimizer):
     ``h = rho * h + (1 - rho) * g * g; p -= learning_rate * g / (sqrt(h) + eps)``.
     """
 
+    SEARCHABLE: ClassVar = {"rho": (0.0, 1.0)}
+
     def __init__(self, *, learning_rate: float = 0.001, rho: float = 0.9, eps: float = 1e-8):
         super().__init__(learning_rate=learning_rate)
         _check_unit_interval("RMSprop", "rho", rho)
@@ -144,6 +177,8 @@ class Adam(Optimizer):
     ``p -= learning_rate * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1**t)`` and
     ``v_hat = v / (1 - beta2**t)`` at step ``t`` (from 1).
     """
+
+    SEARCHABLE: ClassVar = {"beta1": (0.0, 1.0), "beta2": (0.0, 1.0)}
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ objective fingerprint. No training and no optuna study runs."""
 import dataclasses
 import tomllib
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -771,3 +772,19 @@ def test_eval_train_samples_of_0_means_every_row_and_leaves_the_fingerprint(tmp_
     some = load_text(tmp_path, f"[training]\neval_train_samples = 500\n{SPACE}")
     assert some.training.eval_train_samples == 500
     assert some.objective_fingerprint() != plain.objective_fingerprint()  # curves differ
+
+
+def test_a_new_optimizers_hyperparameters_become_searchable_from_its_class(monkeypatch):
+    from hpo import spec as spec_module
+    from trainer import optimizers
+
+    class Lion(optimizers.Optimizer):
+        SEARCHABLE: ClassVar = {"beta1": (0.0, 1.0), "gamma": (0.0, 1.0)}
+
+        def __init__(self, *, learning_rate=1e-4, beta1=0.9, gamma=0.99):
+            super().__init__(learning_rate=learning_rate)
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "lion", Lion)
+    rules = spec_module._optimizer_params()
+    assert rules["beta1"].when == ("adam", "lion") and rules["gamma"].when == ("lion",)
+    assert list(rules) == ["momentum", "rho", "beta1", "beta2", "gamma"]

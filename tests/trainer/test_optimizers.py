@@ -115,3 +115,13 @@ def test_one_flat_array_steps_like_the_arrays_it_holds(name, rng):
         per_array.update(params, grads)
         whole.update([flat], [np.concatenate([g.ravel() for g in grads])])
     np.testing.assert_array_equal(flat, np.concatenate([p.ravel() for p in params]))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_searchable_hyperparameters_are_keywords_with_defaults_in_their_range(name):
+    cls = OPTIMIZERS[name]
+    for h in cls.searchable():
+        assert h.low <= h.default < h.high
+        make_optimizer(name, learning_rate=0.1, **{h.name: h.low})  # the range is allowed
+        with pytest.raises(ValueError):
+            make_optimizer(name, learning_rate=0.1, **{h.name: h.high})
