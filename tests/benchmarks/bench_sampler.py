@@ -1,0 +1,149 @@
+"""Benchmark: the sampler's cost per trial as a study grows, against a trial's training.
+
+For each of TPE (hpo's settings: constant liar, the spec's startup trials), random search and
+CMA-ES, a study of the packaged default spec is filled with N finished trials (100, 1,000 and
+10,000; parameters drawn at random in the spec's space, values from a smooth function of them
+plus noise, a third of them pruned with their epochs), then asked for new trials as hpo's
+orchestrator asks: ``study.ask()`` with the sampler ``hpo.service.make_sampler`` builds for the
+next number, then ``hpo.objective.suggest``. Each ask is told FAIL, so the study keeps N finished
+trials. The studies live in Optuna's in-memory storage: the figure is the sampler's cost, not
+SQLite's (a long-running orchestrator reads finished trials from Optuna's cache, once).
+
+The reference, measured in the same run: the median training time of the default study's
+trials (``hpo.objective.run_task`` in this process, one BLAS thread, random configurations of the
+space, no pruning). Reported: milliseconds per ask and its share of the median trial.
+
+Run: ``python tests/benchmarks/bench_sampler.py [--asks 5]`` (a few minutes: TPE's asks at
+10,000 trials dominate). Not a pytest test: the default pytest run ignores ``tests/benchmarks``.
+"""
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from hpo.objective import TrialTask, configuration, run_task, suggest, trial_seed  # noqa: E402
+from hpo.pruning import NoPruning  # noqa: E402
+from hpo.service import load_study_split, make_sampler  # noqa: E402
+from hpo.spec import load_spec  # noqa: E402
+
+SIZES = (100, 1_000, 10_000)
+SAMPLERS = ("tpe", "random", "cmaes")
+TARGET_SHARE = 0.10
+"""TPE's ask should cost below this share of a median trial's training at 10,000 trials."""
+
+
+def template_trials(spec, n: int, rng: np.random.Generator) -> list[optuna.trial.FrozenTrial]:
+    """``n`` finished trials of ``spec``'s space: random parameters, a smooth value with noise."""
+    sampler_study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=int(rng.integers(2**31)))
+    )
+    epochs = spec.training.epochs
+    out = []
+    for _ in range(n):
+        trial = sampler_study.ask()
+        suggest(trial, spec)
+        p = trial.params
+        quality = 0.98 - 0.05 * (math.log10(p["learning_rate"]) + 2.5) ** 2
+        value = float(np.clip(quality + rng.normal(0, 0.01), 0.05, 1.0))
+        pruned = rng.random() < 1 / 3
+        last = int(rng.integers(1, epochs)) if pruned else epochs
+        curve = {e: value * (1 - math.exp(-e / 3)) for e in range(1, last + 1)}
+        out.append(
+            optuna.trial.create_trial(
+                params=dict(p),
+                distributions=dict(trial.distributions),
+                value=None if pruned else value,
+                state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+                intermediate_values=curve,
+            )
+        )
+        sampler_study.tell(trial, state=TrialState.FAIL)
+    return out
+
+
+def ask_ms(spec, trials: list, asks: int) -> float:
+    """Median milliseconds of ``asks`` asks (sampler built, ask, suggest) on a study of
+    ``trials``; each ask is told FAIL."""
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(trials)
+    times = []
+    for i in range(asks):
+        start = time.perf_counter()
+        study.sampler = make_sampler(spec, number=len(trials) + i)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial = study.ask()
+            suggest(trial, spec)
+        times.append(time.perf_counter() - start)
+        study.tell(trial, state=TrialState.FAIL)
+    return 1000 * statistics.median(times)
+
+
+def median_trial_seconds(spec, n: int = 8) -> float:
+    """The median training time of ``n`` random configurations of the default study."""
+    split = load_study_split(spec)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seconds = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for number in range(n):
+            trial = study.ask()
+            suggest(trial, spec)
+            task = TrialTask(
+                number,
+                configuration(spec, trial.params),
+                tuple(trial_seed(0, number).entropy),
+                NoPruning().thresholds(trial_number=number, finished=()),
+            )
+            seconds.append(run_task(task, spec, split).seconds)
+            study.tell(trial, state=TrialState.FAIL)
+    return statistics.median(seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--asks", type=int, default=5, metavar="N", help="asks timed per cell")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    base = load_spec("default")
+    reference = median_trial_seconds(base)
+    rng = np.random.default_rng(0)
+    pools = {n: template_trials(base, n, rng) for n in SIZES}
+    print(
+        f"bench_sampler: the default study's space; median trial training {reference:.3f} s "
+        f"(run_task, 1 BLAS thread); median of {args.asks} asks per cell"
+    )
+    print(f"  {'sampler':8}" + "".join(f"  {f'{n:,} trials':>22}" for n in SIZES))
+    verdict = None
+    for name in SAMPLERS:
+        spec = dataclasses.replace(base, search=dataclasses.replace(base.search, sampler=name))
+        cells = []
+        for n in SIZES:
+            ms = ask_ms(spec, pools[n], args.asks)
+            cells.append(f"{ms:9.1f} ms ({ms / 1000 / reference:6.1%})")
+            if name == "tpe" and n == SIZES[-1]:
+                verdict = ms / 1000 / reference
+        print(f"  {name:8}" + "".join(f"  {c:>22}" for c in cells))
+    ok = verdict is not None and verdict < TARGET_SHARE
+    print(
+        f"  TPE at {SIZES[-1]:,} trials: {verdict:.1%} of a median trial (target < "
+        f"{TARGET_SHARE:.0%}): {'PASS' if ok else 'FAIL'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
