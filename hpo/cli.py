@@ -321,40 +321,53 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands
 
 
-class ProgressBar:
-    """A tqdm bar of finished trials against the target, with pruned/failed/best."""
+class Bar:
+    """A tqdm bar on stderr, made at the first ``show`` (quiet: none): things done against a
+    total, with an optional postfix."""
 
-    def __init__(self, *, quiet: bool, label: str) -> None:
-        self.quiet, self.label, self.bar = quiet, label, None
+    def __init__(self, *, quiet: bool, label: str, unit: str) -> None:
+        self.quiet, self.label, self.unit, self.bar = quiet, label, unit, None
 
-    def __call__(self, counts, target: int) -> None:
+    def show(self, done: int, total: int, postfix: str | None = None) -> None:
         if self.quiet:
             return
         if self.bar is None:
             from tqdm import tqdm
 
-            # Trials finished before this run are the bar's start, not part of its rate.
+            # What was done before this command is the bar's start, not part of its rate.
             self.bar = tqdm(
-                total=target,
-                initial=min(counts.finished, target),
+                total=total,
+                initial=done,
                 desc=self.label,
-                unit="trial",
+                unit=self.unit,
                 file=sys.stderr,
                 dynamic_ncols=True,
                 smoothing=0.1,
             )
-        self.bar.update(min(counts.finished, target) - self.bar.n)
-        best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
-        self.bar.set_postfix_str(
-            f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
-            f"running {counts.running}, best {best}",
-            refresh=False,
-        )
+        self.bar.update(done - self.bar.n)
+        if postfix is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class ProgressBar(Bar):
+    """Finished trials against the target, with pruned/failed/best."""
+
+    def __init__(self, *, quiet: bool, label: str) -> None:
+        super().__init__(quiet=quiet, label=label, unit="trial")
+
+    def __call__(self, counts, target: int) -> None:
+        best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
+        self.show(
+            min(counts.finished, target),
+            target,
+            f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
+            f"running {counts.running}, best {best}",
+        )
 
 
 def _dataset(text: str) -> str:
@@ -441,7 +454,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from hpo.confirm import confirmations, load_companion, plan, run_confirmation
+    from hpo.confirm import (
+        confirmations,
+        load_companion,
+        plan,
+        run_confirmation,
+        stored_runs,
+    )
     from hpo.records import load_hpo_study
     from hpo.service import check_memory, load_study_split, make_executor
     from hpo.storage import open_storage
@@ -471,12 +490,12 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         except BaseException:
             executor.shutdown(cancel=True)
             raise
-        bar = RunsBar(quiet=args.quiet or args.json, label=f"{name} confirm")
+        bar = Bar(quiet=args.quiet or args.json, label=f"{name} confirm", unit="run")
         try:  # run_confirmation stops the executor, however it ends
-            run_confirmation(spec, companion, work, executor=executor, progress=bar)
+            run_confirmation(spec, companion, work, executor=executor, progress=bar.show)
         finally:
             bar.close()
-    items = confirmations(study, companion, args.top)
+    items = confirmations(study, stored_runs(companion), args.top)
     if args.json:
         for item in items:
             print(json.dumps(item.as_dict()))
@@ -485,30 +504,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
-class RunsBar:
-    """A tqdm bar of confirmation runs done against those planned."""
-
-    def __init__(self, *, quiet: bool, label: str) -> None:
-        self.quiet, self.label, self.bar = quiet, label, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total, desc=self.label, unit="run", file=sys.stderr, dynamic_ncols=True
-            )
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _print_confirmation(study, items, work, n_val: int, seconds: float) -> None:
     from hpo.confirm import verdict
+    from reports.summary import accuracy_standard_error
 
     runs = sum(len(c.values) for c in items)
     new = len(work.missing)
@@ -532,14 +530,11 @@ def _print_confirmation(study, items, work, n_val: int, seconds: float) -> None:
                 vs,
             ]
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-    p = items[0].interval[0] if items and items[0].values else items[0].search_value
+    _print_table(table)
+    p = items[0].interval[0] if items[0].values else items[0].search_value
     print(
         f"validation split: {n_val} samples; one run's accuracy near {p:.4f} has a standard "
-        f"error of {math.sqrt(max(p * (1 - p), 0.25 / n_val) / n_val):.4f} (the spread over "
-        "seeds adds to it)"
+        f"error of {accuracy_standard_error(p, n_val):.4f} (the spread over seeds adds to it)"
     )
     print(f"verdict: {verdict(items)}")
 
@@ -626,13 +621,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
         trials = study.get_trials(deepcopy=False)
         confirm_runs = "-"
         if companion_name(name) in all_names:
-            confirm_runs = str(
-                len(
-                    optuna.load_study(study_name=companion_name(name), storage=storage).get_trials(
-                        deepcopy=False
-                    )
-                )
-            )
+            companion = optuna.load_study(study_name=companion_name(name), storage=storage)
+            confirm_runs = str(len(companion.get_trials(deepcopy=False)))
         counts = count_trials(trials)
         stamps = [t.datetime_complete or t.datetime_start for t in trials]
         stamps = [t for t in stamps if t is not None]
@@ -653,9 +643,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     if len(rows) == 1:
         print(f"no studies in {mask_password(url)}")
         return 0
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _print_table(rows, indent="", right=False)
     return 0
 
 
@@ -746,15 +734,21 @@ def _print_summary(study, counts, url: str) -> None:
             ]
             for r in rows
         ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         print("top configurations:")
-        for row in table:
-            print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        _print_table(table)
     print(f"storage: {mask_password(url)}")
     print(
         f"more: {command_line('best', study.study_name, url)}; "
         f"{command_line('dashboard', None, url, always_storage=True)}"
     )
+
+
+def _print_table(rows, *, indent: str = "  ", right: bool = True) -> None:
+    """Print ``rows`` (the header first) in columns two spaces apart, right-aligned or left."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (c.rjust(w) if right else c.ljust(w) for c, w in zip(row, widths, strict=True))
+        print((indent + "  ".join(cells)).rstrip())
 
 
 def _fmt(value) -> str:

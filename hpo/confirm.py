@@ -21,6 +21,7 @@ retrains each of the top K configurations with S seeds of their own and compares
   it. Ten configurations mean nine tests, uncorrected: "tied" is the cautious reading.
 """
 
+import collections
 import concurrent.futures
 import dataclasses
 import math
@@ -36,16 +37,16 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.executors import TrialExecutor
 from hpo.interrupts import INTERRUPTS
-from hpo.objective import TrialResult, TrialTask, configuration
+from hpo.objective import INTERRUPTED, TrialResult, TrialTask, configuration
 from hpo.pruning import NoPruning
 from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name
 from hpo.spec import StudySpec
+from reports.summary import mean_interval
 
 SEEDS_ATTR = "hpo:confirm_seeds"
 SOURCE_ATTR = "hpo:source_trial"
 SEED_ATTR = "hpo:seed_index"
 CONFIRM_STREAM = 0x636F6E66  # "conf": confirmation seeds never meet a trial's (study seed, number)
-LEVEL = 0.95
 ALPHA = 0.05
 
 
@@ -56,18 +57,6 @@ def confirm_seed(study_seed: int, index: int) -> np.random.SeedSequence:
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
-
-
-def mean_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """The mean of ``values`` and its Student-t interval at ``level`` (NaN bounds for one value)."""
-    from scipy import stats
-
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def paired_p(a: list[float], b: list[float]) -> float:
@@ -170,19 +159,27 @@ def load_companion(
     return companion
 
 
-def confirmations(study: optuna.Study, companion: optuna.Study | None, k: int) -> list[Confirmed]:
-    """The top ``k`` configurations of ``study`` with their stored runs, ranked by mean, each
-    compared with the first (see the module docstring); a configuration without runs has
-    none and ranks last."""
+def stored_runs(companion: optuna.Study | None) -> list[optuna.trial.FrozenTrial]:
+    """The confirmation runs stored in ``companion`` (none before the first confirmation)."""
+    if companion is None:
+        return []
+    return companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def confirmations(
+    study: optuna.Study, stored: list[optuna.trial.FrozenTrial], k: int
+) -> list[Confirmed]:
+    """The top ``k`` configurations of ``study`` with their ``stored`` runs (``stored_runs``),
+    ranked by mean, each compared with the first (see the module docstring); a configuration
+    without runs has none and ranks last."""
     top = top_configurations(study, k)
     runs: dict[int, dict[int, float]] = {t.number: {} for t in top}
     diverged = dict.fromkeys(runs, 0)
-    if companion is not None:
-        for run in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            source = run.user_attrs.get(SOURCE_ATTR)
-            if source in runs:
-                runs[source][int(run.user_attrs[SEED_ATTR])] = run.value
-                diverged[source] += bool(run.user_attrs.get(RUN_ATTR, {}).get("diverged"))
+    for run in stored:
+        source = run.user_attrs.get(SOURCE_ATTR)
+        if source in runs:
+            runs[source][int(run.user_attrs[SEED_ATTR])] = run.value
+            diverged[source] += bool(run.user_attrs.get(RUN_ATTR, {}).get("diverged"))
     items = [
         Confirmed(t.number, dict(t.params), t.value, rank, runs[t.number], diverged[t.number])
         for rank, t in enumerate(top, start=1)
@@ -223,13 +220,11 @@ def plan(study: optuna.Study, companion: optuna.Study | None, *, top: int, seeds
     """Seeds to reach and runs to do: the stored count again when runs of it are missing (an
     interrupted command, a configuration new to the top), else ``seeds`` more (``companion``:
     None before the first confirmation)."""
-    runs = (
-        []
-        if companion is None
-        else companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    )
     stored = 0 if companion is None else int(companion.user_attrs.get(SEEDS_ATTR, 0))
-    done = {(run.user_attrs.get(SOURCE_ATTR), run.user_attrs.get(SEED_ATTR)) for run in runs}
+    done = {
+        (run.user_attrs.get(SOURCE_ATTR), run.user_attrs.get(SEED_ATTR))
+        for run in stored_runs(companion)
+    }
     configs = top_configurations(study, top)
     if not configs:
         raise RunError(f"study {study.study_name!r} has no completed trial to confirm yet")
@@ -237,8 +232,9 @@ def plan(study: optuna.Study, companion: optuna.Study | None, *, top: int, seeds
     def missing(target: int) -> list[tuple[optuna.trial.FrozenTrial, int]]:
         return [(t, i) for i in range(target) for t in configs if (t.number, i) not in done]
 
-    if stored and missing(stored):
-        return Plan(stored, 0, missing(stored))
+    left = missing(stored) if stored else []
+    if left:
+        return Plan(stored, 0, left)
     return Plan(stored + seeds, seeds, missing(stored + seeds))
 
 
@@ -270,7 +266,7 @@ def run_confirmation(
         )
         for number, (source, index) in enumerate(work.missing)
     ]
-    pending = list(reversed(tasks))
+    pending = collections.deque(tasks)
     in_flight: dict[concurrent.futures.Future, tuple] = {}
     failed: list[str] = []
     ran = 0
@@ -281,7 +277,7 @@ def run_confirmation(
             INTERRUPTS.check()
             while pending and len(in_flight) < executor.slots + executor.prefetch:
                 executor.check()
-                item = pending.pop()
+                item = pending.popleft()
                 in_flight[executor.submit(item[0])] = item
             done, _ = concurrent.futures.wait(
                 in_flight, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED
@@ -289,7 +285,7 @@ def run_confirmation(
             for future in sorted(done, key=lambda f: in_flight[f][0].number):
                 _, source, index = in_flight.pop(future)
                 error = future.exception()
-                if error is None and future.result().state == "interrupted":
+                if error is None and future.result().state == INTERRUPTED:
                     raise KeyboardInterrupt
                 if error is not None:
                     failed.append(f"#{source.number} seed {index}: {type(error).__name__}: {error}")

@@ -17,7 +17,14 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hpo.confirm import SEED_ATTR, SOURCE_ATTR, confirmations, load_companion, verdict
+from hpo.confirm import (
+    SEED_ATTR,
+    SOURCE_ATTR,
+    confirmations,
+    load_companion,
+    stored_runs,
+    verdict,
+)
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
@@ -222,7 +229,8 @@ def confirmed_fields(study: optuna.Study, storage_url: str) -> dict:
     companion = load_companion(
         open_storage(storage_url, write=False), study.study_name, create=False
     )
-    items = [c for c in confirmations(study, companion, MAX_CONFIRM_TOP) if c.values]
+    runs = stored_runs(companion)
+    items = [c for c in confirmations(study, runs, MAX_CONFIRM_TOP) if c.values]
     records = []
     for c in items:
         mean, low, high = c.interval
@@ -243,11 +251,6 @@ def confirmed_fields(study: optuna.Study, storage_url: str) -> dict:
             )
         )
     options = ("--top", str(len(records) or 5), "--seeds", "5")  # more seeds for the same top
-    runs = (
-        []
-        if companion is None
-        else companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    )
     return {
         "confirmed": tuple(records),
         "confirm_runs": tuple(

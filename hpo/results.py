@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
 from hpo.paths import check_out_path
+from hpo.pruning import Thresholds
 from hpo.records import run_facts
 from hpo.spec import StudySpec
 from hpo.urls import artifact_dir
@@ -196,17 +197,24 @@ def finished_trial(study: optuna.Study, number: int | None) -> optuna.trial.Froz
     return trials[number]
 
 
-def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None) -> Verification:
-    """Retrain trial ``number`` (default: the best) from its stored configuration and seed, in
-    this process with one BLAS thread as the workers train, and compare every stored epoch
-    value with the retrained one, bit for bit. A pruned trial is stopped where it was pruned."""
-    import time
+@dataclass(frozen=True)
+class _StopAfter(Thresholds):
+    """Prune after epoch ``epoch``: where a pruned trial was stopped (no epoch: never)."""
 
-    import numpy as np
+    epoch: int | None
+
+    def should_prune(self, values) -> bool:
+        return self.epoch is not None and max(values) >= self.epoch
+
+
+def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None) -> Verification:
+    """Retrain trial ``number`` (default: the best) as a worker trains it (``run_task`` from its
+    stored configuration and seed, one BLAS thread), stopped where it was pruned, and compare
+    every stored epoch value with the retrained one, bit for bit."""
     from threadpoolctl import threadpool_limits
 
     from hpo.executors import ONE_BLAS_THREAD
-    from hpo.objective import configuration, train_configuration
+    from hpo.objective import TrialTask, configuration, run_task
     from hpo.reproduction import ENV_FACT, differences, environment
     from hpo.service import load_study_split
 
@@ -215,36 +223,26 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
     if "seed" not in facts or "epochs_run" not in facts:
         raise RunError(f"trial #{trial.number} stored no seed: it cannot be retrained")
     split = load_study_split(spec)
-    stop_at = (
+    pruned_at = (
         int(facts["epochs_run"])
         if trial.state == TrialState.PRUNED and not facts.get("diverged")
         else None
     )
-    values: dict[int, float] = {}
-
-    def on_epoch_end(m) -> bool:
-        values[m.epoch] = m.val_accuracy
-        return stop_at is not None and m.epoch >= stop_at
-
-    start = time.perf_counter()
+    task = TrialTask(
+        trial.number, configuration(spec, trial.params), tuple(facts["seed"]), _StopAfter(pruned_at)
+    )
     with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
-        _, result = train_configuration(
-            spec,
-            configuration(spec, trial.params),
-            split,
-            np.random.SeedSequence(facts["seed"]),
-            on_epoch_end=on_epoch_end,
-        )
-    seconds = time.perf_counter() - start
-    if result.diverged:
-        values[result.epochs_run + 1] = 0.0  # as the trial stored it (hpo.objective.run_task)
-    stored = [("validation accuracy (intermediate value)", dict(trial.intermediate_values))]
-    retrained = {"validation accuracy (intermediate value)": values}
+        result = run_task(task, spec, split)
+    what = "validation accuracy (intermediate value)"
+    stored = [(what, dict(trial.intermediate_values))]
+    retrained = {what: result.intermediate_values}
     for name, curve in (facts.get("curves") or {}).items():
         stored.append((name, dict(enumerate(curve, start=1))))
-        retrained[name] = dict(enumerate(result.history.as_dict().get(name, []), start=1))
+        retrained[name] = dict(enumerate(result.facts["curves"].get(name, []), start=1))
     compared, difference = 0, None
-    epochs = sorted({e for _, by_epoch in stored for e in by_epoch} | set(values))
+    epochs = sorted(
+        {e for _, by_epoch in stored for e in by_epoch} | set(result.intermediate_values)
+    )
     for epoch in epochs:  # the first epoch that differs, in any of the values
         for what, by_epoch in stored:
             a, b = by_epoch.get(epoch), retrained[what].get(epoch)
@@ -253,12 +251,12 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
                 difference = {"epoch": epoch, "what": what, "stored": a, "retrained": b}
     if trial.state == TrialState.COMPLETE and difference is None:
         compared += 1
-        if not _same_bits(trial.value, result.best_val_accuracy):
+        if not _same_bits(trial.value, result.value):
             difference = {
-                "epoch": result.best_epoch,
+                "epoch": result.facts["best_epoch"],
                 "what": "value (best validation accuracy)",
                 "stored": trial.value,
-                "retrained": result.best_val_accuracy,
+                "retrained": result.value,
             }
     return Verification(
         trial=trial.number,
@@ -266,7 +264,7 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
         compared=compared,
         difference=difference,
         environment=differences(facts.get(ENV_FACT), environment(split)),
-        seconds=seconds,
+        seconds=result.seconds,
     )
 
 

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from reports.figures import COLORS, panel_grid, styled
 from reports.model import StudySnapshot, TrialRecord
+from reports.summary import mean_interval
 from trainer.optimizers import OPTIMIZERS
 
 SMOOTHING_WINDOW = 20
@@ -77,12 +78,8 @@ def over_seeds(values: list[float], fmt: str = ".3f") -> str:
     number formatted with ``fmt``)."""
     if len(values) == 1:
         return format(values[0], fmt)
-    from scipy import stats
-
-    mean = sum(values) / len(values)
-    sd = float(np.std(values, ddof=1))
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
-    return f"{mean:{fmt}} [{mean - half:{fmt}}, {mean + half:{fmt}}]"
+    mean, low, high = mean_interval(values)
+    return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
 def seeds_sentence(counts: list[int], n_trials: int) -> str:

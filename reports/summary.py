@@ -234,6 +234,25 @@ def _compared(snapshot: StudySnapshot, name: str, first: str, second: str) -> st
     return f"; {verdict} at 5% by a Mann-Whitney test, p = {p:.2g}"
 
 
+def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``values`` and its Student-t interval at ``level`` (NaN bounds for one value)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def accuracy_standard_error(p: float, n: int) -> float:
+    """The binomial standard error of an accuracy ``p`` measured on ``n`` samples,
+    sqrt(p (1 - p) / n); never 0 (at p = 1 the error is not nil: p (1 - p) is floored at
+    0.25 / n)."""
+    return math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+
+
 def uncertainty(snapshot: StudySnapshot, top_k: int) -> dict[str, Any] | None:
     """How sure one run's ranking can be: the validation split's size, the standard error of
     an accuracy at the winner's value (binomial: sqrt(p (1 - p) / n)), and how many of the top
@@ -243,7 +262,7 @@ def uncertainty(snapshot: StudySnapshot, top_k: int) -> dict[str, Any] | None:
     if not ranked or not n:
         return None
     p = ranked[0].value
-    se = math.sqrt(max(p * (1 - p), 0.25 / n) / n)  # never 0: at p = 1 the error is not nil
+    se = accuracy_standard_error(p, n)
     return {
         "n": n,
         "value": p,

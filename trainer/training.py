@@ -174,10 +174,9 @@ def train(
     # The flat buffers hold every parameter and gradient: one array op per optimizer step.
     params, grads = [net.flat_params], [net.flat_grads]
     # Both splits measured in one forward pass an epoch (when they fit in one evaluation batch).
-    x_eval, y_eval = (x_train, y_train) if eval_train is None else (
-        x_train[eval_train], y_train[eval_train])  # fmt: skip
-    both = (np.concatenate([x_eval, x_val]), np.concatenate([y_eval, y_val]))
-    n_train = len(y_eval)
+    rows = slice(None) if eval_train is None else eval_train
+    both = (np.concatenate([x_train[rows], x_val]), np.concatenate([y_train[rows], y_val]))
+    n_train = len(both[1]) - len(y_val)
     loss_limit = math.inf
     batch_loss: list[float] = []
     start = time.perf_counter()

@@ -24,6 +24,7 @@ from hpo.confirm import (
     paired_p,
     plan,
     run_confirmation,
+    stored_runs,
     verdict,
 )
 from hpo.executors import InlineExecutor
@@ -133,7 +134,7 @@ def test_an_interrupted_confirm_resumes_instead_of_adding(searched):
     again = plan(study, companion, top=2, seeds=3)
     assert again.seeds == 3 and again.added == 0 and again.missing == work.missing[4:]
     run_confirmation(spec, companion, again, executor=InlineExecutor(spec, split))
-    assert all(len(c.values) == 3 for c in confirmations(study, companion, 2))
+    assert all(len(c.values) == 3 for c in confirmations(study, stored_runs(companion), 2))
     assert plan(study, companion, top=2, seeds=3).seeds == 6  # now complete: adds
 
 
