@@ -63,10 +63,14 @@ OPTUNA_TABLES = {"studies", "trials", "version_info"}
 # Checks that touch nothing
 
 
-def check_sqlite_file(url: str, *, write: bool, create: bool = True) -> None:
+def check_sqlite_file(
+    url: str, *, write: bool, create: bool = True, creating_ok: bool = False
+) -> None:
     """Refuse, without writing to it, a file that is not a SQLite database, a database of
     another program, a missing one (to read, or with ``create=False``), or a read-only one (to
-    write)."""
+    write). ``creating_ok``: let a writer pass a schema that has Optuna's first table
+    (``studies``) but not all of them yet, which another process may be creating (checked again
+    under the lock)."""
     path = sqlite_path(url)
     if path is None:
         return
@@ -91,7 +95,8 @@ def check_sqlite_file(url: str, *, write: bool, create: bool = True) -> None:
             probe.close()
     except sqlite3.DatabaseError as e:
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
-    if (tables or not write) and not tables >= OPTUNA_TABLES:
+    being_created = creating_ok and write and "studies" in tables
+    if (tables or not write) and not tables >= OPTUNA_TABLES and not being_created:
         others = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
         raise UsageError(f"{shown}: {path} is not an hpo (Optuna) database{others}")
     if write:
@@ -199,8 +204,8 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
         # Refused before the lock, whose file would be left behind: a database missing (to
         # read, or where none may be created), a directory that is missing or is the path, a
         # file that is not an hpo database (a writer; a reader checks under the lock, which a
-        # schema being created holds).
-        check_sqlite_file(url, write=write, create=create)
+        # schema being created holds, and so does a writer that finds one half made).
+        check_sqlite_file(url, write=write, create=create, creating_ok=True)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
     try:

@@ -118,6 +118,21 @@ def test_check_sqlite_file_names_the_other_programs_tables(tmp_path):
         check_sqlite_file(f"sqlite:///{path}", write=False)
 
 
+def test_a_schema_another_process_is_creating_is_left_to_the_check_under_the_lock(tmp_path):
+    """Four processes on a fresh file: one holds the lock and has made Optuna's first table;
+    another's check before the lock lets it pass, the check under the lock (when the schema is
+    whole, or refused) decides."""
+    path = tmp_path / "half.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
+    url = f"sqlite:///{path}"
+    check_sqlite_file(url, write=True, creating_ok=True)
+    with pytest.raises(UsageError, match="not an hpo"):
+        check_sqlite_file(url, write=True)
+    with pytest.raises(UsageError, match="not an hpo"):  # a reader never takes it for one
+        check_sqlite_file(url, write=False, creating_ok=True)
+
+
 @pytest.mark.parametrize("write", [True, False])
 def test_check_sqlite_file_accepts_an_hpo_database_unchanged(tmp_path, write):
     hpo_database(tmp_path / "studies.db")
