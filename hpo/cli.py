@@ -213,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "best",
-        "Show a study's best trial; optionally retrain it and export its weights.",
-        "python -m hpo best --study default --retrain --export best.npz",
+        "Show a study's best trial; optionally retrain it and export its weights, verify it, "
+        "or print the python -m trainer line that retrains it.",
+        "python -m hpo best --study default --retrain --export best.npz\n"
+        "  python -m hpo best --command --trial 7",
     )
     study_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -234,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial",
         type=int_at_least(0),
         metavar="N",
-        help="with --verify: the trial to verify (default: the best)",
+        help="with --verify or --command: that trial instead of the best",
+    )
+    p.add_argument(
+        "--command",
+        dest="trainer_command",  # "command" is the subcommand's name
+        action="store_true",
+        help="print the 'python -m trainer' line that retrains the trial from its "
+        "configuration and seed (its best validation accuracy is the trial's)",
     )
     p.set_defaults(func=cmd_best)
 
@@ -461,8 +470,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         run_confirmation,
         stored_runs,
     )
+    from hpo.objective import load_study_split
     from hpo.records import load_hpo_study
-    from hpo.service import check_memory, load_study_split, make_executor
+    from hpo.service import check_memory, make_executor
     from hpo.storage import open_storage
 
     url = resolve_url(args.storage)
@@ -673,14 +683,24 @@ def cmd_best(args: argparse.Namespace) -> int:
     name = _study_name_or_only(url, args.study)
     if args.export is not None and not args.export.endswith(".npz"):
         raise UsageError(f"--export: {args.export!r} (allowed: a path ending in .npz)")
-    if args.trial is not None and not args.verify:
-        raise UsageError(f"--trial {args.trial}: needs --verify (allowed: --verify --trial N)")
-    if args.verify and (args.retrain or args.export):
-        raise UsageError("--verify and --retrain/--export: one at a time (allowed: either alone)")
+    if args.trial is not None and not (args.verify or args.trainer_command):
+        raise UsageError(
+            f"--trial {args.trial}: needs --verify or --command (allowed: --verify --trial N, "
+            "--command --trial N)"
+        )
+    chosen = [f for f, on in (("verify", args.verify), ("command", args.trainer_command)) if on]
+    chosen += ["retrain/--export"] if args.retrain or args.export else []
+    if len(chosen) > 1:
+        raise UsageError(
+            f"--{' and --'.join(chosen)}: one at a time (allowed: --verify, --command or "
+            "--retrain/--export)"
+        )
     writes = bool(args.retrain or args.export)  # the test accuracy and the artifact
     study, spec = load_hpo_study(storage_url=url, study_name=name, write=writes)
     if args.verify:
         return _verify(study, spec, args)
+    if args.trainer_command:
+        return _command(study, spec, args)
     summary = best_trial_summary(study)
     if writes:
         summary = retrain_best(study, spec, url, export=args.export)
@@ -697,6 +717,19 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(f"test accuracy (retrained on train+validation): {summary['test_accuracy']:.4f}")
     if args.export:
         print(f"exported: {args.export}")
+    return 0
+
+
+def _command(study, spec, args: argparse.Namespace) -> int:
+    import shlex
+
+    from hpo.results import trainer_command
+
+    command = trainer_command(study, spec, args.trial)
+    if args.json:
+        print(json.dumps(command))
+    else:
+        print(shlex.join(command["argv"]))
     return 0
 
 

@@ -1,5 +1,7 @@
 """The one exception family the CLI catches; each maps to an exit code and a one-line message."""
 
+from trainer import console
+
 
 class HPOError(Exception):
     """Base of hpo's user-facing errors. ``exit_code`` is what ``main`` returns."""
@@ -7,7 +9,7 @@ class HPOError(Exception):
     exit_code = 1
 
 
-class UsageError(HPOError):
+class UsageError(HPOError, console.UsageError):
     """Bad input: a malformed or unknown field, an impossible range, a missing file, an
     unreachable storage. Raised before anything is written."""
 

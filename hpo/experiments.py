@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo.objective import build_net, configuration, trial_seed
+from hpo.objective import configuration, run_config, trial_seed
 from hpo.spec import StudySpec
 from trainer.datasets import Split
 from trainer.optimizers import OPTIMIZERS, make_optimizer
@@ -93,7 +93,7 @@ def initial_activation_histograms(
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         config = configuration(spec, t.params)
-        net, _ = build_net(spec, config, split, trial_seed(spec.search.seed, t.number))
+        net, _ = run_config(spec, config).build(split, trial_seed(spec.search.seed, t.number))
         lo, hi = HISTOGRAM_RANGES[config["activation"]]
         edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
         layers = []

@@ -3,7 +3,8 @@
 ``suggest`` asks an Optuna trial for each searched parameter in the order of ``spec.PARAMS``
 (the optimizer before its own hyperparameters, which are suggested only for the optimizers they
 belong to). ``configuration`` completes the suggestion with the spec's fixed values and the
-defaults. ``train_configuration`` builds and trains the net. ``run_task`` is a whole trial as
+defaults. ``run_config`` turns it into the trainer's ``RunConfig``, which builds and trains the
+net as ``python -m trainer`` does. ``run_task`` is a whole trial as
 the executors run it: a pure function of a ``TrialTask`` (configuration, seed, pruning
 thresholds), the spec and the split, returning a ``TrialResult``; it touches no storage and
 imports no optuna, so it runs alike in this process, a local worker process or on a cluster.
@@ -17,23 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo.errors import UsageError
+from hpo.interrupts import INTERRUPTS
 from hpo.pruning import Thresholds
 from hpo.reproduction import ENV_FACT, environment
 from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from trainer.datasets import Split, load_split
-from trainer.network import MultiLayerNet
-from trainer.optimizers import make_optimizer
-from trainer.training import EpochMetrics, TrainResult, train
+from trainer.config import DataConfig, NetConfig, RunConfig, TrainConfig
+from trainer.datasets import DatasetError, Split
+from trainer.training import EpochMetrics, TrainResult
 
 if TYPE_CHECKING:
     import optuna
 
 DEFAULTS: dict[str, Any] = {
-    "optimizer": "sgd",
-    "weight_decay": 0.0,
-    "dropout_ratio": 0.0,
-    "init_scale": 1.0,
-    "init": "he",
+    "optimizer": TrainConfig.optimizer,
+    "weight_decay": NetConfig.weight_decay,
+    "dropout_ratio": NetConfig.dropout_ratio,
+    "init_scale": NetConfig.init_scale,
+    "init": NetConfig.init,
 }
 """Values of parameters that the space neither searches nor fixes (the optimizer's own
 hyperparameters then take the paper defaults; activation and batchnorm come from [model])."""
@@ -88,100 +90,57 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def study_split(spec: StudySpec) -> Split:
-    """The study's data, split with the spec's data seed: the same split for every trial, in
-    any process that reads the same files (raises ``trainer.datasets.DatasetError``)."""
+def data_config(spec: StudySpec) -> DataConfig:
+    """The study's data: the same split for every trial, in any process that reads the same
+    files (``.load()`` raises ``trainer.datasets.DatasetError``)."""
     d = spec.data
-    return load_split(
-        d.dataset,
-        rng=np.random.default_rng(d.seed),
+    return DataConfig(
+        dataset=d.dataset,
         data_dir=d.data_dir,
+        train_size=d.train_size,
         validation_fraction=d.validation_fraction,
         test_fraction=d.test_fraction,
-        train_size=d.train_size,
+        seed=d.seed,
     )
 
 
-def build_net(
-    spec: StudySpec, config: dict[str, Any], split: Split, seed: np.random.SeedSequence
-) -> tuple[MultiLayerNet, np.random.Generator]:
-    """The untrained net ``config`` describes, and the generator that will shuffle its data."""
-    init_seed, shuffle_seed = seed.spawn(2)
-    net = MultiLayerNet(
-        input_size=split.n_features,
-        hidden_sizes=spec.model.hidden,
-        output_size=split.n_classes,
-        activation=config["activation"],
-        batchnorm=config["batchnorm"],
-        dropout_ratio=config["dropout_ratio"],
-        weight_decay=config["weight_decay"],
-        weight_decay_type=spec.model.weight_decay_type,
-        init=config["init"],
-        init_scale=config["init_scale"],
-        rng=np.random.default_rng(init_seed),
+def load_study_split(spec: StudySpec) -> Split:
+    """The study's split, Ctrl-C raising while it loads; bad data is a ``UsageError`` that
+    names the spec's file and its ``data`` field."""
+    try:
+        with INTERRUPTS.raising():
+            return data_config(spec).load()
+    except DatasetError as e:
+        raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
+
+
+def run_config(spec: StudySpec, config: dict[str, Any]) -> RunConfig:
+    """The run a trial's ``configuration`` is: the study's data, the net and its training."""
+    m, t = spec.model, spec.training
+    return RunConfig(
+        data=data_config(spec),
+        net=NetConfig(
+            hidden_sizes=tuple(m.hidden),
+            activation=config["activation"],
+            batchnorm=config["batchnorm"],
+            dropout_ratio=config["dropout_ratio"],
+            weight_decay=config["weight_decay"],
+            weight_decay_type=m.weight_decay_type,
+            init=config["init"],
+            init_scale=config["init_scale"],
+        ),
+        training=TrainConfig(
+            optimizer=config["optimizer"],
+            hyperparameters=tuple(
+                (k, float(config[k])) for k in OPTIMIZER_HYPERPARAMETERS if k in config
+            ),
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            patience=t.patience,
+            lr_decay=t.lr_decay,
+            eval_train_samples=t.eval_train_samples,
+        ),
     )
-    return net, np.random.default_rng(shuffle_seed)
-
-
-def fit_net(
-    spec: StudySpec,
-    config: dict[str, Any],
-    net: MultiLayerNet,
-    split: Split,
-    rng: np.random.Generator,
-    *,
-    on_epoch_end=None,
-    x_train: np.ndarray | None = None,
-    y_train: np.ndarray | None = None,
-    restore_best: bool = True,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train ``net`` with ``config``'s optimizer on ``split`` (or on the given arrays)."""
-    hyper = {k: config[k] for k in OPTIMIZER_HYPERPARAMETERS if k in config}
-    n_train = len(split.y_train if y_train is None else y_train)
-    return train(
-        net,
-        make_optimizer(config["optimizer"], **hyper),
-        split.x_train if x_train is None else x_train,
-        split.y_train if y_train is None else y_train,
-        split.x_val,
-        split.y_val,
-        epochs=spec.training.epochs,
-        batch_size=spec.training.batch_size,
-        rng=rng,
-        on_epoch_end=on_epoch_end,
-        patience=spec.training.patience,
-        lr_decay=spec.training.lr_decay,
-        restore_best=restore_best,
-        should_stop=should_stop,
-        eval_train=eval_train_rows(spec, n_train),
-    )
-
-
-EVAL_STREAM = 0x6576616C  # "eval": the training-accuracy subset's own stream of the data seed
-
-
-def eval_train_rows(spec: StudySpec, n_train: int) -> np.ndarray | None:
-    """The training rows every epoch's training loss and accuracy count (``[training]
-    eval_train_samples``): the same sorted subset for every trial, drawn with the data seed;
-    None (every row) when unset or not smaller than the split."""
-    k = spec.training.eval_train_samples
-    if k is None or k >= n_train:
-        return None
-    rng = np.random.default_rng([spec.data.seed, EVAL_STREAM])
-    return np.sort(rng.choice(n_train, size=k, replace=False))
-
-
-def train_configuration(
-    spec: StudySpec,
-    config: dict[str, Any],
-    split: Split,
-    seed: np.random.SeedSequence,
-    **fit_options,
-) -> tuple[MultiLayerNet, TrainResult]:
-    """Build the net ``config`` describes and train it (``fit_net``'s options pass through)."""
-    net, rng = build_net(spec, config, split, seed)
-    return net, fit_net(spec, config, net, split, rng, **fit_options)
 
 
 COMPLETE, PRUNED, INTERRUPTED = "complete", "pruned", "interrupted"
@@ -240,8 +199,8 @@ def run_task(
         return task.thresholds.should_prune(values)
 
     seed = np.random.SeedSequence(task.seed)
-    _, result = train_configuration(
-        spec, task.config, split, seed, on_epoch_end=on_epoch_end, should_stop=should_stop
+    _, result = run_config(spec, task.config).train(
+        split, seed, on_epoch_end=on_epoch_end, should_stop=should_stop
     )
     if result.stop_reason == "interrupted":
         state, value = INTERRUPTED, None

@@ -28,7 +28,7 @@ from hpo.confirm import (
 from hpo.errors import RunError, UsageError
 from hpo.experiments import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
-from hpo.objective import build_net, configuration, fit_net, trial_seed
+from hpo.objective import configuration, load_study_split, run_config, trial_seed
 from hpo.paths import check_out_path
 from hpo.records import run_facts
 from hpo.results import TEST_ACCURACY_ATTR
@@ -141,11 +141,12 @@ def activation_histograms(
     """Retrain ``trial``'s configuration with its seed; histogram each hidden layer's
     activations on validation inputs at initialization and after training."""
     config = configuration(spec, trial.params)
-    net, rng = build_net(spec, config, split, trial_seed(spec.search.seed, trial.number))
+    run = run_config(spec, config)
+    net, rng = run.build(split, trial_seed(spec.search.seed, trial.number))
     x = split.x_val[:ACTIVATION_SAMPLES]
     with np.errstate(all="ignore"):
         before = net.hidden_activations(x)
-        fit_net(spec, config, net, split, rng)
+        run.fit(net, split, rng)
         after = net.hidden_activations(x)
     layers = []
     for i, (a, b) in enumerate(zip(before, after, strict=True), start=1):
@@ -186,8 +187,6 @@ def build_snapshot(
     with_activations: bool = True,
 ) -> StudySnapshot:
     """Everything the report shows, read from the storage (and one retraining)."""
-    from hpo.service import load_study_split
-
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     imp, imp_note = importances(study, len(complete))

@@ -66,8 +66,7 @@ def retrain_best(
     """
     import numpy as np  # retraining only: reading the best trial imports no trainer
 
-    from hpo.objective import configuration, train_configuration, trial_seed
-    from hpo.service import load_study_split
+    from hpo.objective import configuration, load_study_split, run_config, trial_seed
     from trainer.checkpoint import save_checkpoint
     from trainer.training import evaluate
 
@@ -79,9 +78,7 @@ def retrain_best(
     split = load_study_split(spec)
     epochs = max(1, int(summary["best_epoch"] or spec.training.epochs))
     retrain_spec = _with_epochs(spec, epochs)
-    net, result = train_configuration(
-        retrain_spec,
-        config,
+    net, result = run_config(retrain_spec, config).train(
         split,
         trial_seed(spec.search.seed, trial.number),
         x_train=np.concatenate([split.x_train, split.x_val]),
@@ -214,9 +211,8 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
     from threadpoolctl import threadpool_limits
 
     from hpo.executors import ONE_BLAS_THREAD
-    from hpo.objective import TrialTask, configuration, run_task
+    from hpo.objective import TrialTask, configuration, load_study_split, run_task
     from hpo.reproduction import ENV_FACT, differences, environment
-    from hpo.service import load_study_split
 
     trial = finished_trial(study, number)
     facts = run_facts(trial)
@@ -288,3 +284,35 @@ def _ranges(numbers: list[int]) -> str:
             runs.append([n, n])
     shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
     return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
+
+
+def trainer_command(
+    study: optuna.Study, spec: StudySpec, number: int | None = None
+) -> dict[str, Any]:
+    """The ``python -m trainer`` line that retrains trial ``number`` (default: the best) from
+    its configuration and seed: every flag spelled out, and ``--epochs`` where it was pruned.
+
+    Returns ``trial``, ``state``, ``value`` (its best validation accuracy: a pruned trial's
+    highest epoch value, 0 when it diverged in its first) and ``argv``; the line's
+    ``best_val_accuracy`` equals ``value``.
+    """
+    from hpo.objective import configuration, run_config
+
+    trial = finished_trial(study, number)
+    facts = run_facts(trial)
+    if "seed" not in facts or "epochs_run" not in facts:
+        raise RunError(f"trial #{trial.number} stored no seed: it cannot be retrained")
+    run = run_config(spec, configuration(spec, trial.params))
+    pruned = trial.state == TrialState.PRUNED
+    if pruned and not facts.get("diverged"):
+        run = replace(run, training=replace(run.training, epochs=int(facts["epochs_run"])))
+    values = dict(trial.intermediate_values)
+    if facts.get("diverged"):  # the 0 stored where it diverged is no epoch's accuracy
+        values.pop(int(facts["epochs_run"]) + 1, None)
+    value = trial.value if not pruned else max(values.values(), default=0.0)
+    return {
+        "trial": trial.number,
+        "state": "pruned" if pruned else "complete",
+        "value": value,
+        "argv": ["python", "-m", "trainer", *run.flags(tuple(facts["seed"]))],
+    }

@@ -23,7 +23,7 @@ from hpo.errors import RunError, SpecError, UsageError
 from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
-from hpo.objective import study_split
+from hpo.objective import load_study_split
 from hpo.pruning import (
     HyperbandRule,
     NoPruning,
@@ -44,7 +44,7 @@ from hpo.runner import Orchestrator
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
 from hpo.urls import mask_password
-from trainer.datasets import DatasetError, Split
+from trainer.datasets import Split
 from trainer.network import training_memory
 from trainer.training import EVAL_BATCH
 
@@ -178,15 +178,6 @@ def create_or_load_study(
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
     return study
-
-
-def load_study_split(spec: StudySpec) -> Split:
-    """The study's data, split with the spec's data seed (the same split for every trial)."""
-    try:
-        with INTERRUPTS.raising():
-            return study_split(spec)
-    except DatasetError as e:
-        raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
 
 
 def available_memory() -> int | None:

@@ -11,20 +11,17 @@ import sys
 
 import numpy as np
 
-from trainer.console import int_at_least, main_closing_quietly
-from trainer.datasets import load_split
-from trainer.network import ACTIVATIONS, INITS, MultiLayerNet
-from trainer.optimizers import OPTIMIZERS, make_optimizer
+from trainer.config import DataConfig, NetConfig, RunConfig, TrainConfig, hyperparameter_flag
+from trainer.console import UsageError, int_at_least, main_closing_quietly
+from trainer.network import ACTIVATIONS, INITS
+from trainer.optimizers import OPTIMIZERS, keywords
 from trainer.sources import DATASETS, DatasetError, check_dataset_name
-from trainer.training import EpochMetrics, evaluate, train
+from trainer.training import EpochMetrics, evaluate
 
 EXAMPLE = """example:
   python -m trainer --optimizer adam --lr 0.001 --hidden 100,100 --epochs 20
-  python -m trainer --dataset npz:my_data.npz --dropout 0.2 --json > result.json"""
-
-
-class UsageError(Exception):
-    """A flag's value is not allowed; the message names the flag, the value and the rule."""
+  python -m trainer --dataset npz:my_data.npz --dropout 0.2 --json > result.json
+  python -m hpo best --command    # the line that retrains a study's best trial"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +53,23 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _entropy(text: str) -> tuple[int, ...]:
+    try:
+        words = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        words = ()
+    if not words or min(words) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} (allowed: a whole number >= 0, or several separated by commas: "
+            "a trial's seed, e.g. 0,17)"
+        )
+    return words
+
+
+def _optimizers_taking(name: str) -> list[str]:
+    return [o for o, cls in OPTIMIZERS.items() if name in keywords(cls)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m trainer",
@@ -64,34 +78,42 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    net, training, data = NetConfig(), TrainConfig(), DataConfig()
     g = p.add_argument_group("hyperparameters")
-    g.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
+    g.add_argument("--optimizer", default=training.optimizer, choices=list(OPTIMIZERS))
+    names = dict.fromkeys(name for cls in OPTIMIZERS.values() for name in keywords(cls))
+    for name in names:
+        flags = [hyperparameter_flag(name)] + (["--lr"] if name == "learning_rate" else [])
+        takers = _optimizers_taking(name)
+        g.add_argument(
+            *flags,
+            type=_float,
+            default=None,
+            help=f"{'step size' if name == 'learning_rate' else name} "
+            f"(default: the optimizer's own; for {', '.join(takers)})",
+        )
     g.add_argument(
-        "--learning-rate",
-        "--lr",
+        "--weight-decay",
         type=_float,
-        default=None,
-        help="step size (default: the optimizer's paper default)",
+        default=net.weight_decay,
+        help="weight-decay strength lambda (default 0)",
     )
-    g.add_argument(
-        "--weight-decay", type=_float, default=0.0, help="weight-decay strength lambda (default 0)"
-    )
-    g.add_argument("--weight-decay-type", choices=["l2", "l1"], default="l2")
-    g.add_argument("--dropout", type=_float, default=0.0, help="drop ratio in [0, 1)")
-    g.add_argument("--init", choices=list(INITS), default="he", help="weight-init rule")
+    g.add_argument("--weight-decay-type", choices=["l2", "l1"], default=net.weight_decay_type)
+    g.add_argument("--dropout", type=_float, default=net.dropout_ratio, help="drop ratio in [0, 1)")
+    g.add_argument("--init", choices=list(INITS), default=net.init, help="weight-init rule")
     g.add_argument(
         "--init-scale",
         type=_float,
-        default=1.0,
+        default=net.init_scale,
         help="multiplier on the init rule's std; with --init std, the std itself",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--hidden", type=_hidden, default=(100, 100, 100), help="e.g. 100,100,100")
-    g.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    g.add_argument("--hidden", type=_hidden, default=net.hidden_sizes, help="e.g. 100,100,100")
+    g.add_argument("--activation", choices=list(ACTIVATIONS), default=net.activation)
     g.add_argument("--batchnorm", action="store_true", help="BatchNorm before each activation")
     g.add_argument("--float64", action="store_true", help="compute in float64 (slower)")
     g = p.add_argument_group("data and training")
-    g.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    g.add_argument("--dataset", default=data.dataset, help=f"one of {', '.join(DATASETS)}")
     g.add_argument("--data-dir", default=None, help="where the IDX files are (MNIST)")
     g.add_argument(
         "--train-size",
@@ -99,12 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="samples drawn for training + validation (default: all)",
     )
-    g.add_argument("--validation-fraction", type=_float, default=0.2)
-    g.add_argument("--epochs", type=int_at_least(1), default=20)
-    g.add_argument("--batch-size", type=int_at_least(1), default=100)
+    g.add_argument("--validation-fraction", type=_float, default=data.validation_fraction)
+    g.add_argument("--test-fraction", type=_float, default=data.test_fraction)
+    g.add_argument(
+        "--data-seed",
+        type=int_at_least(0),
+        default=data.seed,
+        help="seed of the split (default 0)",
+    )
+    g.add_argument("--epochs", type=int_at_least(1), default=training.epochs)
+    g.add_argument("--batch-size", type=int_at_least(1), default=training.batch_size)
     g.add_argument("--patience", type=int_at_least(1), default=None, help="early stopping")
-    g.add_argument("--lr-decay", type=_float, default=1.0, help="per-epoch LR factor in (0, 1]")
-    g.add_argument("--seed", type=int_at_least(0), default=0)
+    g.add_argument(
+        "--lr-decay", type=_float, default=training.lr_decay, help="per-epoch LR factor in (0, 1]"
+    )
+    g.add_argument(
+        "--eval-train-samples",
+        type=int_at_least(1),
+        default=None,
+        help="training rows each epoch's training accuracy counts (default: all)",
+    )
+    g.add_argument(
+        "--seed",
+        type=_entropy,
+        default=(0,),
+        help="seed of the initial weights, dropout and batch order (default 0)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
@@ -129,45 +171,78 @@ def check_ranges(args: argparse.Namespace) -> None:
             0 < args.validation_fraction < 1,
             "0 < fraction < 1",
         ),
+        (
+            "--test-fraction",
+            args.test_fraction,
+            0 <= args.test_fraction < 1 - args.validation_fraction,
+            "0 <= fraction < 1 - validation fraction",
+        ),
         ("--lr-decay", args.lr_decay, 0 < args.lr_decay <= 1, "0 < factor <= 1"),
     ]
     for flag, value, ok, allowed in rules:
         if not ok:
             raise UsageError(f"argument {flag}: {value} (allowed: {allowed})")
+    for name, value in hyperparameters(args):
+        flag = hyperparameter_flag(name)
+        if name not in keywords(OPTIMIZERS[args.optimizer]):
+            raise UsageError(
+                f"argument {flag}: --optimizer {args.optimizer} has no {name} "
+                f"(allowed with: {', '.join(_optimizers_taking(name))})"
+            )
+        try:
+            OPTIMIZERS[args.optimizer](**{name: value})
+        except ValueError as e:
+            raise UsageError(f"argument {flag}: {value} ({e})") from None
     try:
         check_dataset_name(args.dataset)
     except DatasetError as e:
         raise UsageError(f"argument --dataset: {e}") from None
 
 
+def hyperparameters(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
+    """The optimizer keywords given on the command line, in the registry's order."""
+    names = dict.fromkeys(name for cls in OPTIMIZERS.values() for name in keywords(cls))
+    return tuple((n, getattr(args, n)) for n in names if getattr(args, n) is not None)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run the flags describe."""
+    return RunConfig(
+        data=DataConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            train_size=args.train_size,
+            validation_fraction=args.validation_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.data_seed,
+        ),
+        net=NetConfig(
+            hidden_sizes=args.hidden,
+            activation=args.activation,
+            batchnorm=args.batchnorm,
+            dropout_ratio=args.dropout,
+            weight_decay=args.weight_decay,
+            weight_decay_type=args.weight_decay_type,
+            init=args.init,
+            init_scale=args.init_scale,
+        ),
+        training=TrainConfig(
+            optimizer=args.optimizer,
+            hyperparameters=hyperparameters(args),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            patience=args.patience,
+            lr_decay=args.lr_decay,
+            eval_train_samples=args.eval_train_samples,
+        ),
+    )
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train the configuration ``args`` describes; return the JSON-ready result."""
     dtype = np.float64 if args.float64 else np.float32
-    seeds = np.random.SeedSequence(args.seed).spawn(3)
-    split = load_split(
-        args.dataset,
-        rng=np.random.default_rng(seeds[0]),
-        data_dir=args.data_dir,
-        train_size=args.train_size,
-        validation_fraction=args.validation_fraction,
-        dtype=dtype,
-    )
-    net = MultiLayerNet(
-        input_size=split.n_features,
-        hidden_sizes=args.hidden,
-        output_size=split.n_classes,
-        activation=args.activation,
-        batchnorm=args.batchnorm,
-        dropout_ratio=args.dropout,
-        weight_decay=args.weight_decay,
-        weight_decay_type=args.weight_decay_type,
-        init=args.init,
-        init_scale=args.init_scale,
-        dtype=dtype,
-        rng=np.random.default_rng(seeds[1]),
-    )
-    hyper = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
-    optimizer = make_optimizer(args.optimizer, **hyper)
+    config = run_config(args)
+    split = config.data.load(dtype)
 
     def progress(m: EpochMetrics) -> None:
         if not args.quiet:
@@ -178,19 +253,8 @@ def run(args: argparse.Namespace) -> dict:
                 flush=True,
             )
 
-    result = train(
-        net,
-        optimizer,
-        split.x_train,
-        split.y_train,
-        split.x_val,
-        split.y_val,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        rng=np.random.default_rng(seeds[2]),
-        on_epoch_end=progress,
-        patience=args.patience,
-        lr_decay=args.lr_decay,
+    net, result = config.train(
+        split, np.random.SeedSequence(args.seed), dtype, on_epoch_end=progress
     )
     history = result.history
     test_accuracy = None

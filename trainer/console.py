@@ -7,6 +7,11 @@ import sys
 from collections.abc import Callable
 
 
+class UsageError(Exception):
+    """Bad input to a command line: the message names the flag or field, the value and what is
+    allowed; the command prints it as one line and exits 2 (``hpo.errors.UsageError`` is one)."""
+
+
 def int_at_least(minimum: int):
     """An argparse type: a whole number >= ``minimum``, with the rule in its error."""
 

@@ -228,6 +228,11 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 """The update rules by name; the search space's optimizer choices come from these keys."""
 
 
+def keywords(cls: type[Optimizer]) -> tuple[str, ...]:
+    """The keyword hyperparameters ``cls`` takes, in signature order."""
+    return tuple(n for n in inspect.signature(cls.__init__).parameters if n != "self")
+
+
 def make_optimizer(name: str, **hyperparameters: float) -> Optimizer:
     """Build the optimizer registered as ``name`` with the given keyword hyperparameters."""
     try:

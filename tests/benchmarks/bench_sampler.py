@@ -35,9 +35,16 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from hpo.objective import TrialTask, configuration, run_task, suggest, trial_seed  # noqa: E402
+from hpo.objective import (  # noqa: E402
+    TrialTask,
+    configuration,
+    load_study_split,
+    run_task,
+    suggest,
+    trial_seed,
+)
 from hpo.pruning import NoPruning  # noqa: E402
-from hpo.service import load_study_split, make_sampler  # noqa: E402
+from hpo.service import make_sampler  # noqa: E402
 from hpo.spec import load_spec  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)

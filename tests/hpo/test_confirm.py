@@ -28,8 +28,8 @@ from hpo.confirm import (
     verdict,
 )
 from hpo.executors import InlineExecutor
+from hpo.objective import load_study_split
 from hpo.records import companion_name, load_hpo_study
-from hpo.service import load_study_split
 from hpo.storage import open_storage
 from tests.hpo.conftest import write_spec
 

@@ -32,8 +32,12 @@ from hpo.dask_executor import (  # noqa: E402
 )
 from hpo.errors import UsageError  # noqa: E402
 from hpo.executors import TrialFailed, WorkerLost  # noqa: E402
-from hpo.objective import INTERRUPTED, run_task  # noqa: E402
-from hpo.service import load_study_split, run_study  # noqa: E402
+from hpo.objective import (  # noqa: E402
+    INTERRUPTED,
+    load_study_split,
+    run_task,
+)
+from hpo.service import run_study  # noqa: E402
 from hpo.spec import load_spec, spec_from_dict  # noqa: E402
 from tests.hpo.conftest import write_spec  # noqa: E402
 from tests.hpo.test_executors import (  # noqa: E402
@@ -298,8 +302,8 @@ def test_a_malformed_address_is_refused_before_connecting(tmp_path, capsys):
 def test_a_worker_computes_the_split_once_and_checks_its_digest(spec_and_split, monkeypatch):
     spec, split = spec_and_split
     calls = []
-    real = dask_executor.study_split
-    monkeypatch.setattr(dask_executor, "study_split", lambda s: calls.append(1) or real(s))
+    real = dask_executor.data_config
+    monkeypatch.setattr(dask_executor, "data_config", lambda s: calls.append(1) or real(s))
     monkeypatch.setattr(dask_executor, "_splits", type(dask_executor._splits)())
     first = worker_split(spec, split.digest())
     assert worker_split(spec, split.digest()) is first

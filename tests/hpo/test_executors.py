@@ -27,9 +27,8 @@ from hpo.executors import (
     environment,
     sigint_blocked,
 )
-from hpo.objective import COMPLETE, PRUNED, TrialTask, configuration, run_task
+from hpo.objective import COMPLETE, PRUNED, TrialTask, configuration, load_study_split, run_task
 from hpo.pruning import NeverPrune, Thresholds
-from hpo.service import load_study_split
 from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
 

@@ -11,10 +11,10 @@ import pytest
 
 from hpo import experiments
 from hpo.cli import main
-from hpo.objective import configuration, train_configuration, trial_seed
+from hpo.objective import configuration, load_study_split, run_config, trial_seed
 from hpo.records import load_hpo_study, run_facts
 from hpo.report import make_report
-from hpo.service import grid_size, load_study_split, run_study
+from hpo.service import grid_size, run_study
 from hpo.spec import EXPERIMENTS, load_spec, packaged_specs
 from trainer.optimizers import OPTIMIZERS
 
@@ -141,7 +141,7 @@ def test_init_report_carries_the_experiments_figures(init_study, tmp_path):
 def best_and_curves(spec, params, number=0):
     split = load_study_split(spec)
     config = configuration(spec, params)
-    _, result = train_configuration(spec, config, split, trial_seed(spec.search.seed, number))
+    _, result = run_config(spec, config).train(split, trial_seed(spec.search.seed, number))
     return result
 
 

@@ -4,7 +4,6 @@ import dataclasses
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from hpo.objective import (
@@ -13,11 +12,10 @@ from hpo.objective import (
     PRUNED,
     TrialTask,
     configuration,
-    eval_train_rows,
+    load_study_split,
     run_task,
 )
 from hpo.pruning import NoPruning, Thresholds
-from hpo.service import load_study_split
 from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
 
@@ -84,18 +82,14 @@ def test_the_task_module_imports_no_optuna():
     assert out.stdout.strip() == "False"
 
 
-def test_eval_train_rows_are_one_seeded_subset_for_every_trial(tmp_path):
+def test_eval_train_samples_leave_the_validation_values_unchanged(tmp_path):
     spec = load_spec(str(write_spec(tmp_path / "tiny.toml")))
-    assert eval_train_rows(spec, 160) is None  # unset: every row
     sub = dataclasses.replace(
         spec, training=dataclasses.replace(spec.training, eval_train_samples=50)
     )
-    rows = eval_train_rows(sub, 160)
-    assert len(rows) == 50 and len(set(rows.tolist())) == 50 and (np.diff(rows) > 0).all()
-    assert (rows == eval_train_rows(sub, 160)).all()  # the same subset each time
-    assert eval_train_rows(sub, 50) is None and eval_train_rows(sub, 40) is None
-    other = dataclasses.replace(sub, data=dataclasses.replace(sub.data, seed=1))
-    assert (eval_train_rows(other, 160) != rows).any()  # drawn with the data seed
     split = load_study_split(sub)
     result = run_task(task(sub), sub, split)
-    assert result.state == "complete"
+    every_row = run_task(task(spec), spec, split)
+    assert result.state == every_row.state == "complete"
+    assert result.intermediate_values == every_row.intermediate_values
+    assert result.value == every_row.value

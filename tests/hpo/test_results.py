@@ -1,14 +1,19 @@
-"""``hpo.results``: verifying that a stored trial reproduces bit for bit (``best --verify``)."""
+"""``hpo.results``: verifying that a stored trial reproduces bit for bit (``best --verify``),
+and the ``python -m trainer`` line that retrains it (``best --command``)."""
 
 import json
+import shlex
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
 from hpo.cli import main
 from hpo.records import load_hpo_study
-from hpo.results import _same_bits, verify_trial
+from hpo.results import _same_bits, trainer_command, verify_trial
 from tests.hpo.conftest import write_spec
+from trainer import cli as trainer_cli
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +101,48 @@ def test_a_mismatch_names_what_differs_from_the_stored_environment(study_db, tmp
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--trial", "1"], "--trial 1: needs --verify"),
+        (["--trial", "1"], "--trial 1: needs --verify or --command"),
         (["--verify", "--trial", "99"], "--trial: 99 (allowed: a finished trial's number, 0-11)"),
+        (["--command", "--trial", "99"], "--trial: 99 (allowed: a finished trial's number, 0-11)"),
         (["--verify", "--retrain"], "--verify and --retrain/--export: one at a time"),
+        (["--verify", "--command"], "--verify and --command: one at a time"),
+        (["--command", "--export", "b.npz"], "--command and --retrain/--export: one at a time"),
     ],
 )
 def test_bad_verify_flags_exit_2_with_one_line(study_db, argv, expected, capsys):
     assert main(["best", "--storage", f"sqlite:///{study_db}", *argv]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1
+
+
+def test_every_trials_trainer_command_gives_its_best_validation_accuracy(study_db, capsys):
+    """Trained by worker processes with one BLAS thread, retrained here by python -m trainer
+    with this process's threads: complete, pruned and diverged trials alike."""
+    study, spec = load_hpo_study(storage_url=f"sqlite:///{study_db}", study_name="tiny")
+    states = set()
+    for t in study.get_trials(deepcopy=False):
+        command = trainer_command(study, spec, t.number)
+        assert command["argv"][:3] == ["python", "-m", "trainer"]
+        assert trainer_cli.main([*command["argv"][3:], "--json", "--quiet"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["best_val_accuracy"] == command["value"], (t.number, t.state)
+        states.add((command["state"], printed["diverged"]))
+    assert {("complete", False), ("pruned", False), ("pruned", True)} <= states
+
+
+def test_the_printed_command_runs_as_printed(study_db, capsys):
+    url = f"sqlite:///{study_db}"
+    assert main(["best", "--storage", url, "--command"]) == 0
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and line.startswith("python -m trainer --dataset digits ")
+    argv = [sys.executable, *shlex.split(line)[1:], "--json", "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    study, _ = load_hpo_study(storage_url=url, study_name="tiny")
+    assert json.loads(done.stdout)["best_val_accuracy"] == study.best_value
+    assert main(["best", "--storage", url, "--command", "--trial", "3", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["trial"] == 3 and printed["argv"][-2:] == ["--seed", "0,3"]
 
 
 def test_same_bits():

@@ -10,8 +10,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.errors import UsageError
+from hpo.objective import load_study_split
 from hpo.records import load_hpo_study, run_facts
-from hpo.service import check_memory, load_study_split, run_study, study_counts
+from hpo.service import check_memory, run_study, study_counts
 from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
 from trainer.network import training_memory
@@ -292,7 +293,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
 
     import numpy as np
 
-    from hpo.objective import train_configuration
+    from hpo.objective import run_config
 
     spec = wide_spec(tmp_path, "[1500, 1500]", batch_size=500)
     split = load_study_split(spec)
@@ -308,7 +309,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
     }
     tracemalloc.start()
     try:
-        train_configuration(spec, config, split, np.random.SeedSequence(0))
+        run_config(spec, config).train(split, np.random.SeedSequence(0))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -71,6 +71,10 @@ def test_npz_dataset(tmp_path, capsys, rng):
         (["--dataset", "npz:/no/such.npz"], "/no/such.npz: no such file"),
         (["--train-size", "100000"], "--train-size: 100000 (allowed: 48 to 1438"),
         (["--init-scale", "0"], "--init-scale: 0.0 (allowed: > 0)"),
+        (["--momentum", "0.5"], "--momentum: --optimizer sgd has no momentum (allowed with: "),
+        (["--optimizer", "momentum", "--momentum", "1.5"], "--momentum: 1.5 ("),
+        (["--test-fraction", "0.9"], "--test-fraction: 0.9 (allowed: 0 <= fraction < 1 - "),
+        (["--seed", "1,x"], "--seed: '1,x' (allowed: a whole number >= 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, expected, capsys):
@@ -105,4 +109,4 @@ def test_negative_seed_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--seed", "-1"])
     assert e.value.code == 2
-    assert "--seed: -1 (allowed: >= 0)" in capsys.readouterr().err
+    assert "--seed: '-1' (allowed: a whole number >= 0" in capsys.readouterr().err
