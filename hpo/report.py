@@ -1,4 +1,4 @@
-"""From a study in the storage to the report's plain data (``reports.model.StudySnapshot``).
+"""From a study in the storage to the report's plain data (``reports.snapshot.StudySnapshot``).
 
 This is where the Optuna objects end: importance is computed here (Optuna 5's default
 evaluator, PED-ANOVA), and the best configuration is trained again with its own seed to show its
@@ -37,7 +37,7 @@ from hpo.storage import open_storage
 from hpo.urls import command_line, journal_path, mask_password, sqlite_path
 from reports.comparison import write_comparison
 from reports.html import write_report
-from reports.model import (
+from reports.snapshot import (
     ConfirmedRecord,
     LayerHistograms,
     ParamInfo,

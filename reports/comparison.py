@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from reports.figures import styled
 from reports.html import png_base64, template_environment
-from reports.model import StudySnapshot
+from reports.snapshot import StudySnapshot
 
 STUDY_COLORS = ("#9e9e9e", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 

@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from reports.figures import COLORS, panel_grid, styled
-from reports.model import StudySnapshot, TrialRecord
+from reports.snapshot import StudySnapshot, TrialRecord
 from reports.summary import mean_interval
 from trainer.optimizers import OPTIMIZERS
 

@@ -19,7 +19,7 @@ import matplotlib.ticker
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from reports.model import ParamInfo, StudySnapshot
+from reports.snapshot import ParamInfo, StudySnapshot
 
 COLORS = {
     "train": "#1f77b4",

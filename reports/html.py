@@ -17,7 +17,7 @@ import jinja2
 import matplotlib.pyplot as plt
 
 from reports import experiments, figures, summary
-from reports.model import StudySnapshot
+from reports.snapshot import StudySnapshot
 
 IMPORTANCE_NOTE = (
     "Each bar is the parameter's importance for validation accuracy, normalized to sum to 1. "

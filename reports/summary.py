@@ -5,7 +5,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from reports.model import StudySnapshot
+from reports.snapshot import StudySnapshot
 
 OVERFIT_GAP = 0.05
 """A best epoch whose training accuracy exceeds validation accuracy by more than this overfits."""

@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from reports.html import render  # noqa: E402
-from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord  # noqa: E402
+from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord  # noqa: E402
 
 TARGET_SECONDS = 60.0
 """A 5,000-trial report should render within this many seconds..."""

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import matplotlib.pyplot as plt
 
 from reports.comparison import comparison_data, plot_comparison, reach_sentences, render_comparison
-from reports.model import StudySnapshot, TrialRecord
+from reports.snapshot import StudySnapshot, TrialRecord
 
 T0 = datetime(2026, 1, 1)
 

@@ -9,7 +9,7 @@ import pytest
 
 from reports import experiments as ex
 from reports.html import build_figures
-from reports.model import StudySnapshot, TrialRecord
+from reports.snapshot import StudySnapshot, TrialRecord
 
 
 def trial(number, params, *, value=None, state="COMPLETE", train=None, val=None, **fields):

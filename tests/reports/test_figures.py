@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from reports import figures
-from reports.model import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
 
 PARAMS = (
     ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1),
@@ -491,7 +491,7 @@ def test_plot_parallel_shows_the_whole_0_1_range_of_every_axis():
 
 
 def test_confirmed_data_lists_every_run_by_confirmed_rank():
-    from reports.model import ConfirmedRecord
+    from reports.snapshot import ConfirmedRecord
 
     def record(trial, rank, values, *, tied=False, search_rank=1):
         return ConfirmedRecord(trial, {}, 0.95, 0.94, 0.96, tuple(values), rank, 0.97,

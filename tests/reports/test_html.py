@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reports import html
-from reports.model import (
+from reports.snapshot import (
     ConfirmedRecord,
     LayerHistograms,
     ParamInfo,

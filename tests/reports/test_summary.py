@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from reports import summary
-from reports.model import ParamInfo, StudySnapshot, TrialRecord
+from reports.snapshot import ParamInfo, StudySnapshot, TrialRecord
 
 LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
 DROPOUT = ParamInfo("dropout_ratio", "float", low=0.0, high=0.5)
