@@ -1,6 +1,6 @@
 """The plain data a report is drawn from: a snapshot of one study, with no Optuna objects.
 
-``hpo.report`` fills a ``StudySnapshot`` from the storage; everything in ``reports`` reads only
+``hpo.study_snapshot`` fills a ``StudySnapshot`` from the storage; everything in ``reports`` reads only
 this, so figures and the summary are pure functions of plain data and can be tested by equality.
 """
 

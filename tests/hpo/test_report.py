@@ -1,4 +1,4 @@
-"""The report from a real study: snapshot, command, a real browser; and the dashboard."""
+"""The report from a real study: the command, a real browser; and the dashboard."""
 
 import json
 import os
@@ -8,14 +8,11 @@ import subprocess
 import threading
 import urllib.request
 
-import numpy as np
 import optuna
 import pytest
 
 from hpo.cli import main
 from hpo.dashboard import make_dashboard_server
-from hpo.records import load_hpo_study
-from hpo.report import build_snapshot, importance_spread, layer_histograms
 from hpo.service import run_study
 from hpo.spec import load_spec
 from hpo.storage import open_storage
@@ -27,50 +24,6 @@ IN_CI = os.environ.get("CI") == "true"
 def study_url(tiny_spec, db_url):
     run_study(load_spec(str(tiny_spec)), storage_url=db_url, trials=6)
     return db_url
-
-
-def test_snapshot_holds_every_trial_and_the_search_space(study_url):
-    study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
-    snapshot = build_snapshot(study, spec, study_url)
-    assert [t.number for t in snapshot.trials] == list(range(6))
-    params = {p.name: p for p in snapshot.params}
-    assert params["learning_rate"].log and params["learning_rate"].kind == "float"
-    assert params["optimizer"].choices == ("sgd", "momentum", "adam")
-    assert snapshot.split_sizes == {"train": 160, "validation": 40, "test": 359}
-    assert snapshot.epochs == 3
-
-
-def test_importance_comes_with_its_spread_over_bootstrap_resamples(study_url):
-    study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    names = ["learning_rate", "weight_decay"]
-    spread = importance_spread(complete, names, np.random.default_rng(0))
-    assert set(spread) == set(names)
-    assert all(0 <= low <= high <= 1 for low, high in spread.values())
-    assert spread == importance_spread(complete, names, np.random.default_rng(0))  # seeded
-    assert importance_spread(complete[:3], names, np.random.default_rng(0)) is None
-    snapshot = build_snapshot(study, spec, study_url, with_activations=False)
-    if snapshot.importances:
-        assert set(snapshot.importance_spread) == set(snapshot.importances)
-
-
-def test_snapshot_has_activation_histograms_of_each_hidden_layer(study_url):
-    study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
-    snapshot = build_snapshot(study, spec, study_url)
-    (layer,) = snapshot.activations  # the tiny spec has one hidden layer of 16
-    nonzero_initial = 40 * 16 * (1 - layer.initial_zeros)
-    assert sum(layer.initial) == pytest.approx(nonzero_initial)
-    assert len(layer.edges) == len(layer.initial) + 1
-
-
-def test_layer_histograms_count_zeros_apart():
-    import numpy as np
-
-    initial = np.array([[0.0, 1.0], [2.0, 0.0]])
-    trained = np.array([[0.0, 0.0], [0.0, 3.0]])
-    h = layer_histograms(1, initial, trained)
-    assert h.initial_zeros == 0.5 and h.trained_zeros == 0.75
-    assert sum(h.initial) == 2 and sum(h.trained) == 1
 
 
 def test_run_ends_with_the_report_path(tiny_spec, db_url, tmp_path, monkeypatch, capsys):
