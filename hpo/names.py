@@ -4,7 +4,7 @@ plain tuples, light to import (``--help`` shows them without importing NumPy or 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 EXPERIMENTS = ("optimizers", "init", "batchnorm", "overfit")
 """The chapter's experiments whose own figure a study's report may carry (``[study]
-experiment``); ``reports.experiments`` draws them."""
+experiment``); ``reports.experiment_figures`` draws them."""
 PRUNERS = ("median", "hyperband", "sha", "none")
 
 MAX_SEED = 2**32 - 1

@@ -23,7 +23,7 @@ from hpo.confirm import (
     stored_runs,
     verdict,
 )
-from hpo.experiments import experiment_data
+from hpo.experiment_data import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
 from hpo.objective import configuration, load_study_split, run_config, trial_seed
 from hpo.records import run_facts

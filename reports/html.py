@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import matplotlib.pyplot as plt
 
-from reports import experiments, figures, summary
+from reports import experiment_figures, figures, summary
 from reports.snapshot import StudySnapshot
 
 IMPORTANCE_NOTE = (
@@ -168,7 +168,7 @@ def build_figures(snapshot: StudySnapshot, top_k: int) -> list[Figure]:
     ]
     out = []
     # The experiment's own figures first, then the usual ones.
-    for key, title, caption, data_fn, plot_fn in experiments.figure_specs(snapshot) + specs:
+    for key, title, caption, data_fn, plot_fn in experiment_figures.figure_specs(snapshot) + specs:
         data = data_fn()
         if data is not None:
             text = caption(data) if callable(caption) else caption

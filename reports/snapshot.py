@@ -1,7 +1,8 @@
 """The plain data a report is drawn from: a snapshot of one study, with no Optuna objects.
 
-``hpo.study_snapshot`` fills a ``StudySnapshot`` from the storage; everything in ``reports`` reads only
-this, so figures and the summary are pure functions of plain data and can be tested by equality.
+``hpo.study_snapshot`` fills a ``StudySnapshot`` from the storage; everything in ``reports``
+reads only this, so figures and the summary are pure functions of plain data and can be tested
+by equality.
 """
 
 from dataclasses import dataclass, field

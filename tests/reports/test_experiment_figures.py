@@ -7,7 +7,7 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
-from reports import experiments as ex
+from reports import experiment_figures as ex
 from reports.html import build_figures
 from reports.snapshot import StudySnapshot, TrialRecord
 

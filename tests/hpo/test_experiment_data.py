@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from hpo import experiments
+from hpo import experiment_data
 from hpo.cli import main
 from hpo.objective import configuration, load_study_split, run_config, trial_seed
 from hpo.records import load_hpo_study, run_facts
@@ -65,17 +65,17 @@ def test_book_searches_differ_only_in_the_sampler():
 
 
 def test_test_function_paths_start_at_the_chapters_point_and_descend():
-    paths = experiments.test_function_paths()
+    paths = experiment_data.test_function_paths()
     assert [p["optimizer"] for p in paths] == list(OPTIMIZERS)
     for p in paths:
-        assert len(p["x"]) == len(p["y"]) == experiments.TEST_STEPS + 1
+        assert len(p["x"]) == len(p["y"]) == experiment_data.TEST_STEPS + 1
         assert (p["x"][0], p["y"][0]) == (-7.0, 2.0)
         f = [x**2 / 20 + y**2 for x, y in zip(p["x"], p["y"], strict=True)]
         assert f[-1] < 0.1 * f[0], p["optimizer"]
 
 
 def test_sgd_zigzags_across_the_valley_where_adagrad_does_not():
-    paths = {p["optimizer"]: p for p in experiments.test_function_paths()}
+    paths = {p["optimizer"]: p for p in experiment_data.test_function_paths()}
     flips = {
         name: sum(a * b < 0 for a, b in zip(p["y"], p["y"][1:], strict=False))
         for name, p in paths.items()
@@ -107,10 +107,10 @@ def test_initial_histograms_are_the_trials_own_starting_weights(init_study):
     study, spec, _ = init_study
     split = load_study_split(spec)
     trials = study.get_trials()
-    first = experiments.initial_activation_histograms(spec, trials, split)
-    assert first == experiments.initial_activation_histograms(spec, trials, split)
+    first = experiment_data.initial_activation_histograms(spec, trials, split)
+    assert first == experiment_data.initial_activation_histograms(spec, trials, split)
     assert len(first) == 18 and all(len(h["layers"]) == 5 for h in first)
-    n = min(experiments.HISTOGRAM_SAMPLES, len(split.x_val)) * 100  # values per layer
+    n = min(experiment_data.HISTOGRAM_SAMPLES, len(split.x_val)) * 100  # values per layer
     for h in first:
         lo = h["edges"][0]
         for layer in h["layers"]:
@@ -272,6 +272,6 @@ def test_unknown_dataset_flag_is_one_line(db_url, capsys):
 
 def test_only_the_experiments_that_need_more_than_their_trials_compute_extra_data():
     from hpo import names
-    from hpo.experiments import EXTRA_DATA
+    from hpo.experiment_data import EXTRA_DATA
 
     assert set(EXTRA_DATA) <= set(names.EXPERIMENTS)
