@@ -9,7 +9,8 @@ the training, which never does. Every executor trains each trial on one BLAS thr
   For debuggers and profilers, and for tests; the orchestrator's storage writes then add to
   every trial's time.
 - ``LocalProcessExecutor``: N spawned worker processes, each holding the study's spec and split
-  (sent once, when it starts). The orchestrator's writes then overlap the training, and it
+  (sent once, when it starts; a big split is mapped from one shared file instead of copied into
+  each worker: ``hpo.shared_split``). The orchestrator's writes then overlap the training, and it
   keeps ``prefetch`` more trials queued in it, so that a worker never waits for a claim. Workers
   ignore SIGINT (the orchestrator decides what a Ctrl-C means and stops them) and die with
   their parent, even a SIGKILL'd one. A worker that dies with a trial (killed, out of memory)
@@ -35,6 +36,7 @@ from threadpoolctl import threadpool_limits
 from hpo.errors import RunError
 from hpo.interrupts import INTERRUPTS
 from hpo.objective import TrialResult, TrialTask, run_task
+from hpo.shared_split import SharedSplitHandle, share
 from hpo.spec import StudySpec
 from hpo.worker_boot import boot
 from trainer.datasets import Split
@@ -152,7 +154,9 @@ class LocalProcessExecutor(TrialExecutor):
         if workers < 1:
             raise ValueError(f"The 'workers' parameter must be >= 1. Got {workers}.")
         self.slots = workers
-        self._spec, self._split = spec, split
+        self._shared = share(split)  # None: each worker receives the split itself
+        self._spec = spec
+        self._split: Split | SharedSplitHandle = self._shared.handle if self._shared else split
         self._context = multiprocessing.get_context("spawn")  # no connection crosses fork()
         self._queue: deque[Queued] = deque()
         self._lock = threading.Lock()
@@ -161,7 +165,7 @@ class LocalProcessExecutor(TrialExecutor):
         self._wake = threading.Event()  # set by submit and shutdown for an idle serving thread
         self._workers = [self._start_worker(send_context=False) for _ in range(workers)]
         for worker in self._workers:  # sent once all started: their start-ups overlap
-            worker.send_context(spec, split)
+            worker.send_context(spec, self._split)
         self._thread = threading.Thread(target=self._serve, name="hpo-executor", daemon=True)
         self._thread.start()
 
@@ -269,6 +273,8 @@ class LocalProcessExecutor(TrialExecutor):
                 worker.future.set_exception(
                     WorkerLost(f"worker process {worker.process.pid} was stopped by the shutdown")
                 )
+        if self._shared is not None:
+            self._shared.close()
 
 
 class _Worker:
@@ -279,7 +285,7 @@ class _Worker:
         self.future: concurrent.futures.Future | None = None
         self.number: int | None = None
 
-    def send_context(self, spec: StudySpec, split: Split) -> None:
+    def send_context(self, spec: StudySpec, split: "Split | SharedSplitHandle") -> None:
         try:
             self.connection.send((spec, split))
         except (OSError, EOFError) as e:
@@ -339,6 +345,8 @@ def worker_main(connection, parent_pid: int) -> None:
         spec, split = connection.recv()
     except (EOFError, OSError):
         return
+    if isinstance(split, SharedSplitHandle):
+        split = split.open()  # the orchestrator's file: gone with it, then so is this worker
     with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
         while True:
             try:
