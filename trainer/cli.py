@@ -174,8 +174,8 @@ def check_ranges(args: argparse.Namespace) -> None:
         (
             "--test-fraction",
             args.test_fraction,
-            0 <= args.test_fraction < 1 - args.validation_fraction,
-            "0 <= fraction < 1 - validation fraction",
+            0 < args.test_fraction < 1,
+            "0 < fraction < 1",
         ),
         ("--lr-decay", args.lr_decay, 0 < args.lr_decay <= 1, "0 < factor <= 1"),
     ]

@@ -73,7 +73,7 @@ def test_npz_dataset(tmp_path, capsys, rng):
         (["--init-scale", "0"], "--init-scale: 0.0 (allowed: > 0)"),
         (["--momentum", "0.5"], "--momentum: --optimizer sgd has no momentum (allowed with: "),
         (["--optimizer", "momentum", "--momentum", "1.5"], "--momentum: 1.5 ("),
-        (["--test-fraction", "0.9"], "--test-fraction: 0.9 (allowed: 0 <= fraction < 1 - "),
+        (["--test-fraction", "1"], "--test-fraction: 1.0 (allowed: 0 < fraction < 1)"),
         (["--seed", "1,x"], "--seed: '1,x' (allowed: a whole number >= 0"),
     ],
 )
