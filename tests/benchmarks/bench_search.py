@@ -77,6 +77,19 @@ VARIANTS: dict[str, tuple[str, Callable[[StudySpec], StudySpec]]] = {
         "multivariate group TPE, median pruner",
         _search(sampler="tpe-multivariate"),
     ),
+    "tpe-startup5-warmup1": (
+        "TPE after 5 random trials, median pruner from epoch 1",
+        _search(startup_trials=5, warmup_epochs=1),
+    ),
+    "tpe-warmup2": ("TPE, median pruner from epoch 2", _search(warmup_epochs=2)),
+    "tpe-multivariate-startup5": (
+        "multivariate group TPE after 5 random trials, median pruner",
+        _search(sampler="tpe-multivariate", startup_trials=5),
+    ),
+    "tpe-multivariate-startup5-warmup1": (
+        "multivariate group TPE after 5 random trials, median pruner from epoch 1",
+        _search(sampler="tpe-multivariate", startup_trials=5, warmup_epochs=1),
+    ),
     "tpe-multivariate-none": (
         "multivariate group TPE, no pruning",
         _search(sampler="tpe-multivariate", pruner="none"),
@@ -89,6 +102,10 @@ UNPRUNED = {
     "tpe-median-warmup1": "tpe-none",
     "tpe-startup5": "tpe-none",
     "tpe-multivariate": "tpe-multivariate-none",
+    "tpe-startup5-warmup1": "tpe-none",
+    "tpe-warmup2": "tpe-none",
+    "tpe-multivariate-startup5": "tpe-multivariate-none",
+    "tpe-multivariate-startup5-warmup1": "tpe-multivariate-none",
 }
 
 
