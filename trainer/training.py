@@ -93,6 +93,29 @@ def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, f
     return loss_sum / len(x), correct / len(x)
 
 
+def evaluation(
+    net: MultiLayerNet,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    eval_train: np.ndarray | None,
+) -> Callable[[], tuple[tuple[float, float], tuple[float, float]]]:
+    """What ``train`` calls after each epoch: the loss and accuracy of the training rows (all,
+    or ``eval_train``'s) and of the validation split. Rows that fit in one ``EVAL_BATCH`` are
+    copied once into one array for one forward pass; more are measured on the arrays
+    themselves, so that a large split (MNIST's, mapped from a file a worker shares) is never
+    copied, only ``eval_train``'s subset."""
+    x_rows, y_rows = (
+        (x_train, y_train) if eval_train is None else (x_train[eval_train], y_train[eval_train])
+    )
+    n_rows = len(y_rows)
+    if n_rows + len(y_val) > EVAL_BATCH:
+        return lambda: (evaluate(net, x_rows, y_rows), evaluate(net, x_val, y_val))
+    both = (np.concatenate([x_rows, x_val]), np.concatenate([y_rows, y_val]))
+    return lambda: evaluate_splits(net, both, n_rows)
+
+
 def evaluate_splits(
     net: MultiLayerNet, both: tuple[np.ndarray, np.ndarray], n_first: int
 ) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -173,10 +196,7 @@ def train(
     n = len(x_train)
     # The flat buffers hold every parameter and gradient: one array op per optimizer step.
     params, grads = [net.flat_params], [net.flat_grads]
-    # Both splits measured in one forward pass an epoch (when they fit in one evaluation batch).
-    rows = slice(None) if eval_train is None else eval_train
-    both = (np.concatenate([x_train[rows], x_val]), np.concatenate([y_train[rows], y_val]))
-    n_train = len(both[1]) - len(y_val)
+    measure = evaluation(net, x_train, y_train, x_val, y_val, eval_train)
     loss_limit = math.inf
     batch_loss: list[float] = []
     start = time.perf_counter()
@@ -203,7 +223,7 @@ def train(
                 break
             if stop_reason == "interrupted":
                 break
-            (train_loss, train_acc), (val_loss, val_acc) = evaluate_splits(net, both, n_train)
+            (train_loss, train_acc), (val_loss, val_acc) = measure()
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 diverged, stop_reason = True, "diverged"
                 break

@@ -194,3 +194,28 @@ def test_eval_train_measures_a_subset_and_changes_nothing_else():
     assert some.history.train_accuracy[-1] == accuracy
     assert some.history.train_loss[-1] == pytest.approx(loss, rel=1e-6)
     assert every.history.train_accuracy[-1] == evaluate(net_all, split.x_train, split.y_train)[1]
+
+
+def test_a_split_larger_than_an_evaluation_batch_is_never_copied():
+    """Workers map a large split from a shared file: the epoch's evaluation must read it in
+    place, not concatenate it into a private copy."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6000, 500)).astype(np.float32)  # 12 MB, > EVAL_BATCH rows
+    y = rng.integers(0, 3, size=6000)
+    x.flags.writeable = False
+    net = MultiLayerNet(input_size=500, hidden_sizes=[8], output_size=3, rng=rng)
+    tracemalloc.start()
+    try:
+        result = train(
+            net, make_optimizer("sgd", learning_rate=0.01), x[:5000], y[:5000], x[5000:], y[5000:],
+            epochs=1, batch_size=100, rng=rng,
+        )  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.epochs_run == 1
+    assert peak < x.nbytes / 4, (
+        f"{peak / 2**20:.1f} MiB allocated for a {x.nbytes / 2**20:.1f} MiB split"
+    )
