@@ -16,8 +16,9 @@ classes (each class a random prototype image plus noise: learnable, as MNIST is)
    through ``python -m hpo run book-random --dataset npz:PATH``, 4 trials on 2 workers.
 3. Memory with 2 workers on the whole set (3x400, one epoch per trial): per worker process its
    peak resident set (RSS, which counts the shared split's pages in each process), proportional
-   set (PSS, shared pages divided among their users) and private memory, beside the split's own
-   size: workers that map one shared split cost about one split in all, not one each.
+   set (PSS, shared pages divided among their users) and anonymous memory (its own heap: where
+   a copy of the split would be), beside the split's own size: workers that map one shared
+   split cost about one split in all, not one each.
 
 Run: ``python tests/benchmarks/bench_mnist.py [--repeats 2] [--part epoch|book|memory|all]``.
 Not a pytest test.
@@ -184,11 +185,17 @@ def memory_of(pid: int) -> dict[str, int] | None:
     for line in lines[1:]:
         key, value, *_ = line.split()
         kib[key.rstrip(":")] = int(value) * 1024
-    return {
-        "rss": kib.get("Rss", 0),
-        "pss": kib.get("Pss", 0),
-        "private": kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0),
-    }
+    return {"rss": kib.get("Rss", 0), "pss": kib.get("Pss", 0), "anon": kib.get("Anonymous", 0)}
+
+
+def process_kind(pid: int) -> str:
+    """A child of ``hpo run``: a trial worker, or multiprocessing's resource tracker."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return "process"
+    return "resource tracker" if b"resource_tracker" in cmdline else "worker"
 
 
 def children_of(pid: int) -> list[int]:
@@ -224,12 +231,15 @@ optimizer = "sgd"
     argv = hpo("run", str(spec), "--workers", "2", "--storage", url, "--no-report", "--quiet")
     process = subprocess.Popen(argv, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peaks: dict[int, dict[str, int]] = {}
+    names: dict[int, str] = {}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             for pid in [process.pid, *children_of(process.pid)]:
                 m = memory_of(pid)
+                if pid not in names:
+                    names[pid] = process_kind(pid)
                 if m is not None:
                     p = peaks.setdefault(pid, dict.fromkeys(m, 0))
                     for k, v in m.items():
@@ -248,19 +258,16 @@ optimizer = "sgd"
     print(
         f"3. memory: python -m hpo run TMP/mnist.toml --workers 2 (3x400, 1 epoch, 4 trials); "
         f"the split's arrays: {size / mib:.0f} MiB\n"
-        f"   {'process':22} {'peak RSS':>9} {'peak PSS':>9} {'peak private':>12}  MiB"
+        f"   {'process':22} {'peak RSS':>9} {'peak PSS':>9} {'peak anonymous':>14}  MiB"
     )
-    workers = [pid for pid in peaks if pid != process.pid]
-    for pid in [process.pid, *workers]:
+    workers = [pid for pid in peaks if pid != process.pid and names[pid] == "worker"]
+    for pid in [process.pid, *(p for p in peaks if p != process.pid)]:
         p = peaks[pid]
-        what = "orchestrator" if pid == process.pid else f"worker {pid}"
-        print(
-            f"   {what:22} {p['rss'] / mib:9.0f} {p['pss'] / mib:9.0f} {p['private'] / mib:12.0f}"
-        )
-    shared_pss = sum(peaks[p]["pss"] for p in workers)
+        what = "orchestrator" if pid == process.pid else f"{names[pid]} {pid}"
+        print(f"   {what:22} {p['rss'] / mib:9.0f} {p['pss'] / mib:9.0f} {p['anon'] / mib:14.0f}")
     print(
-        f"   workers in all: {shared_pss / mib:.0f} MiB PSS, private "
-        f"{sum(peaks[p]['private'] for p in workers) / mib:.0f} MiB, against "
+        f"   workers in all: {sum(peaks[p]['pss'] for p in workers) / mib:.0f} MiB PSS, "
+        f"{sum(peaks[p]['anon'] for p in workers) / mib:.0f} MiB anonymous, against "
         f"{len(workers) * size / mib:.0f} MiB for one copy of the split each"
     )
 
