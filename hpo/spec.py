@@ -221,6 +221,19 @@ class StudySpec:
     def param(self, name: str) -> Param | None:
         return next((p for p in self.space if p.name == name), None)
 
+    def fixed(self, name: str, default: Any = None) -> Any:
+        """The value the space fixes ``name`` to, else ``default`` (searched or not named)."""
+        p = self.param(name)
+        return p.value if p is not None and p.kind == "fixed" else default
+
+    def activation_text(self) -> str:
+        """The nets' activation as a report states it: fixed (in [space] or [model]), or the
+        choices a search draws from."""
+        p = self.param("activation")
+        if p is not None and p.kind == "choice":
+            return "activation searched: " + ", ".join(map(str, p.choices))
+        return str(self.fixed("activation", self.model.activation))
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading

@@ -270,7 +270,7 @@ def trials_snapshot(
     return StudySnapshot(
         name=study.study_name,
         storage=mask_password(storage_url),
-        spec=spec.to_dict(),
+        spec=spec,
         split_sizes={},
         trials=tuple(_record(t) for t in trials),
         params=_param_infos(trials),

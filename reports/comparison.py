@@ -7,7 +7,6 @@ compute time spent so far (each trial from its creation to its end: sampling, tr
 storage). ``plot_comparison`` draws both; ``render_comparison`` writes the page.
 """
 
-import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -40,11 +39,10 @@ def _study_curve(s: StudySnapshot) -> dict:
         training += t.train_seconds or 0.0
         best_so_far.append(best if best > -math.inf else None)
         elapsed.append(seconds)
-    search = s.spec.get("search", {})
     return {
         "name": s.name,
-        "sampler": search.get("sampler", "?"),
-        "pruner": search.get("pruner", "?"),
+        "sampler": s.spec.search.sampler,
+        "pruner": s.spec.search.pruner,
         "trials": len(finished),
         "best": best if best > -math.inf else None,
         "best_so_far": best_so_far,
@@ -122,17 +120,9 @@ def render_comparison(snapshots: list[StudySnapshot], *, generated: datetime | N
         sentences=reach_sentences(data),
         figure=png_base64(plot_comparison(data)),
         storage=snapshots[0].storage if snapshots else "",
-        fingerprints_differ=len({json.dumps(_objective(s), sort_keys=True) for s in snapshots}) > 1,
+        fingerprints_differ=len({s.spec.objective_fingerprint() for s in snapshots}) > 1,
         generated=generated or datetime.now(),
     )
-
-
-def _objective(s: StudySnapshot) -> dict:
-    """What decides a trial's value, as stored with the study (to warn when studies differ)."""
-    core = {k: dict(s.spec.get(k, {})) for k in ("data", "model", "training", "space")}
-    core["data"].pop("data_dir", None)
-    core["training"].pop("record_batch_loss", None)
-    return core
 
 
 def write_comparison(snapshots: list[StudySnapshot], path: str | Path) -> Path:

@@ -370,9 +370,10 @@ def init_loss_data(snapshot: StudySnapshot) -> list[dict] | None:
     for t in snapshot.trials:
         if not t.batch_loss or ("init" not in t.params and "init_scale" not in t.params):
             continue
-        activation = t.params.get("activation", snapshot.spec.get("model", {}).get("activation"))
-        init = t.params.get("init", snapshot.spec.get("space", {}).get("init"))
-        scale = t.params.get("init_scale", snapshot.spec.get("space", {}).get("init_scale", 1.0))
+        spec = snapshot.spec
+        activation = t.params.get("activation", spec.fixed("activation", spec.model.activation))
+        init = t.params.get("init", spec.fixed("init"))
+        scale = t.params.get("init_scale", spec.fixed("init_scale", 1.0))
         panels.setdefault(activation, []).append(
             {
                 "init": init,
@@ -563,13 +564,13 @@ def overfit_label(weight_decay: float, dropout_ratio: float) -> str:
 def overfit_data(snapshot: StudySnapshot) -> list[dict] | None:
     """Per trial (no regularization first): training and validation accuracy per epoch, and
     the gap between them over the last ``GAP_EPOCHS`` epochs."""
-    space = snapshot.spec.get("space", {})
+    spec = snapshot.spec
     panels = []
     for t in snapshot.trials:
         if t.curves is None or not t.curves["train_accuracy"]:
             continue
-        wd = t.params.get("weight_decay", space.get("weight_decay", 0.0))
-        dr = t.params.get("dropout_ratio", space.get("dropout_ratio", 0.0))
+        wd = t.params.get("weight_decay", spec.fixed("weight_decay", 0.0))
+        dr = t.params.get("dropout_ratio", spec.fixed("dropout_ratio", 0.0))
         if not isinstance(wd, int | float) or not isinstance(dr, int | float):
             continue
         panels.append(

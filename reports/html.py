@@ -197,14 +197,6 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-def _activation_text(spec: dict) -> str:
-    """The model's activation: set in [model], fixed in [space], or searched there."""
-    fixed = spec.get("model", {}).get("activation", spec.get("space", {}).get("activation"))
-    if isinstance(fixed, dict):
-        return "activation searched: " + ", ".join(map(str, fixed.get("choices", [])))
-    return str(fixed) if fixed is not None else "relu"
-
-
 def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
     """The report as an HTML string."""
     ranked = snapshot.ranked()[:top_k]
@@ -229,16 +221,16 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
         missing_importance=(
             snapshot.importance_note if figures.importance_data(snapshot) is None else ""
         ),
-        dataset=spec.get("data", {}).get("dataset", "?"),
-        activation=_activation_text(spec),
-        search=spec.get("search", {}),
-        space=spec.get("space", {}),
-        spec_json=json.dumps(spec, indent=2, sort_keys=True),
+        dataset=spec.data.dataset,
+        activation=spec.activation_text(),
+        search=spec.search,
+        space=spec.space,
+        spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
         counts=summary.counts(snapshot),
         time=summary.compute_time(snapshot),
         findings=summary.findings(snapshot),
         noise=summary.uncertainty(snapshot, top_k),
-        description=spec.get("study", {}).get("description", ""),
+        description=spec.description,
         rows=rows,
         param_names=param_names,
         top_k=top_k,

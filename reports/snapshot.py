@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hpo.spec import StudySpec
+
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
@@ -85,7 +87,7 @@ class ConfirmedRecord:
 class StudySnapshot:
     name: str
     storage: str  # password masked
-    spec: dict[str, Any]
+    spec: StudySpec  # as stored with the study, read back through hpo.spec
     split_sizes: dict[str, int]  # train, validation, test
     trials: tuple[TrialRecord, ...]
     params: tuple[ParamInfo, ...]
@@ -105,7 +107,7 @@ class StudySnapshot:
 
     @property
     def epochs(self) -> int:
-        return int(self.spec.get("training", {}).get("epochs", 0))
+        return self.spec.training.epochs
 
     def by_state(self, state: str) -> list[TrialRecord]:
         return [t for t in self.trials if t.state == state]

@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from hpo.spec import Param, SearchSpec, StudySpec, TrainingSpec  # noqa: E402
 from reports.html import render  # noqa: E402
 from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord  # noqa: E402
 
@@ -103,14 +104,13 @@ def synthetic_snapshot(n_trials: int, *, epochs: int = 30, seed: int = 0) -> Stu
     return StudySnapshot(
         name=f"synthetic-{n_trials}",
         storage="sqlite:///synthetic.db",
-        spec={
-            "study": {"name": f"synthetic-{n_trials}", "description": "A synthetic study."},
-            "data": {"dataset": "digits"},
-            "model": {"hidden": [100, 100, 100], "activation": "relu"},
-            "training": {"epochs": epochs, "batch_size": 50},
-            "search": {"sampler": "tpe", "pruner": "median", "seed": seed},
-            "space": {p.name: _space_entry(p) for p in PARAMS},
-        },
+        spec=StudySpec(
+            name=f"synthetic-{n_trials}",
+            description="A synthetic study.",
+            training=TrainingSpec(epochs=epochs, batch_size=50),
+            search=SearchSpec(sampler="tpe", pruner="median", seed=seed),
+            space=tuple(_space_entry(p) for p in PARAMS),
+        ),
         split_sizes={"train": 1078, "validation": 359, "test": 360},
         trials=tuple(trials),
         params=PARAMS,
@@ -130,10 +130,10 @@ def synthetic_snapshot(n_trials: int, *, epochs: int = 30, seed: int = 0) -> Stu
     )
 
 
-def _space_entry(p: ParamInfo) -> dict:
+def _space_entry(p: ParamInfo) -> Param:
     if p.kind == "categorical":
-        return {"choices": list(p.choices)}
-    return {"low": p.low, "high": p.high, "log": p.log}
+        return Param(p.name, "choice", choices=tuple(p.choices))
+    return Param(p.name, "float", low=p.low, high=p.high, log=p.log)
 
 
 def measure(n_trials: int, *, seed: int) -> dict:

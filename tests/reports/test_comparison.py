@@ -1,10 +1,12 @@
 """Studies side by side: best-so-far against trials and compute time, and who reached whose best."""
 
+import dataclasses
 import io
 from datetime import datetime, timedelta
 
 import matplotlib.pyplot as plt
 
+from hpo.spec import DataSpec, SearchSpec, StudySpec
 from reports.comparison import comparison_data, plot_comparison, reach_sentences, render_comparison
 from reports.snapshot import StudySnapshot, TrialRecord
 
@@ -26,7 +28,7 @@ def study(name, sampler, trials):
     return StudySnapshot(
         name=name,
         storage="sqlite:///x.db",
-        spec={"search": {"sampler": sampler, "pruner": "none"}, "data": {"dataset": "digits"}},
+        spec=StudySpec(name=name, search=SearchSpec(sampler=sampler, pruner="none")),
         split_sizes={},
         trials=tuple(trials),
         params=(),
@@ -108,5 +110,7 @@ def test_plot_and_page_render():
 
 def test_page_warns_when_the_objectives_differ():
     other = study("o", "tpe", [record(0, "COMPLETE", 0.4, 1.0)])
-    other.spec["data"]["dataset"] = "mnist"
+    other = dataclasses.replace(
+        other, spec=dataclasses.replace(other.spec, data=DataSpec(dataset="mnist"))
+    )
     assert "do not share one objective" in render_comparison([RANDOM, other])

@@ -7,6 +7,7 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
+from hpo.spec import Param, StudySpec, TrainingSpec
 from reports import experiment_figures as ex
 from reports.html import build_figures
 from reports.snapshot import StudySnapshot, TrialRecord
@@ -30,7 +31,7 @@ def snapshot(trials, *, experiment=None, spec=None):
     return StudySnapshot(
         name="exp",
         storage="sqlite:///exp.db",
-        spec=spec or {"training": {"epochs": 2}},
+        spec=spec or StudySpec(name="exp", training=TrainingSpec(epochs=2)),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=(),
@@ -272,7 +273,13 @@ def test_overfit_orders_none_decay_dropout_both_and_measures_the_late_gap(monkey
 
 
 def test_overfit_reads_fixed_values_from_the_spec():
-    spec = {"space": {"weight_decay": 0.1, "dropout_ratio": {"choices": [0.0, 0.5]}}}
+    spec = StudySpec(
+        name="exp",
+        space=(
+            Param("weight_decay", "fixed", value=0.1),
+            Param("dropout_ratio", "choice", choices=(0.0, 0.5)),
+        ),
+    )
     trials = [trial(0, {"dropout_ratio": 0.5}, value=0.5, train=[0.5], val=[0.4])]
     (panel,) = ex.overfit_data(snapshot(trials, spec=spec))
     assert panel["label"] == "weight decay 0.1 + dropout 0.5"

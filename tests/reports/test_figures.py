@@ -7,6 +7,7 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
+from hpo.spec import StudySpec, TrainingSpec
 from reports import figures
 from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
 
@@ -57,7 +58,7 @@ def snapshot(trials, params=PARAMS, **fields):
     return StudySnapshot(
         name="study",
         storage="sqlite:///study.db",
-        spec={"training": {"epochs": 3}},
+        spec=StudySpec(name="study", training=TrainingSpec(epochs=3)),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,

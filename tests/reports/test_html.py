@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from hpo.spec import ModelSpec, Param, SearchSpec, StudySpec, TrainingSpec
 from reports import html
 from reports.snapshot import (
     ConfirmedRecord,
@@ -64,12 +65,12 @@ def running(number, params):
 
 
 def space_of(params):
-    return {
-        p.name: {"choices": list(p.choices)}
+    return tuple(
+        Param(p.name, "choice", choices=tuple(p.choices))
         if p.kind == "categorical"
-        else {"low": p.low, "high": p.high, "log": p.log}
+        else Param(p.name, "float", low=p.low, high=p.high, log=p.log)
         for p in params
-    }
+    )
 
 
 def snapshot(
@@ -78,14 +79,14 @@ def snapshot(
     return StudySnapshot(
         name=name,
         storage="sqlite:///study.db",
-        spec={
-            "study": {"name": name, "description": description},
-            "data": {"dataset": "digits"},
-            "model": {"hidden": [16], "activation": "relu"},
-            "training": {"epochs": epochs, "batch_size": 50},
-            "search": {"sampler": "tpe", "pruner": "median", "seed": 0},
-            "space": space_of(params),
-        },
+        spec=StudySpec(
+            name=name,
+            description=description,
+            model=ModelSpec(hidden=(16,)),
+            training=TrainingSpec(epochs=epochs, batch_size=50),
+            search=SearchSpec(sampler="tpe", pruner="median", seed=0),
+            space=space_of(params),
+        ),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from hpo.spec import StudySpec, TrainingSpec
 from reports import summary
 from reports.snapshot import ParamInfo, StudySnapshot, TrialRecord
 
@@ -49,7 +50,7 @@ def snapshot(trials, params=(LR, DROPOUT, OPTIMIZER), *, epochs=10):
     return StudySnapshot(
         name="study",
         storage="sqlite:///study.db",
-        spec={"training": {"epochs": epochs}} if epochs else {},
+        spec=StudySpec(name="study", training=TrainingSpec(epochs=epochs)),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,
