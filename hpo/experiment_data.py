@@ -18,7 +18,13 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo.objective import configuration, run_config, trial_seed
+from hpo.objective import (
+    ACTIVATION_SAMPLES,
+    HISTOGRAM_BINS,
+    configuration,
+    hidden_activations,
+    trial_net,
+)
 from hpo.spec import StudySpec
 from trainer.datasets import Split
 from trainer.optimizers import OPTIMIZERS, make_optimizer
@@ -37,9 +43,6 @@ TEST_LEARNING_RATES = {
 """Step sizes that suit f: the chapter's own for SGD, Momentum, AdaGrad and Adam; Nesterov as
 Momentum; RMSprop as Adam (with 0.1 it is still far from the minimum after 30 steps)."""
 
-HISTOGRAM_BINS = 30
-HISTOGRAM_SAMPLES = 500
-"""Validation inputs whose activations the init experiment's histograms count."""
 HISTOGRAM_RANGES = {
     "sigmoid": (0.0, 1.0),
     "tanh": (-1.0, 1.0),
@@ -81,25 +84,22 @@ def initial_activation_histograms(
     spec: StudySpec, trials: list[optuna.trial.FrozenTrial], split: Split
 ) -> list[dict[str, Any]]:
     """For each trial that has its parameters: the histogram of every hidden layer's activations
-    on the first ``HISTOGRAM_SAMPLES`` validation inputs, with the weights the trial started from.
+    on the first ``ACTIVATION_SAMPLES`` validation inputs, with the weights the trial started from.
 
     Per trial: ``trial``, ``init``, ``init_scale``, ``activation``, the bin ``edges`` and per
     layer ``counts`` of the values inside them, and the fractions ``zeros`` (exactly 0: a dead
     ReLU unit) and ``above`` (beyond the last edge).
     """
-    x = split.x_val[:HISTOGRAM_SAMPLES]
     out = []
     for t in trials:
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         config = configuration(spec, t.params)
-        net, _ = run_config(spec, config).build(split, trial_seed(spec.search.seed, t.number))
+        _, net, _ = trial_net(spec, t.params, t.number, split)
         lo, hi = HISTOGRAM_RANGES[config["activation"]]
         edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
         layers = []
-        with np.errstate(all="ignore"):  # std 1 nets overflow: that is the point
-            activations = net.hidden_activations(x)
-        for a in activations:
+        for a in hidden_activations(net, split):  # std 1 nets overflow: that is the point
             a = a.ravel().astype(np.float64)
             nonzero = a[a != 0]
             counts, _ = np.histogram(nonzero[nonzero <= hi], bins=edges)
@@ -129,7 +129,7 @@ def optimizers_data(spec: StudySpec, trials, split: Split) -> dict[str, Any]:
 
 def init_data(spec: StudySpec, trials, split: Split) -> dict[str, Any]:
     return {
-        "samples": min(HISTOGRAM_SAMPLES, len(split.x_val)),
+        "samples": min(ACTIVATION_SAMPLES, len(split.x_val)),
         "histograms": initial_activation_histograms(spec, trials, split),
     }
 

@@ -30,6 +30,8 @@ from trainer.training import EpochMetrics, TrainResult
 if TYPE_CHECKING:
     import optuna
 
+    from trainer.network import MultiLayerNet
+
 DEFAULTS: dict[str, Any] = {
     "optimizer": TrainConfig.optimizer,
     "weight_decay": NetConfig.weight_decay,
@@ -141,6 +143,28 @@ def run_config(spec: StudySpec, config: dict[str, Any]) -> RunConfig:
             eval_train_samples=t.eval_train_samples,
         ),
     )
+
+
+ACTIVATION_SAMPLES = 500
+"""Validation inputs whose hidden activations the report's histograms count."""
+HISTOGRAM_BINS = 30
+
+
+def trial_net(
+    spec: StudySpec, params: dict[str, Any], number: int, split: Split
+) -> tuple[RunConfig, "MultiLayerNet", np.random.Generator]:
+    """Trial ``number``'s run, its net with the very weights it started from (its
+    configuration, its seed) and the generator of its batches, to train it again."""
+    run = run_config(spec, configuration(spec, params))
+    net, rng = run.build(split, trial_seed(spec.search.seed, number))
+    return run, net, rng
+
+
+def hidden_activations(net: "MultiLayerNet", split: Split) -> list[np.ndarray]:
+    """Each hidden layer's activations on the first ``ACTIVATION_SAMPLES`` validation inputs
+    (a badly scaled net overflows: its values are what the histograms show, not warnings)."""
+    with np.errstate(all="ignore"):
+        return net.hidden_activations(split.x_val[:ACTIVATION_SAMPLES])
 
 
 COMPLETE, PRUNED, INTERRUPTED = "complete", "pruned", "interrupted"

@@ -25,7 +25,13 @@ from hpo.confirm import (
 )
 from hpo.experiment_data import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
-from hpo.objective import configuration, load_study_split, run_config, trial_seed
+from hpo.objective import (
+    ACTIVATION_SAMPLES,
+    HISTOGRAM_BINS,
+    hidden_activations,
+    load_study_split,
+    trial_net,
+)
 from hpo.records import run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
@@ -39,10 +45,6 @@ from reports.snapshot import (
     TrialRecord,
 )
 from trainer.datasets import Split
-
-HISTOGRAM_BINS = 30
-ACTIVATION_SAMPLES = 500
-"""Validation inputs whose activations the histograms count."""
 
 
 def _param_infos(trials: list[optuna.trial.FrozenTrial]) -> tuple[ParamInfo, ...]:
@@ -134,14 +136,11 @@ def activation_histograms(
 ) -> tuple[LayerHistograms, ...]:
     """Retrain ``trial``'s configuration with its seed; histogram each hidden layer's
     activations on validation inputs at initialization and after training."""
-    config = configuration(spec, trial.params)
-    run = run_config(spec, config)
-    net, rng = run.build(split, trial_seed(spec.search.seed, trial.number))
-    x = split.x_val[:ACTIVATION_SAMPLES]
+    run, net, rng = trial_net(spec, trial.params, trial.number, split)
+    before = hidden_activations(net, split)
     with np.errstate(all="ignore"):
-        before = net.hidden_activations(x)
         run.fit(net, split, rng)
-        after = net.hidden_activations(x)
+    after = hidden_activations(net, split)
     layers = []
     for i, (a, b) in enumerate(zip(before, after, strict=True), start=1):
         layers.append(layer_histograms(i, a, b))

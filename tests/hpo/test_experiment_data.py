@@ -11,7 +11,13 @@ import pytest
 
 from hpo import experiment_data
 from hpo.cli import main
-from hpo.objective import configuration, load_study_split, run_config, trial_seed
+from hpo.objective import (
+    ACTIVATION_SAMPLES,
+    configuration,
+    load_study_split,
+    run_config,
+    trial_seed,
+)
 from hpo.records import load_hpo_study, run_facts
 from hpo.report import make_report
 from hpo.service import grid_size, run_study
@@ -110,7 +116,7 @@ def test_initial_histograms_are_the_trials_own_starting_weights(init_study):
     first = experiment_data.initial_activation_histograms(spec, trials, split)
     assert first == experiment_data.initial_activation_histograms(spec, trials, split)
     assert len(first) == 18 and all(len(h["layers"]) == 5 for h in first)
-    n = min(experiment_data.HISTOGRAM_SAMPLES, len(split.x_val)) * 100  # values per layer
+    n = min(ACTIVATION_SAMPLES, len(split.x_val)) * 100  # values per layer
     for h in first:
         lo = h["edges"][0]
         for layer in h["layers"]:
