@@ -335,7 +335,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         if "name" not in t.raw:
             problem = f"not set, and the file's name gives {problem}"
         raise t.fail("name", problem)
-    description = t.get("description", "str", "")
+    description = t.get("description", "str", StudySpec.description)
     experiment = t.get("experiment", "str", None, optional=True)
     if experiment is not None and experiment not in EXPERIMENTS:
         raise t.fail(
@@ -344,7 +344,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     t.finish(("name", "description", "experiment"))
 
     t = _Table(source, "data", raw.get("data", {}))
-    dataset = t.get("dataset", "str", "digits")
+    dataset = t.get("dataset", "str", DataSpec.dataset)
     try:
         check_dataset_name(dataset)
     except DatasetError:
@@ -355,9 +355,9 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         dataset=dataset,
         data_dir=t.get("data_dir", "str", None, optional=True),
         train_size=t.get("train_size", "int", None),
-        validation_fraction=t.get("validation_fraction", "number", 0.2),
-        test_fraction=t.get("test_fraction", "number", 0.2),
-        seed=t.get("seed", "int", 0),
+        validation_fraction=t.get("validation_fraction", "number", DataSpec.validation_fraction),
+        test_fraction=t.get("test_fraction", "number", DataSpec.test_fraction),
+        seed=t.get("seed", "int", DataSpec.seed),
     )
     t.at_least("train_size", data.train_size, 2, unset=", or leave it out for every sample")
     t.at_least("seed", data.seed, 0, MAX_SEED)
@@ -373,7 +373,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     t.finish(_field_names(DataSpec))
 
     t = _Table(source, "model", raw.get("model", {}))
-    hidden = t.raw.get("hidden", [100, 100, 100])
+    hidden = t.raw.get("hidden", list(ModelSpec.hidden))
     if (
         not isinstance(hidden, list)
         or not hidden
@@ -389,19 +389,21 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         )
     model = ModelSpec(
         hidden=tuple(hidden),
-        activation=t.choice("activation", "relu", tuple(ACTIVATIONS)),
-        batchnorm=t.get("batchnorm", "bool", False),
-        weight_decay_type=t.choice("weight_decay_type", "l2", WEIGHT_DECAY_TYPES),
+        activation=t.choice("activation", ModelSpec.activation, tuple(ACTIVATIONS)),
+        batchnorm=t.get("batchnorm", "bool", ModelSpec.batchnorm),
+        weight_decay_type=t.choice(
+            "weight_decay_type", ModelSpec.weight_decay_type, WEIGHT_DECAY_TYPES
+        ),
     )
     t.finish(_field_names(ModelSpec))
 
     t = _Table(source, "training", raw.get("training", {}))
     training = TrainingSpec(
-        epochs=t.get("epochs", "int", 30),
-        batch_size=t.get("batch_size", "int", 100),
+        epochs=t.get("epochs", "int", TrainingSpec.epochs),
+        batch_size=t.get("batch_size", "int", TrainingSpec.batch_size),
         patience=t.get("patience", "int", None, optional=True),
-        lr_decay=t.get("lr_decay", "number", 1.0),
-        record_batch_loss=t.get("record_batch_loss", "bool", False),
+        lr_decay=t.get("lr_decay", "number", TrainingSpec.lr_decay),
+        record_batch_loss=t.get("record_batch_loss", "bool", TrainingSpec.record_batch_loss),
         eval_train_samples=t.get("eval_train_samples", "int", None, optional=True),
     )
     t.at_least("epochs", training.epochs, 1, MAX_EPOCHS)
@@ -414,14 +416,16 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
 
     t = _Table(source, "search", raw.get("search", {}))
     search = SearchSpec(
-        sampler=t.choice("sampler", "tpe", SAMPLERS),
-        pruner=t.choice("pruner", "median", PRUNERS),
-        seed=t.get("seed", "int", 0),
-        trials=t.get("trials", "int", 50),
+        sampler=t.choice("sampler", SearchSpec.sampler, SAMPLERS),
+        pruner=t.choice("pruner", SearchSpec.pruner, PRUNERS),
+        seed=t.get("seed", "int", SearchSpec.seed),
+        trials=t.get("trials", "int", SearchSpec.trials),
         timeout=t.get("timeout", "number", None, optional=True),
-        startup_trials=t.get("startup_trials", "int", 10),
-        pruner_startup_trials=t.get("pruner_startup_trials", "int", 5),
-        warmup_epochs=t.get("warmup_epochs", "int", 5),
+        startup_trials=t.get("startup_trials", "int", SearchSpec.startup_trials),
+        pruner_startup_trials=t.get(
+            "pruner_startup_trials", "int", SearchSpec.pruner_startup_trials
+        ),
+        warmup_epochs=t.get("warmup_epochs", "int", SearchSpec.warmup_epochs),
     )
     t.at_least("trials", search.trials, 1, MAX_TRIALS)
     t.at_least("seed", search.seed, 0, MAX_SEED)
