@@ -82,3 +82,22 @@ def test_a_float_flag_reads_back_exactly(value):
 def test_the_command_lines_defaults_are_the_configs():
     args = build_parser().parse_args([])
     assert run_config(args) == RunConfig()
+
+
+def test_a_new_optimizers_keywords_are_flags_with_no_other_edit(monkeypatch):
+    from typing import ClassVar
+
+    from trainer import optimizers
+
+    class Lion(optimizers.SGD):
+        SEARCHABLE: ClassVar = {"gamma": (0.0, 1.0)}
+
+        def __init__(self, *, learning_rate=1e-4, gamma=0.99):
+            super().__init__(learning_rate=learning_rate)
+            self.gamma = gamma
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "lion", Lion)
+    run = RunConfig(training=TrainConfig(optimizer="lion", hyperparameters=(("gamma", 0.5),)))
+    args = build_parser().parse_args(run.flags((0,)))
+    assert run_config(args) == run
+    assert run.training.make_optimizer().gamma == 0.5
