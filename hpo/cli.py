@@ -618,7 +618,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.records import SPEC_ATTR, companion_name, count_trials, search_studies
+    from hpo.records import SPEC_ATTR, companion_name, current_counts, search_studies
     from hpo.storage import open_storage
 
     url = resolve_url(args.storage)
@@ -628,14 +628,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
     all_names = optuna.get_all_study_names(storage)  # summaries would read every trial
     for name in search_studies(all_names):  # a study's confirmation runs: a column of its row
         study = optuna.load_study(study_name=name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
         confirm_runs = "-"
         if companion_name(name) in all_names:
             companion = optuna.load_study(study_name=companion_name(name), storage=storage)
             confirm_runs = str(len(companion.get_trials(deepcopy=False)))
-        counts = count_trials(trials)
-        stamps = [t.datetime_complete or t.datetime_start for t in trials]
-        stamps = [t for t in stamps if t is not None]
+        counts, updated = current_counts(study, storage)  # the tally and the trials since
         dataset = study.user_attrs.get(SPEC_ATTR, {}).get("data", {}).get("dataset", "?")
         rows.append(
             (
@@ -646,7 +643,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
                 str(counts.failed),
                 str(counts.running),
                 "-" if counts.best_value is None else f"{counts.best_value:.4f}",
-                max(stamps).strftime("%Y-%m-%d %H:%M") if stamps else "-",
+                updated.strftime("%Y-%m-%d %H:%M") if updated else "-",
                 confirm_runs,
             )
         )

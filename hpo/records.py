@@ -7,6 +7,7 @@ Light to import (no trainer, no executors): the commands that only read start fa
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -23,6 +24,10 @@ TARGET_ATTR = "hpo:target"
 RUN_ATTR = "run"
 """The user attribute that holds a trial's facts, as one JSON object: one storage write per
 trial instead of one per fact (each costs the orchestrator ~1 ms on SQLite)."""
+
+TALLY_ATTR = "hpo:tally"
+"""The counts of a study's trials below a number, kept by its orchestrators (``tally``), so that
+``hpo studies`` reads only the trials since: a finished trial never changes."""
 
 CONFIRMS_ATTR = "hpo:confirms"
 """A study that holds another's confirmation runs (``hpo.confirm``) names it here."""
@@ -116,3 +121,73 @@ def load_hpo_study(
         raise UsageError(f"study {study_name!r} was not created by hpo (no stored spec)")
     spec = spec_from_dict(raw, source=f"{study_name} (stored spec)", default_name=study_name)
     return study, spec
+
+
+def _stamp(t: optuna.trial.FrozenTrial) -> datetime | None:
+    return t.datetime_complete or t.datetime_start
+
+
+def tally(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """What ``TALLY_ATTR`` holds for ``trials``, all of a study's as read at one moment: their
+    number (``below``), the counts of the finished ones, the latest start or completion, and
+    the numbers of those not finished then (``open``: read again, as they may have ended)."""
+    finished = [t for t in trials if t.state.is_finished()]
+    counts = count_trials(finished)
+    stamps = [s for s in map(_stamp, finished) if s is not None]
+    return {
+        "below": len(trials),
+        "complete": counts.complete,
+        "pruned": counts.pruned,
+        "failed": counts.failed,
+        "diverged": counts.diverged,
+        "best": counts.best_value,
+        "updated": max(stamps).isoformat() if stamps else None,
+        "open": [t.number for t in trials if not t.state.is_finished()],
+    }
+
+
+def write_tally(study: optuna.Study) -> None:
+    """Store the study's tally (one write; its orchestrators call it now and then)."""
+    study.set_user_attr(TALLY_ATTR, tally(study.get_trials(deepcopy=False)))
+
+
+def current_counts(
+    study: optuna.Study, storage: optuna.storages.BaseStorage
+) -> tuple[Counts, datetime | None]:
+    """The study's counts and its latest start or completion, from its tally and the trials
+    the tally left open or that came after it, each read on its own; every trial when there is
+    no tally."""
+    stored = study.user_attrs.get(TALLY_ATTR)
+    if not stored:
+        trials = study.get_trials(deepcopy=False)
+        stamps = [s for s in map(_stamp, trials) if s is not None]
+        return count_trials(trials), max(stamps) if stamps else None
+    study_id = storage.get_study_id_from_name(study.study_name)
+
+    def read(number: int) -> optuna.trial.FrozenTrial | None:
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        except KeyError:
+            return None
+        return storage.get_trial(trial_id)
+
+    since = [t for t in map(read, stored["open"]) if t is not None]
+    number = stored["below"]
+    while (t := read(number)) is not None:
+        since.append(t)
+        number += 1
+    new = count_trials(since)
+    values = [v for v in (stored["best"], new.best_value) if v is not None]
+    counts = Counts(
+        complete=stored["complete"] + new.complete,
+        pruned=stored["pruned"] + new.pruned,
+        failed=stored["failed"] + new.failed,
+        running=new.running,
+        waiting=new.waiting,
+        diverged=stored["diverged"] + new.diverged,
+        best_value=max(values) if values else None,
+    )
+    stamps = [s for s in map(_stamp, since) if s is not None]
+    if stored["updated"]:
+        stamps.append(datetime.fromisoformat(stored["updated"]))
+    return counts, max(stamps) if stamps else None

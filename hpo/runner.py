@@ -53,7 +53,7 @@ from hpo.objective import (
     trial_seed,
 )
 from hpo.pruning import FinishedTrial, NoPruning, PruningRule
-from hpo.records import RUN_ATTR, Counts, count_trials
+from hpo.records import RUN_ATTR, Counts, count_trials, write_tally
 from hpo.spec import StudySpec
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, retrying
 
@@ -62,6 +62,9 @@ FAIL_REASON_ATTR = "hpo:fail_reason"
 WAIT_POLL_SECONDS = (0.05, 1.0)
 """While the rest of the target runs elsewhere, the orchestrator looks again after the first
 delay, doubling it up to the second: quick to notice the end, light on the storage."""
+TALLY_EVERY = 100
+"""Trials an orchestrator finishes between two writes of the study's tally: ``hpo studies``
+then reads at most about this many trials one by one (besides those in flight)."""
 RESULT_POLL_SECONDS = 0.1
 """How often the orchestrator looks up from waiting for results (a Ctrl-C is noticed then)."""
 
@@ -145,9 +148,22 @@ class Orchestrator:
                     self._fail(claimed, reason)
                 self.in_flight.clear()
                 self.held = None
+                self._write_tally(stopping=True)
                 raise
             self.executor.shutdown()
+        self._write_tally()
         return self.ran
+
+    def _write_tally(self, *, stopping: bool = False) -> None:
+        """Store the study's tally for ``hpo studies`` (``hpo.records.TALLY_ATTR``): a storage
+        that fails it costs the listing its speed, not the run its trials. A run that is
+        stopping (interrupted, or its storage lost) tries once and keeps its own error."""
+        if stopping:
+            with contextlib.suppress(Exception):
+                write_tally(self.study)
+            return
+        with contextlib.suppress(RunError, optuna.exceptions.OptunaError):
+            retrying(lambda: write_tally(self.study), what="storing the study's tally")
 
     def _loop(self) -> None:
         while True:
@@ -335,6 +351,8 @@ class Orchestrator:
         self.beats.discard(claimed.trial_id)
         self.errors = 0
         self.ran += 1
+        if self.ran % TALLY_EVERY == 0:
+            self._write_tally()
         c = self.counts
         complete = result.state == COMPLETE
         best = c.best_value

@@ -1,8 +1,12 @@
 """What hpo stores with a study and its trials, read back."""
 
 import optuna
+import pytest
 
-from hpo.records import RUN_ATTR, run_facts
+from hpo.records import RUN_ATTR, TALLY_ATTR, count_trials, current_counts, run_facts, tally
+from hpo.service import run_study
+from hpo.spec import load_spec
+from hpo.storage import open_storage
 
 
 def test_run_facts_read_one_attribute_and_the_separate_ones_of_older_studies():
@@ -11,3 +15,46 @@ def test_run_facts_read_one_attribute_and_the_separate_ones_of_older_studies():
     before = optuna.trial.create_trial(value=0.5, user_attrs=facts)
     assert run_facts(now) == run_facts(before) == facts
     assert run_facts(optuna.trial.create_trial(value=0.5)) == {}
+
+
+def full_counts(study):
+    trials = study.get_trials(deepcopy=False)
+    stamps = [t.datetime_complete or t.datetime_start for t in trials]
+    return count_trials(trials), max(s for s in stamps if s is not None)
+
+
+@pytest.fixture
+def run_twice(tiny_spec, db_url):
+    """A study of 4 trials, its tally then, and the study after 4 more (with its new tally)."""
+    spec = load_spec(str(tiny_spec))
+    run_study(spec, storage_url=db_url, trials=4)
+    storage = open_storage(db_url)
+    first = optuna.load_study(study_name="tiny", storage=storage).user_attrs[TALLY_ATTR]
+    run_study(spec, storage_url=db_url, trials=8)
+    return optuna.load_study(study_name="tiny", storage=storage), storage, first
+
+
+def test_a_run_leaves_a_tally_that_counts_every_trial(run_twice):
+    study, storage, _ = run_twice
+    assert study.user_attrs[TALLY_ATTR]["below"] == 8 and study.user_attrs[TALLY_ATTR]["open"] == []
+    assert current_counts(study, storage) == full_counts(study)
+
+
+def test_the_counts_add_the_trials_after_the_tally_and_those_it_left_open(run_twice, monkeypatch):
+    study, storage, first = run_twice
+    expected = full_counts(study)
+    trials = study.get_trials(deepcopy=False)
+    # As if trial 1 had been running when the tally of the first 4 was taken.
+    was_open = dict(tally([trials[0], trials[2], trials[3]]), below=4, open=[1])
+    monkeypatch.setattr(optuna.Study, "get_trials", lambda *a, **k: pytest.fail("read all"))
+    for stored in (first, was_open):
+        study.set_user_attr(TALLY_ATTR, stored)
+        assert current_counts(study, storage) == expected
+
+
+def test_without_a_tally_every_trial_is_read(tiny_spec, db_url):
+    run_study(load_spec(str(tiny_spec)), storage_url=db_url, trials=3)
+    storage = open_storage(db_url)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    study.set_user_attr(TALLY_ATTR, None)
+    assert current_counts(study, storage) == full_counts(study)
