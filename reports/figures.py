@@ -126,8 +126,11 @@ def plot_learning_curves(panels: list[dict]) -> Figure:
     )
     for ax, p in zip(axes.flat, panels, strict=False):
         epochs = range(1, len(p["val_accuracy"]) + 1)
-        ax.plot(epochs, p["train_accuracy"], color=COLORS["train"], lw=1.2, label="training")
-        ax.plot(epochs, p["val_accuracy"], color=COLORS["val"], lw=1.2, label="validation")
+        marker = "o" if len(epochs) == 1 else None  # one epoch: a point, not an empty line
+        ax.plot(epochs, p["train_accuracy"], color=COLORS["train"], lw=1.2, marker=marker,
+                label="training")  # fmt: skip
+        ax.plot(epochs, p["val_accuracy"], color=COLORS["val"], lw=1.2, marker=marker,
+                label="validation")  # fmt: skip
         if p["best_epoch"]:
             ax.axvline(p["best_epoch"], color="k", lw=0.6, ls=":")
         ax.set_title(f"Best-{p['rank']}: #{p['trial']} ({p['value']:.3f})", fontsize=8)
@@ -584,8 +587,9 @@ def gap_data(snapshot: StudySnapshot) -> dict | None:
 def plot_gap(data: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 3.0))
     epochs = range(1, len(data["gap"]) + 1)
-    ax.plot(epochs, data["train_accuracy"], color=COLORS["train"], label="training")
-    ax.plot(epochs, data["val_accuracy"], color=COLORS["val"], label="validation")
+    marker = "o" if len(epochs) == 1 else None
+    ax.plot(epochs, data["train_accuracy"], color=COLORS["train"], marker=marker, label="training")
+    ax.plot(epochs, data["val_accuracy"], color=COLORS["val"], marker=marker, label="validation")
     ax.fill_between(
         epochs,
         data["val_accuracy"],
