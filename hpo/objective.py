@@ -10,6 +10,7 @@ thresholds), the spec and the split, returning a ``TrialResult``; it touches no 
 imports no optuna, so it runs alike in this process, a local worker process or on a cluster.
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -94,16 +95,9 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
 
 def data_config(spec: StudySpec) -> DataConfig:
     """The study's data: the same split for every trial, in any process that reads the same
-    files (``.load()`` raises ``trainer.datasets.DatasetError``)."""
-    d = spec.data
-    return DataConfig(
-        dataset=d.dataset,
-        data_dir=d.data_dir,
-        train_size=d.train_size,
-        validation_fraction=d.validation_fraction,
-        test_fraction=d.test_fraction,
-        seed=d.seed,
-    )
+    files (``.load()`` raises ``trainer.datasets.DatasetError``). ``[data]`` holds exactly the
+    trainer's data fields."""
+    return DataConfig(**dataclasses.asdict(spec.data))
 
 
 def load_study_split(spec: StudySpec) -> Split:

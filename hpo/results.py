@@ -180,6 +180,16 @@ class Verification:
         )
 
 
+def retraining_facts(trial: optuna.trial.FrozenTrial) -> tuple[dict[str, Any], int | None]:
+    """The stored facts a retraining of ``trial`` needs (its seed, its epochs), and the epoch
+    it was pruned at (None: it ran to its end or diverged, which a retraining repeats)."""
+    facts = run_facts(trial)
+    if "seed" not in facts or "epochs_run" not in facts:
+        raise RunError(f"trial #{trial.number} stored no seed: it cannot be retrained")
+    pruned = trial.state == TrialState.PRUNED and not facts.get("diverged")
+    return facts, int(facts["epochs_run"]) if pruned else None
+
+
 def finished_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
     """Trial ``number`` of ``study`` (default: its best), which must have finished."""
     if number is None:
@@ -215,15 +225,8 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
     from hpo.reproduction import ENV_FACT, differences, environment
 
     trial = finished_trial(study, number)
-    facts = run_facts(trial)
-    if "seed" not in facts or "epochs_run" not in facts:
-        raise RunError(f"trial #{trial.number} stored no seed: it cannot be retrained")
+    facts, pruned_at = retraining_facts(trial)
     split = load_study_split(spec)
-    pruned_at = (
-        int(facts["epochs_run"])
-        if trial.state == TrialState.PRUNED and not facts.get("diverged")
-        else None
-    )
     task = TrialTask(
         trial.number, configuration(spec, trial.params), tuple(facts["seed"]), _StopAfter(pruned_at)
     )
@@ -299,13 +302,11 @@ def trainer_command(
     from hpo.objective import configuration, run_config
 
     trial = finished_trial(study, number)
-    facts = run_facts(trial)
-    if "seed" not in facts or "epochs_run" not in facts:
-        raise RunError(f"trial #{trial.number} stored no seed: it cannot be retrained")
+    facts, pruned_at = retraining_facts(trial)
     run = run_config(spec, configuration(spec, trial.params))
     pruned = trial.state == TrialState.PRUNED
-    if pruned and not facts.get("diverged"):
-        run = replace(run, training=replace(run.training, epochs=int(facts["epochs_run"])))
+    if pruned_at is not None:
+        run = replace(run, training=replace(run.training, epochs=pruned_at))
     values = dict(trial.intermediate_values)
     if facts.get("diverged"):  # the 0 stored where it diverged is no epoch's accuracy
         values.pop(int(facts["epochs_run"]) + 1, None)

@@ -66,6 +66,11 @@ def _entropy(text: str) -> tuple[int, ...]:
     return words
 
 
+def _optimizer_keywords() -> list[str]:
+    """Every keyword any registered optimizer takes, in registry then signature order."""
+    return list(dict.fromkeys(name for cls in OPTIMIZERS.values() for name in keywords(cls)))
+
+
 def _optimizers_taking(name: str) -> list[str]:
     return [o for o, cls in OPTIMIZERS.items() if name in keywords(cls)]
 
@@ -81,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     net, training, data = NetConfig(), TrainConfig(), DataConfig()
     g = p.add_argument_group("hyperparameters")
     g.add_argument("--optimizer", default=training.optimizer, choices=list(OPTIMIZERS))
-    names = dict.fromkeys(name for cls in OPTIMIZERS.values() for name in keywords(cls))
-    for name in names:
+    for name in _optimizer_keywords():
         flags = [hyperparameter_flag(name)] + (["--lr"] if name == "learning_rate" else [])
         takers = _optimizers_taking(name)
         g.add_argument(
@@ -201,8 +205,9 @@ def check_ranges(args: argparse.Namespace) -> None:
 
 def hyperparameters(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
     """The optimizer keywords given on the command line, in the registry's order."""
-    names = dict.fromkeys(name for cls in OPTIMIZERS.values() for name in keywords(cls))
-    return tuple((n, getattr(args, n)) for n in names if getattr(args, n) is not None)
+    return tuple(
+        (n, getattr(args, n)) for n in _optimizer_keywords() if getattr(args, n) is not None
+    )
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

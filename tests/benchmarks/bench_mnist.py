@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from hpo.shared_split import split_nbytes  # noqa: E402
 from tests.benchmarks.bench_trainer import (  # noqa: E402
     BenchConfig,
     import_torch,
@@ -69,11 +70,6 @@ def make_mnist_like(path: Path, *, seed: int = 0) -> Path:
     x_test, y_test = draw(10_000)
     np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test)
     return path
-
-
-def split_bytes(split: Split) -> int:
-    arrays = (split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test)
-    return sum(a.nbytes for a in arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +249,7 @@ optimizer = "sgd"
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"hpo run failed:\n{err.decode()[-2000:]}")
-    size = split_bytes(split)
+    size = split_nbytes(split)
     mib = 2**20
     print(
         f"3. memory: python -m hpo run TMP/mnist.toml --workers 2 (3x400, 1 epoch, 4 trials); "
