@@ -470,7 +470,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         run_confirmation,
         stored_runs,
     )
-    from hpo.objective import load_study_split
+    from hpo.objective import load_training_split
     from hpo.records import load_hpo_study
     from hpo.service import check_memory, make_executor
     from hpo.storage import open_storage
@@ -481,7 +481,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     storage = open_storage(url)
     companion = load_companion(storage, name, create=False)
     work = plan(study, companion, top=args.top, seeds=args.seeds)
-    split = load_study_split(spec)
+    split = load_training_split(spec)
     start = time.monotonic()
     if work.missing:  # bad data, memory or cluster fail here, before anything is stored
         if args.dask is None:

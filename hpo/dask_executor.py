@@ -54,7 +54,7 @@ from hpo.executors import (
     next_to_start,
     tune_malloc,
 )
-from hpo.objective import TrialResult, TrialTask, data_config, run_task
+from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.spec import StudySpec
 from trainer.datasets import DatasetError, Split
 
@@ -369,7 +369,7 @@ def worker_split(spec: StudySpec, digest: str, *, where: str | None = None) -> S
             return split
         where = where or _worker_name()
         try:
-            split = data_config(spec).load()
+            split = spec.data.load()
         except DatasetError as e:
             raise WorkerDataError(
                 f"Dask worker {where}: data.{e.field}: {e} (allowed: the spec's files at the "

@@ -21,7 +21,6 @@ from optuna.trial import TrialState
 from hpo.objective import (
     ACTIVATION_SAMPLES,
     HISTOGRAM_BINS,
-    configuration,
     hidden_activations,
     trial_net,
 )
@@ -94,9 +93,8 @@ def initial_activation_histograms(
     for t in trials:
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
-        config = configuration(spec, t.params)
-        _, net, _ = trial_net(spec, t.params, t.number, split)
-        lo, hi = HISTOGRAM_RANGES[config["activation"]]
+        run, net, _ = trial_net(spec, t.params, t.number, split)
+        lo, hi = HISTOGRAM_RANGES[run.net.activation]
         edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
         layers = []
         for a in hidden_activations(net, split):  # std 1 nets overflow: that is the point
@@ -113,9 +111,9 @@ def initial_activation_histograms(
         out.append(
             {
                 "trial": t.number,
-                "init": config["init"],
-                "init_scale": config["init_scale"],
-                "activation": config["activation"],
+                "init": run.net.init,
+                "init_scale": run.net.init_scale,
+                "activation": run.net.activation,
                 "edges": [float(e) for e in edges],
                 "layers": layers,
             }

@@ -1,16 +1,15 @@
 """One trial: suggest a configuration from the spec's space, then train it as a plain task.
 
-``suggest`` asks an Optuna trial for each searched parameter in the order of ``spec.PARAMS``
-(the optimizer before its own hyperparameters, which are suggested only for the optimizers they
-belong to). ``configuration`` completes the suggestion with the spec's fixed values and the
-defaults. ``run_config`` turns it into the trainer's ``RunConfig``, which builds and trains the
-net as ``python -m trainer`` does. ``run_task`` is a whole trial as
+``suggest`` asks an Optuna trial for each searched parameter in the space's order (the
+optimizer before its own hyperparameters, which are suggested only for the optimizers they
+belong to). ``configuration`` puts the suggestion, the spec's fixed values and the defaults in
+their places of the trainer's ``RunConfig``: the typed run that builds and trains the net as
+``python -m trainer`` does. ``run_task`` is a whole trial as
 the executors run it: a pure function of a ``TrialTask`` (configuration, seed, pruning
 thresholds), the spec and the split, returning a ``TrialResult``; it touches no storage and
 imports no optuna, so it runs alike in this process, a local worker process or on a cluster.
 """
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -19,29 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.errors import UsageError
+from hpo.errors import SpecError, UsageError
 from hpo.interrupts import INTERRUPTS
 from hpo.pruning import Thresholds
 from hpo.reproduction import ENV_FACT, environment
-from hpo.spec import OPTIMIZER_HYPERPARAMETERS, PARAMS, StudySpec
-from trainer.config import DataConfig, NetConfig, RunConfig, TrainConfig
+from hpo.spec import ARGS, OPTIMIZER_HYPERPARAMETERS, StudySpec, network_display, rule_for
+from trainer.config import NetConfig, RunConfig, TrainConfig
+from trainer.contract import NetworkError, Trainable
 from trainer.datasets import DatasetError, Split
 from trainer.training import EpochMetrics, TrainResult
 
 if TYPE_CHECKING:
     import optuna
-
-    from trainer.network import MultiLayerNet
-
-DEFAULTS: dict[str, Any] = {
-    "optimizer": TrainConfig.optimizer,
-    "weight_decay": NetConfig.weight_decay,
-    "dropout_ratio": NetConfig.dropout_ratio,
-    "init_scale": NetConfig.init_scale,
-    "init": NetConfig.init,
-}
-"""Values of parameters that the space neither searches nor fixes (the optimizer's own
-hyperparameters then take the paper defaults; activation and batchnorm come from [model])."""
 
 
 def trial_seed(study_seed: int, trial_number: int) -> np.random.SeedSequence:
@@ -49,55 +37,68 @@ def trial_seed(study_seed: int, trial_number: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([study_seed, trial_number])
 
 
+def applies(spec: StudySpec, name: str, optimizer: str) -> bool:
+    """Whether the space entry ``name`` applies to a trial of ``optimizer`` (an optimizer's
+    own hyperparameters apply to it alone)."""
+    when = rule_for(name).when
+    return when is None or optimizer in when
+
+
 def suggest(trial: "optuna.Trial", spec: StudySpec) -> None:
     """Suggest every searched parameter that applies to this trial."""
-    optimizer = None
+    optimizer = spec.fixed("optimizer", TrainConfig.optimizer)
     for p in spec.space:
-        when = PARAMS[p.name].when
-        if when is not None and (optimizer or _fixed_or_default(spec, "optimizer")) not in when:
+        if p.kind == "fixed" or not applies(spec, p.name, optimizer):
             continue
         if p.kind == "choice":
             value = trial.suggest_categorical(p.name, list(p.choices))
-        elif p.kind == "float":
-            value = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+        elif p.kind == "int":
+            value = trial.suggest_int(p.name, p.low, p.high, step=int(p.step or 1), log=p.log)
         else:
-            continue
+            value = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
         if p.name == "optimizer":
             optimizer = value
 
 
-def _fixed_or_default(spec: StudySpec, name: str) -> Any:
-    p = spec.param(name)
-    if p is not None and p.kind == "fixed":
-        return p.value
-    if name in ("activation", "batchnorm"):
-        return getattr(spec.model, name)
-    return DEFAULTS.get(name)
-
-
-def configuration(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The full configuration of a trial with ``params``: suggested, fixed, then default values.
-
-    Keys: every name of ``PARAMS`` that applies to the trial's optimizer (the optimizer's own
-    hyperparameters only when set).
-    """
-    config = {}
-    for name in PARAMS:
-        value = params[name] if name in params else _fixed_or_default(spec, name)
-        if value is not None:
-            config[name] = value
-    optimizer = config["optimizer"]
-    for name, rule in PARAMS.items():
-        if rule.when is not None and optimizer not in rule.when:
-            config.pop(name, None)
-    return config
-
-
-def data_config(spec: StudySpec) -> DataConfig:
-    """The study's data: the same split for every trial, in any process that reads the same
-    files (``.load()`` raises ``trainer.datasets.DatasetError``). ``[data]`` holds exactly the
-    trainer's data fields."""
-    return DataConfig(**dataclasses.asdict(spec.data))
+def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
+    """The run of a trial with ``params``: the study's data, model and training with each
+    suggested, then fixed, value of the space in its place. A value the space neither searches
+    nor fixes is ``[model]``'s and ``[training]``'s, else the trainer's default (the optimizer's
+    own hyperparameters then take the paper's defaults)."""
+    chosen = {p.name: p.value for p in spec.space if p.kind == "fixed"} | dict(params)
+    optimizer = chosen.get("optimizer", TrainConfig.optimizer)
+    chosen = {k: v for k, v in chosen.items() if applies(spec, k, optimizer)}
+    m, t = spec.model, spec.training
+    hidden = tuple(m.hidden)
+    if "model.width" in chosen or "model.depth" in chosen:
+        width = chosen.get("model.width", hidden[0])
+        hidden = (width,) * chosen.get("model.depth", len(hidden))
+    args = dict(m.args) | {k[len(ARGS) :]: v for k, v in chosen.items() if k.startswith(ARGS)}
+    defaults = NetConfig()
+    net = NetConfig(
+        hidden_sizes=hidden,
+        activation=chosen.get("activation", m.activation),
+        batchnorm=chosen.get("batchnorm", m.batchnorm),
+        dropout_ratio=chosen.get("dropout_ratio", defaults.dropout_ratio),
+        weight_decay=chosen.get("weight_decay", defaults.weight_decay),
+        weight_decay_type=m.weight_decay_type,
+        init=chosen.get("init", defaults.init),
+        init_scale=chosen.get("init_scale", defaults.init_scale),
+        network=m.network,
+        args=tuple(args.items()),
+    )
+    training = TrainConfig(
+        optimizer=optimizer,
+        hyperparameters=tuple(
+            (k, float(chosen[k])) for k in OPTIMIZER_HYPERPARAMETERS if k in chosen
+        ),
+        epochs=chosen.get("training.epochs", t.epochs),
+        batch_size=chosen.get("training.batch_size", t.batch_size),
+        patience=chosen.get("training.patience", t.patience),
+        lr_decay=chosen.get("training.lr_decay", t.lr_decay),
+        eval_train_samples=t.eval_train_samples,
+    )
+    return RunConfig(data=spec.data, net=net, training=training)
 
 
 def load_study_split(spec: StudySpec) -> Split:
@@ -105,38 +106,38 @@ def load_study_split(spec: StudySpec) -> Split:
     names the spec's file and its ``data`` field."""
     try:
         with INTERRUPTS.raising():
-            return data_config(spec).load()
+            return spec.data.load()
     except DatasetError as e:
         raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
 
 
-def run_config(spec: StudySpec, config: dict[str, Any]) -> RunConfig:
-    """The run a trial's ``configuration`` is: the study's data, the net and its training."""
-    m, t = spec.model, spec.training
-    return RunConfig(
-        data=data_config(spec),
-        net=NetConfig(
-            hidden_sizes=tuple(m.hidden),
-            activation=config["activation"],
-            batchnorm=config["batchnorm"],
-            dropout_ratio=config["dropout_ratio"],
-            weight_decay=config["weight_decay"],
-            weight_decay_type=m.weight_decay_type,
-            init=config["init"],
-            init_scale=config["init_scale"],
-        ),
-        training=TrainConfig(
-            optimizer=config["optimizer"],
-            hyperparameters=tuple(
-                (k, float(config[k])) for k in OPTIMIZER_HYPERPARAMETERS if k in config
-            ),
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            patience=t.patience,
-            lr_decay=t.lr_decay,
-            eval_train_samples=t.eval_train_samples,
-        ),
-    )
+def load_training_split(spec: StudySpec) -> Split:
+    """The study's split for a command that trains (run, worker, confirm, retrain, verify):
+    ``load_study_split``, then a learner's net checked on it (``check_study_network``)."""
+    split = load_study_split(spec)
+    check_study_network(spec, split)
+    return split
+
+
+def check_study_network(spec: StudySpec, split: Split) -> None:
+    """Refuse, before anything is stored, a learner's net that does not load, build or meet
+    the contract on one small batch (``trainer.config.NetConfig.check``), built with the
+    space's first configuration (every range at its low end, every choice's first): one
+    ``SpecError`` naming the file's ``model.network``."""
+    if not spec.user_network:
+        return
+    first = {
+        p.name: p.choices[0] if p.kind == "choice" else p.low
+        for p in spec.space
+        if p.kind != "fixed"
+    }
+    try:
+        with INTERRUPTS.raising():
+            configuration(spec, first).net.check(split)
+    except NetworkError as e:
+        raise SpecError(
+            spec.source, "model.network", f"{network_display(spec.model.network)}: {e}"
+        ) from None
 
 
 ACTIVATION_SAMPLES = 500
@@ -146,15 +147,15 @@ HISTOGRAM_BINS = 30
 
 def trial_net(
     spec: StudySpec, params: dict[str, Any], number: int, split: Split
-) -> tuple[RunConfig, "MultiLayerNet", np.random.Generator]:
+) -> tuple[RunConfig, Trainable, np.random.Generator]:
     """Trial ``number``'s run, its net with the very weights it started from (its
     configuration, its seed) and the generator of its batches, to train it again."""
-    run = run_config(spec, configuration(spec, params))
+    run = configuration(spec, params)
     net, rng = run.build(split, trial_seed(spec.search.seed, number))
     return run, net, rng
 
 
-def hidden_activations(net: "MultiLayerNet", split: Split) -> list[np.ndarray]:
+def hidden_activations(net: Trainable, split: Split) -> list[np.ndarray]:
     """Each hidden layer's activations on the first ``ACTIVATION_SAMPLES`` validation inputs
     (a badly scaled net overflows: its values are what the histograms show, not warnings)."""
     with np.errstate(all="ignore"):
@@ -173,7 +174,7 @@ class TrialTask:
     """
 
     number: int
-    config: dict[str, Any]
+    config: RunConfig
     seed: tuple[int, ...]
     thresholds: Thresholds
 
@@ -217,9 +218,7 @@ def run_task(
         return task.thresholds.should_prune(values)
 
     seed = np.random.SeedSequence(task.seed)
-    _, result = run_config(spec, task.config).train(
-        split, seed, on_epoch_end=on_epoch_end, should_stop=should_stop
-    )
+    _, result = task.config.train(split, seed, on_epoch_end=on_epoch_end, should_stop=should_stop)
     if result.stop_reason == "interrupted":
         state, value = INTERRUPTED, None
     elif result.diverged:

@@ -3,7 +3,7 @@ verifying that a stored trial reproduces bit for bit."""
 
 import math
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def retrain_best(
     """
     import numpy as np  # retraining only: reading the best trial imports no trainer
 
-    from hpo.objective import configuration, load_study_split, run_config, trial_seed
+    from hpo.objective import configuration, load_training_split, trial_seed
     from trainer.checkpoint import save_checkpoint
     from trainer.training import evaluate
 
@@ -74,11 +74,11 @@ def retrain_best(
     if export is not None:
         check_out_path(Path(export), flag="--export", example="best.npz")
     trial = study.get_trials(deepcopy=False)[summary["trial"]]
-    config = configuration(spec, trial.params)
-    split = load_study_split(spec)
-    epochs = max(1, int(summary["best_epoch"] or spec.training.epochs))
-    retrain_spec = _with_epochs(spec, epochs)
-    net, result = run_config(retrain_spec, config).train(
+    run = configuration(spec, trial.params)
+    split = load_training_split(spec)
+    epochs = max(1, int(summary["best_epoch"] or run.training.epochs))
+    run = replace(run, training=replace(run.training, epochs=epochs, patience=None))
+    net, result = run.train(
         split,
         trial_seed(spec.search.seed, trial.number),
         x_train=np.concatenate([split.x_train, split.x_val]),
@@ -101,7 +101,7 @@ def retrain_best(
             extra={
                 "study": study.study_name,
                 "trial": trial.number,
-                "config": config,
+                "config": asdict(run),
                 "test_accuracy": test_accuracy,
                 "dataset": spec.data.dataset,
             },
@@ -122,10 +122,6 @@ def _store_artifact(
     return optuna.artifacts.upload_artifact(
         artifact_store=store, file_path=path, study_or_trial=study
     )
-
-
-def _with_epochs(spec: StudySpec, epochs: int) -> StudySpec:
-    return replace(spec, training=replace(spec.training, epochs=epochs, patience=None))
 
 
 @dataclass(frozen=True)
@@ -221,12 +217,12 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
     from threadpoolctl import threadpool_limits
 
     from hpo.executors import ONE_BLAS_THREAD
-    from hpo.objective import TrialTask, configuration, load_study_split, run_task
+    from hpo.objective import TrialTask, configuration, load_training_split, run_task
     from hpo.reproduction import ENV_FACT, differences, environment
 
     trial = finished_trial(study, number)
     facts, pruned_at = retraining_facts(trial)
-    split = load_study_split(spec)
+    split = load_training_split(spec)
     task = TrialTask(
         trial.number, configuration(spec, trial.params), tuple(facts["seed"]), _StopAfter(pruned_at)
     )
@@ -299,11 +295,11 @@ def trainer_command(
     highest epoch value, 0 when it diverged in its first) and ``argv``; the line's
     ``best_val_accuracy`` equals ``value``.
     """
-    from hpo.objective import configuration, run_config
+    from hpo.objective import configuration
 
     trial = finished_trial(study, number)
     facts, pruned_at = retraining_facts(trial)
-    run = run_config(spec, configuration(spec, trial.params))
+    run = configuration(spec, trial.params)
     pruned = trial.state == TrialState.PRUNED
     if pruned_at is not None:
         run = replace(run, training=replace(run.training, epochs=pruned_at))

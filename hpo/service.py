@@ -23,7 +23,7 @@ from hpo.errors import RunError, SpecError, UsageError
 from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
-from hpo.objective import load_study_split
+from hpo.objective import load_training_split
 from hpo.pruning import (
     HyperbandRule,
     NoPruning,
@@ -105,6 +105,8 @@ def grid_space(spec: StudySpec) -> dict[str, list]:
     for p in spec.space:
         if p.kind == "choice":
             space[p.name] = list(p.choices)
+        elif p.kind == "int":
+            space[p.name] = list(range(p.low, p.high + 1, int(p.step or 1)))
         elif p.kind == "float":
             n = math.floor((p.high - p.low) / p.step + 1e-9)  # never past high
             space[p.name] = [round(p.low + i * p.step, 12) for i in range(n + 1)]
@@ -208,13 +210,16 @@ def check_memory(
     the memory this machine has available (``trainer.network.training_memory``, an upper
     estimate); ``available`` and ``where`` name another machine's (a Dask worker's)."""
     available = available_memory() if available is None else available
-    if available is None:
+    if available is None or spec.user_network:  # a learner's net's size is its own
         return
     n_rows = len(split.y_train) + len(split.y_val)
-    rows = max(min(spec.training.batch_size, len(split.y_train)), min(EVAL_BATCH, n_rows))
-    per_trial = training_memory(
-        split.n_features, spec.model.hidden, split.n_classes, batch_rows=rows
-    )
+    batch_size = largest(spec, "training.batch_size", spec.training.batch_size)
+    rows = max(min(batch_size, len(split.y_train)), min(EVAL_BATCH, n_rows))
+    hidden = spec.model.hidden
+    if spec.param("model.width") or spec.param("model.depth"):
+        width = largest(spec, "model.width", hidden[0])
+        hidden = (width,) * largest(spec, "model.depth", len(hidden))
+    per_trial = training_memory(split.n_features, hidden, split.n_classes, batch_rows=rows)
     needed = per_trial * max(1, workers)
     if needed <= available:
         return
@@ -222,10 +227,20 @@ def check_memory(
     raise SpecError(
         spec.source,
         "model.hidden",
-        f"{_show_list(spec.model.hidden)} with batch_size {spec.training.batch_size} needs about "
+        f"{_show_list(hidden)} with batch_size {batch_size} needs about "
         f"{_gib(per_trial)} a trial{times}, more than the {_gib(available)} {where} "
         "(allowed: narrower or fewer layers, a smaller batch, or fewer --workers)",
     )
+
+
+def largest(spec: StudySpec, name: str, default: int) -> int:
+    """The largest value the space gives the integer setting ``name``, else ``default``."""
+    p = spec.param(name)
+    if p is None:
+        return default
+    return {"fixed": lambda: p.value, "choice": lambda: max(p.choices)}.get(
+        p.kind, lambda: p.high
+    )()
 
 
 def _gib(n: int) -> str:
@@ -372,7 +387,7 @@ def run_study(
     if spec.search.sampler == "grid":
         target = min(target, grid_size(spec))
     timeout = spec.search.timeout if timeout is None else timeout
-    split = load_study_split(spec)  # bad data fails here, before the study exists
+    split = load_training_split(spec)  # bad data or net fails here, before the study exists
     if create_only:
         dask = None
     options = {"workers": workers, "in_process": in_process, "dask": dask, "label": name}
@@ -416,7 +431,7 @@ def run_worker(
     """Join an existing study as one more orchestrator until its stored target is reached."""
     study, spec = load_hpo_study(storage_url=storage_url, study_name=study_name)
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
-    split = load_study_split(spec)
+    split = load_training_split(spec)
     if dask is None:
         check_memory(spec, split, workers=1 if in_process else workers or 1)
     executor = make_executor(

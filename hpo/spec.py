@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,76 +33,79 @@ from hpo.names import (
     show_name,
     study_name_problem,
 )
+from trainer.config import RULES, DataConfig, Rule
+from trainer.contract import NetworkError, is_file_reference, split_reference
 from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
 
-
-@dataclass(frozen=True)
-class ParamRule:
-    """What a searchable parameter may be: a float in [lo, hi] (bounds per ``closed``) or one
-    of fixed choices; ``when`` names the optimizers it applies to (None: all)."""
-
-    kind: str  # "float" or "choice"
-    lo: float = -math.inf
-    hi: float = math.inf
-    closed: tuple[bool, bool] = (True, True)
-    choices: tuple = ()
-    when: tuple[str, ...] | None = None
-
-    def allowed(self) -> str:
-        if self.kind == "choice":
-            return ", ".join(json.dumps(c) for c in self.choices)
-        left = f"{self.lo} {'<=' if self.closed[0] else '<'} " if self.lo > -math.inf else ""
-        right = f" {'<=' if self.closed[1] else '<'} {self.hi}" if self.hi < math.inf else ""
-        return f"{left}value{right}"
-
-    def admits(self, value: Any) -> bool:
-        if self.kind == "choice":
-            return value in self.choices and type(value) is type(self.choices[0])
-        lo_ok = value >= self.lo if self.closed[0] else value > self.lo
-        hi_ok = value <= self.hi if self.closed[1] else value < self.hi
-        return lo_ok and hi_ok
+ParamRule = Rule  # the name the space has always used for trainer.config.Rule
 
 
-_UNIT = {"lo": 0.0, "hi": 1.0, "closed": (True, False)}  # [0, 1)
-
-
-def _optimizer_params() -> dict[str, ParamRule]:
+def _optimizer_params() -> dict[str, Rule]:
     """The optimizers' own searchable hyperparameters (``Optimizer.SEARCHABLE``), each for the
     optimizers that have it, in the registry's order."""
-    rules: dict[str, ParamRule] = {}
+    rules: dict[str, Rule] = {}
     for optimizer, cls in OPTIMIZERS.items():
         for h in cls.searchable():
             when = (*rules[h.name].when, optimizer) if h.name in rules else (optimizer,)
-            rules[h.name] = ParamRule("float", lo=h.low, hi=h.high, closed=(True, False), when=when)
+            rules[h.name] = Rule("float", lo=h.low, hi=h.high, closed=(True, False), when=when)
     return rules
 
 
-PARAMS: dict[str, ParamRule] = {
-    "learning_rate": ParamRule("float", lo=0.0, closed=(False, True)),
-    "weight_decay": ParamRule("float", lo=0.0),
-    "dropout_ratio": ParamRule("float", **_UNIT),
-    "init_scale": ParamRule("float", lo=0.0, closed=(False, True)),
-    "optimizer": ParamRule("choice", choices=tuple(OPTIMIZERS)),
-    "init": ParamRule("choice", choices=INITS),
-    "activation": ParamRule("choice", choices=tuple(ACTIVATIONS)),
-    "batchnorm": ParamRule("choice", choices=(False, True)),
+PARAMS: dict[str, Rule] = {
+    "learning_rate": RULES["training.learning_rate"],
+    "weight_decay": RULES["model.weight_decay"],
+    "dropout_ratio": RULES["model.dropout_ratio"],
+    "init_scale": RULES["model.init_scale"],
+    "optimizer": Rule("choice", choices=tuple(OPTIMIZERS)),
+    "init": Rule("choice", choices=INITS),
+    "activation": Rule("choice", choices=tuple(ACTIVATIONS)),
+    "batchnorm": Rule("choice", choices=(False, True)),
     **_optimizer_params(),
 }
-"""The parameters ``[space]`` may search or fix, in the order trials suggest them: the
+"""The short names ``[space]`` may search or fix, in the order trials suggest them: the
 optimizers' own come from ``trainer.optimizers`` (a new optimizer's are searchable with no edit
-here)."""
+here). Every other setting is searched by its place (``SETTINGS``, ``ARGS``)."""
 
 OPTIMIZER_HYPERPARAMETERS = ("learning_rate", *_optimizer_params())
+
+SETTINGS: dict[str, Rule] = {
+    "model.width": replace(RULES["model.width"], hi=MAX_WIDTH),
+    "model.depth": replace(RULES["model.depth"], hi=MAX_LAYERS),
+    "training.epochs": replace(RULES["training.epochs"], hi=MAX_EPOCHS),
+    "training.batch_size": RULES["training.batch_size"],
+    "training.lr_decay": RULES["training.lr_decay"],
+    "training.patience": RULES["training.patience"],
+}
+"""The settings ``[space]`` addresses by their table: the built-in net's width (every hidden
+layer's) and depth (its number of hidden layers), and the training's own. A new searchable
+setting is one entry here and one line where ``hpo.objective.configuration`` applies it."""
+
+ARGS = "model.args."
+"""The prefix of a learner's net's constructor keywords in ``[space]``: ``model.args.reg``."""
+
+BUILT_IN_ONLY = (
+    "weight_decay",
+    "dropout_ratio",
+    "init_scale",
+    "init",
+    "activation",
+    "batchnorm",
+    "model.width",
+    "model.depth",
+)
+"""Space names that set the built-in net, which a learner's net (``model.network``) has not."""
 
 
 @dataclass(frozen=True)
 class Param:
     """One entry of the search space.
 
-    ``kind`` is ``"float"`` (``low``..``high``, optionally ``log`` or ``step``), ``"choice"``
-    (``choices``) or ``"fixed"`` (``value``).
+    ``kind`` is ``"float"`` or ``"int"`` (``low``..``high``, optionally ``log`` or ``step``),
+    ``"choice"`` (``choices``) or ``"fixed"`` (``value``). ``name`` is a short name of
+    ``PARAMS`` or a setting's place (``"training.batch_size"``, ``"model.args.reg"``): the
+    name Optuna stores the parameter under.
     """
 
     name: str
@@ -115,22 +118,21 @@ class Param:
     value: Any = None
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    train_size: int | None = None
-    validation_fraction: float = 0.2
-    test_fraction: float = 0.2
-    seed: int = 0
+DataSpec = DataConfig  # [data] is the trainer's data configuration as it is
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """``[model]``: the built-in net's architecture, or a learner's net (``network``: an
+    absolute ``FILE.py:Class`` once read, or ``package.module:Class``) with its constructor's
+    keyword ``args``."""
+
     hidden: tuple[int, ...] = (100, 100, 100)
     activation: str = "relu"
     batchnorm: bool = False
     weight_decay_type: str = "l2"
+    network: str | None = None
+    args: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class StudySpec:
     name: str
     description: str = ""
     experiment: str | None = None
-    data: DataSpec = field(default_factory=DataSpec)
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
@@ -177,7 +179,7 @@ class StudySpec:
                 space[p.name] = p.value
             elif p.kind == "choice":
                 space[p.name] = {"choices": list(p.choices)}
-            else:
+            else:  # "float" or "int"
                 entry = {"low": p.low, "high": p.high}
                 if p.log:
                     entry["log"] = True
@@ -193,9 +195,14 @@ class StudySpec:
             }
 
         model = section(self.model)
+        del model["args"]
+        if self.model.network is not None:  # the built-in net's fields do not apply
+            model = {"network": self.model.network}
+        if self.model.args:
+            model["args"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.args}
         for name in ("activation", "batchnorm"):
             if self.param(name) is not None:
-                del model[name]  # searched or fixed in [space]; one place only
+                model.pop(name, None)  # searched or fixed in [space]; one place only
         return {
             "study": {"name": self.name, "description": self.description}
             | ({"experiment": self.experiment} if self.experiment else {}),
@@ -215,6 +222,8 @@ class StudySpec:
         d = self.to_dict()
         core = {k: d[k] for k in ("data", "model", "training", "space")}
         core["data"].pop("data_dir", None)  # where the files are differs between machines
+        if self.model.network is not None:  # so does the folder of a network file
+            core["model"]["network"] = network_display(self.model.network)
         core["training"].pop("record_batch_loss", None)  # what is kept, not what is trained
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -225,6 +234,34 @@ class StudySpec:
         """The value the space fixes ``name`` to, else ``default`` (searched or not named)."""
         p = self.param(name)
         return p.value if p is not None and p.kind == "fixed" else default
+
+    @property
+    def user_network(self) -> bool:
+        """Whether the trials train a learner's own net (``[model] network``)."""
+        return self.model.network is not None
+
+    def model_text(self) -> str:
+        """The nets of the study as the report states them: the built-in net's layers (with
+        what the space searches), or a learner's net with its arguments."""
+
+        def searched(name: str) -> bool:
+            p = self.param(name)
+            return p is not None and p.kind != "fixed"
+
+        if self.model.network is not None:
+            args = ", ".join(f"{k}={_show(v)}" for k, v in self.model.args)
+            keywords = [p.name[len(ARGS) :] for p in self.space if p.name.startswith(ARGS)]
+            tuned = f"; searched: {', '.join(keywords)}" if keywords else ""
+            return f"your network {network_display(self.model.network)}({args}){tuned}"
+        hidden = list(self.model.hidden)
+        if searched("model.width") or searched("model.depth"):
+            width = "width searched" if searched("model.width") else f"width {hidden[0]}"
+            depth = "depth searched" if searched("model.depth") else f"depth {len(hidden)}"
+            layers = f"hidden layers: {width}, {depth}"
+        else:
+            layers = f"hidden {hidden}"
+        batchnorm = ", BatchNorm" if self.fixed("batchnorm", self.model.batchnorm) is True else ""
+        return f"{layers}, {self.activation_text()}{batchnorm}"
 
     def activation_text(self) -> str:
         """The nets' activation as a report states it: fixed (in [space] or [model]), or the
@@ -290,6 +327,18 @@ class _Table:
             raise self.fail(key, f"unknown value {_show(value)} (allowed: {', '.join(allowed)})")
         return value
 
+    def check_rules(self, values: Any, *, unset: dict[str, str] | None = None) -> None:
+        """Refuse a field of the dataclass ``values`` that its rule (``trainer.config.RULES``
+        at ``TABLE.field``) does not admit; ``unset`` names, per optional field, the value
+        that means "none", so that the message states the whole rule."""
+        for f in fields(values):
+            place = f"{self.prefix}.{f.name}"
+            rule = SETTINGS.get(place, RULES.get(place))
+            value = getattr(values, f.name)
+            if rule is not None and value is not None and not rule.admits(value):
+                more = (unset or {}).get(f.name, "")
+                raise self.fail(f.name, f"{_show(value)} (allowed: {rule.allowed()}{more})")
+
     def at_least(self, key: str, value, minimum, maximum=None, *, unset: str = "") -> None:
         """Refuse ``value`` outside ``minimum``..``maximum``; ``unset`` names the value that
         means "none" (an optional field), so that the message states the whole rule."""
@@ -323,8 +372,12 @@ def _show(value: Any) -> str:
 SECTIONS = ("study", "data", "model", "training", "search", "space")
 
 
-def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> StudySpec:
-    """Validate the plain data of a study file and build its ``StudySpec``."""
+def spec_from_dict(
+    raw: dict[str, Any], *, source: str, default_name: str, base_dir: Path | None = None
+) -> StudySpec:
+    """Validate the plain data of a study file and build its ``StudySpec``. A relative
+    ``[model] network`` file is resolved against ``base_dir`` (the study file's folder; a
+    spec read back from storage holds it resolved)."""
     top = _Table(source, "", raw)
     top.finish(SECTIONS)
 
@@ -344,22 +397,22 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     t.finish(("name", "description", "experiment"))
 
     t = _Table(source, "data", raw.get("data", {}))
-    dataset = t.get("dataset", "str", DataSpec.dataset)
+    dataset = t.get("dataset", "str", DataConfig.dataset)
     try:
         check_dataset_name(dataset)
     except DatasetError:
         raise t.fail(
             "dataset", f"unknown dataset {_show(dataset)} (allowed: {', '.join(DATASETS)})"
         ) from None
-    data = DataSpec(
+    data = DataConfig(
         dataset=dataset,
         data_dir=t.get("data_dir", "str", None, optional=True),
         train_size=t.get("train_size", "int", None),
-        validation_fraction=t.get("validation_fraction", "number", DataSpec.validation_fraction),
-        test_fraction=t.get("test_fraction", "number", DataSpec.test_fraction),
-        seed=t.get("seed", "int", DataSpec.seed),
+        validation_fraction=t.get("validation_fraction", "number", DataConfig.validation_fraction),
+        test_fraction=t.get("test_fraction", "number", DataConfig.test_fraction),
+        seed=t.get("seed", "int", DataConfig.seed),
     )
-    t.at_least("train_size", data.train_size, 2, unset=", or leave it out for every sample")
+    t.check_rules(data, unset={"train_size": ", or leave it out for every sample"})
     t.at_least("seed", data.seed, 0, MAX_SEED)
     if data.data_dir is not None and dataset not in IDX_SOURCES:
         raise t.fail(
@@ -367,35 +420,9 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
             f"{_show(data.data_dir)} is set, but dataset {_show(dataset)} reads no directory "
             f"(allowed: data_dir with {', '.join(IDX_SOURCES)})",
         )
-    for key in ("validation_fraction", "test_fraction"):
-        if not 0 < getattr(data, key) < 1:
-            raise t.fail(key, f"{getattr(data, key)} (allowed: 0 < fraction < 1)")
-    t.finish(_field_names(DataSpec))
+    t.finish(_field_names(DataConfig))
 
-    t = _Table(source, "model", raw.get("model", {}))
-    hidden = t.raw.get("hidden", list(ModelSpec.hidden))
-    if (
-        not isinstance(hidden, list)
-        or not hidden
-        or len(hidden) > MAX_LAYERS
-        or not all(
-            isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_WIDTH for h in hidden
-        )
-    ):
-        raise t.fail(
-            "hidden",
-            f"{_show(hidden)} (allowed: a list of 1 to {MAX_LAYERS} layer widths, each 1 to "
-            f"{MAX_WIDTH:,})",
-        )
-    model = ModelSpec(
-        hidden=tuple(hidden),
-        activation=t.choice("activation", ModelSpec.activation, tuple(ACTIVATIONS)),
-        batchnorm=t.get("batchnorm", "bool", ModelSpec.batchnorm),
-        weight_decay_type=t.choice(
-            "weight_decay_type", ModelSpec.weight_decay_type, WEIGHT_DECAY_TYPES
-        ),
-    )
-    t.finish(_field_names(ModelSpec))
+    model = _read_model(_Table(source, "model", raw.get("model", {})), base_dir)
 
     t = _Table(source, "training", raw.get("training", {}))
     training = TrainingSpec(
@@ -406,12 +433,13 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
         record_batch_loss=t.get("record_batch_loss", "bool", TrainingSpec.record_batch_loss),
         eval_train_samples=t.get("eval_train_samples", "int", None, optional=True),
     )
-    t.at_least("epochs", training.epochs, 1, MAX_EPOCHS)
-    t.at_least("eval_train_samples", training.eval_train_samples, 1, unset=", or 0 for every row")
-    t.at_least("batch_size", training.batch_size, 1)
-    t.at_least("patience", training.patience, 1, unset=", or 0 for no early stopping")
-    if not 0 < training.lr_decay <= 1:
-        raise t.fail("lr_decay", f"{training.lr_decay} (allowed: 0 < factor <= 1)")
+    t.check_rules(
+        training,
+        unset={
+            "eval_train_samples": ", or 0 for every row",
+            "patience": ", or 0 for no early stopping",
+        },
+    )
     t.finish(_field_names(TrainingSpec))
 
     t = _Table(source, "search", raw.get("search", {}))
@@ -444,11 +472,11 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     t.finish(_field_names(SearchSpec))
 
     model_keys = set(raw.get("model", {}))
-    space = _read_space(_Table(source, "space", raw.get("space", {})), model_keys)
+    space = _read_space(_Table(source, "space", raw.get("space", {})), model_keys, model)
     if search.sampler == "grid":
         optimizer = next((p for p in space if p.name == "optimizer"), None)
         for p in space:
-            when = PARAMS[p.name].when
+            when = rule_for(p.name).when
             varying = optimizer is not None and optimizer.kind == "choice"
             if when is not None and p.kind != "fixed" and varying:
                 raise SpecError(
@@ -466,7 +494,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
                     '(allowed with sampler "grid": choices, fixed values, or a '
                     "range with step)",
                 )
-    if search.sampler == "cmaes" and not any(p.kind == "float" for p in space):
+    if search.sampler == "cmaes" and not any(p.kind in ("float", "int") for p in space):
         raise SpecError(
             source,
             "search.sampler",
@@ -475,63 +503,108 @@ def spec_from_dict(raw: dict[str, Any], *, source: str, default_name: str) -> St
     return StudySpec(name, description, experiment, data, model, training, search, space, source)
 
 
-def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
-    t.finish(tuple(PARAMS))
-    params = []
-    for name, rule in PARAMS.items():
-        if name not in t.raw:
-            continue
-        entry = t.raw[name]
-        where = f"{t.prefix}.{name}"
-        if not isinstance(entry, dict):
-            if rule.kind == "float":
-                entry = _as_float(t.source, where, entry)
-            if not rule.admits(entry):
-                raise SpecError(t.source, where, f"{_show(entry)} (allowed: {rule.allowed()})")
-            params.append(Param(name, "fixed", value=entry))
-            continue
-        e = _Table(t.source, where, entry)
-        if "choices" in e.raw:
-            e.finish(("choices",))
-            choices = e.raw["choices"]
-            if not isinstance(choices, list) or not choices:
-                raise e.fail("choices", f"{_show(choices)} (allowed: a non-empty list)")
-            if rule.kind == "float":
-                choices = [_as_float(t.source, f"{where}.choices", c) for c in choices]
-            for c in choices:
-                if not rule.admits(c):
-                    raise e.fail("choices", f"{_show(c)} (allowed: {rule.allowed()})")
-            if len(set(map(json.dumps, choices))) != len(choices):
-                raise e.fail("choices", f"{_show(choices)} has duplicates")
-            params.append(Param(name, "choice", choices=tuple(choices)))
-            continue
-        if rule.kind == "choice":
-            raise SpecError(
-                t.source,
-                where,
-                "a range is not possible here (allowed: "
-                f"{{ choices = [...] }} or one of {rule.allowed()})",
+def network_display(reference: str) -> str:
+    """A network reference without its folder (``nets.py:TwoLayerNet``): what identifies the
+    net across machines, for the fingerprint and the report."""
+    if is_file_reference(reference):
+        where, name = split_reference(reference)
+        return f"{Path(where).name}:{name}"
+    return reference
+
+
+def _read_model(t: _Table, base_dir: Path | None) -> ModelSpec:
+    """``[model]``: the built-in net's fields, or ``network`` with its ``args`` table."""
+    network = t.get("network", "str", None, optional=True)
+    if network is None:
+        if "args" in t.raw:
+            raise t.fail("args", "set, but model.network is not (allowed: args with network)")
+        hidden = t.raw.get("hidden", list(ModelSpec.hidden))
+        if (
+            not isinstance(hidden, list)
+            or not hidden
+            or len(hidden) > MAX_LAYERS
+            or not all(
+                isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_WIDTH
+                for h in hidden
             )
-        e.finish(("low", "high", "log", "step"))
-        for key in ("low", "high"):
-            if key not in e.raw:
-                raise e.fail(key, "missing (a range needs low and high)")
-        low, high = e.get("low", "number", None), e.get("high", "number", None)
-        log = e.get("log", "bool", False)
-        step = e.get("step", "number", None)
-        for key, v in (("low", low), ("high", high)):
-            if not rule.admits(v):
-                raise e.fail(key, f"{v} (allowed: {rule.allowed()})")
-        if low >= high:
-            raise e.fail("low", f"{low} is not below high = {high} (allowed: low < high)")
-        if log and low <= 0:
-            raise e.fail("low", f"{low} with log = true (allowed: low > 0)")
-        if step is not None:
-            if log:
-                raise e.fail("step", "step and log = true cannot be combined")
-            if step <= 0 or step > high - low:
-                raise e.fail("step", f"{step} (allowed: 0 < step <= high - low)")
-        params.append(Param(name, "float", low=low, high=high, log=log, step=step))
+        ):
+            raise t.fail(
+                "hidden",
+                f"{_show(hidden)} (allowed: a list of 1 to {MAX_LAYERS} layer widths, each 1 "
+                f"to {MAX_WIDTH:,})",
+            )
+        model = ModelSpec(
+            hidden=tuple(hidden),
+            activation=t.choice("activation", ModelSpec.activation, tuple(ACTIVATIONS)),
+            batchnorm=t.get("batchnorm", "bool", ModelSpec.batchnorm),
+            weight_decay_type=t.choice(
+                "weight_decay_type", ModelSpec.weight_decay_type, WEIGHT_DECAY_TYPES
+            ),
+        )
+        t.finish(("hidden", "activation", "batchnorm", "weight_decay_type", "network"))
+        return model
+    try:
+        where, name = split_reference(network)
+    except NetworkError as e:
+        raise t.fail("network", str(e)) from None
+    if is_file_reference(network) and base_dir is not None:
+        network = f"{(base_dir / where).resolve()}:{name}"
+    for key in ("hidden", "activation", "batchnorm", "weight_decay_type"):
+        if key in t.raw:
+            raise t.fail(
+                key,
+                "sets the built-in net, not model.network (allowed: your net's own keywords "
+                "in [model.args])",
+            )
+    a = _Table(t.source, "model.args", t.raw.get("args", {}))
+    args = []
+    for key, value in a.raw.items():
+        ok = isinstance(value, bool | int | float | str) or (
+            isinstance(value, list) and all(isinstance(v, bool | int | float | str) for v in value)
+        )
+        if not key.isidentifier() or not ok:
+            raise a.fail(
+                key,
+                f"{_show(value)} (allowed: a keyword of the constructor set to a number, a "
+                "string, true/false or a list of them)",
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise a.fail(key, f"{value} (allowed: a finite number)")
+        args.append((key, tuple(value) if isinstance(value, list) else value))
+    t.finish(("network", "args"))
+    return ModelSpec(network=network, args=tuple(args))
+
+
+def rule_for(name: str) -> Rule:
+    """The rule of a ``[space]`` entry: a short name's, a setting's, or any value for a
+    learner's net's keyword."""
+    if name in PARAMS:
+        return PARAMS[name]
+    if name in SETTINGS:
+        return SETTINGS[name]
+    if name.startswith(ARGS) and name[len(ARGS) :].isidentifier():
+        return Rule("any")
+    raise KeyError(name)
+
+
+def _read_space(t: _Table, model_keys: set[str], model: ModelSpec) -> tuple[Param, ...]:
+    names = (*PARAMS, *SETTINGS, f"{ARGS}NAME")
+    for key in t.raw:
+        try:
+            rule_for(key)
+        except KeyError:
+            raise t.fail(key, f"unknown field (allowed: {', '.join(names)})") from None
+        if model.network is not None and key in BUILT_IN_ONLY:
+            raise t.fail(
+                key,
+                f"sets the built-in net, not model.network = {_show(model.network)} (allowed: "
+                f"{ARGS}<keyword> for your net's own settings, e.g. {ARGS}reg)",
+            )
+        if model.network is None and key.startswith(ARGS):
+            raise t.fail(key, f"needs model.network (allowed: {ARGS}NAME with your own net)")
+    # Short names in the order trials suggest them, then places in the file's order.
+    order = [n for n in PARAMS if n in t.raw] + [n for n in t.raw if n not in PARAMS]
+    params = [_read_entry(t, name, rule_for(name)) for name in order]
 
     for name in ("activation", "batchnorm"):
         if name in t.raw and name in model_keys:
@@ -541,9 +614,73 @@ def _read_space(t: _Table, model_keys: set[str]) -> tuple[Param, ...]:
         raise SpecError(
             t.source,
             "space",
-            f"searches nothing (allowed: at least one range or choices among {', '.join(PARAMS)})",
+            f"searches nothing (allowed: at least one range or choices among {', '.join(names)})",
         )
     return tuple(params)
+
+
+def _read_entry(t: _Table, name: str, rule: Rule) -> Param:
+    """One ``[space]`` entry: a fixed value, ``{ choices = [...] }`` or a range table."""
+    entry = t.raw[name]
+    where = f"{t.prefix}.{name}"
+    if not isinstance(entry, dict):
+        if rule.kind == "float":
+            entry = _as_float(t.source, where, entry)
+        if not rule.admits(entry):
+            raise SpecError(t.source, where, f"{_show(entry)} (allowed: {rule.allowed()})")
+        return Param(name, "fixed", value=entry)
+    e = _Table(t.source, where, entry)
+    if "choices" in e.raw:
+        e.finish(("choices",))
+        choices = e.raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise e.fail("choices", f"{_show(choices)} (allowed: a non-empty list)")
+        if rule.kind == "float":
+            choices = [_as_float(t.source, f"{where}.choices", c) for c in choices]
+        for c in choices:
+            if not rule.admits(c):
+                raise e.fail("choices", f"{_show(c)} (allowed: {rule.allowed()})")
+        if len(set(map(json.dumps, choices))) != len(choices):
+            raise e.fail("choices", f"{_show(choices)} has duplicates")
+        return Param(name, "choice", choices=tuple(choices))
+    if rule.kind == "choice":
+        raise SpecError(
+            t.source,
+            where,
+            f"a range is not possible here (allowed: {{ choices = [...] }} or one of "
+            f"{rule.allowed()})",
+        )
+    e.finish(("low", "high", "log", "step"))
+    for key in ("low", "high"):
+        if key not in e.raw:
+            raise e.fail(key, "missing (a range needs low and high)")
+    # A setting's kind decides; a learner's keyword is an integer range when its bounds are
+    # written as integers (write 0.0 and 1.0 for a float range).
+    kind = rule.kind
+    if kind == "any":
+        bounds = (e.raw["low"], e.raw["high"], e.raw.get("step", 1))
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+        kind = "int" if whole else "float"
+    number = "int" if kind == "int" else "number"
+    low, high = e.get("low", number, None), e.get("high", number, None)
+    log = e.get("log", "bool", False)
+    step = e.get("step", number, None)
+    if rule.kind != "any":
+        for key, v in (("low", low), ("high", high)):
+            if not rule.admits(v):
+                raise e.fail(key, f"{v} (allowed: {rule.allowed()})")
+    if low >= high:
+        raise e.fail("low", f"{low} is not below high = {high} (allowed: low < high)")
+    if log and low <= 0:
+        raise e.fail("low", f"{low} with log = true (allowed: low > 0)")
+    if step is not None:
+        if log and kind == "float":
+            raise e.fail("step", "step and log = true cannot be combined")
+        if log and step != 1:
+            raise e.fail("step", f"{step} with log = true (allowed: step = 1 or none)")
+        if step <= 0 or step > high - low:
+            raise e.fail("step", f"{step} (allowed: 0 < step <= high - low)")
+    return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
 def packaged_specs() -> dict[str, str]:
@@ -578,7 +715,7 @@ def load_spec(spec: str) -> StudySpec:
                 f"{spec}: no such study file (allowed: a .toml path, or a packaged spec: "
                 f"{', '.join(packaged_specs())})"
             )
-        source, default_name = str(path), path.stem
+        source, default_name, base_dir = str(path), path.stem, path.parent
         try:
             text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write it
         except (OSError, UnicodeDecodeError) as e:
@@ -590,10 +727,10 @@ def load_spec(spec: str) -> StudySpec:
                 f"{spec}: no such packaged spec (allowed: {', '.join(names)}, or a path to a "
                 ".toml file)"
             )
-        source, default_name = f"studies/{spec}.toml", spec
+        source, default_name, base_dir = f"studies/{spec}.toml", spec, None
         text = resources.files("studies").joinpath(f"{spec}.toml").read_text(encoding="utf-8")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{source}: not valid TOML ({e})") from None
-    return spec_from_dict(raw, source=source, default_name=default_name)
+    return spec_from_dict(raw, source=source, default_name=default_name, base_dir=base_dir)

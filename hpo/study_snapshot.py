@@ -188,7 +188,12 @@ def build_snapshot(
     if split is None:
         split = load_study_split(spec)
     activations, activation_note = (), ""
-    if with_activations and complete:
+    if spec.user_network:
+        activation_note = (
+            "Activation histograms are drawn for the built-in net only: the report reads "
+            "stored results and never runs your network's code."
+        )
+    elif with_activations and complete:
         best = max(complete, key=lambda t: (t.value, -t.number))
         activations = activation_histograms(spec, best, split)
         activation_note = (

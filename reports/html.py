@@ -222,7 +222,6 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
             snapshot.importance_note if figures.importance_data(snapshot) is None else ""
         ),
         dataset=spec.data.dataset,
-        activation=spec.activation_text(),
         search=spec.search,
         space=spec.space,
         spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),

@@ -11,8 +11,16 @@ import sys
 
 import numpy as np
 
-from trainer.config import DataConfig, NetConfig, RunConfig, TrainConfig, hyperparameter_flag
+from trainer.config import (
+    RULES,
+    DataConfig,
+    NetConfig,
+    RunConfig,
+    TrainConfig,
+    hyperparameter_flag,
+)
 from trainer.console import UsageError, int_at_least, main_closing_quietly
+from trainer.contract import NetworkError
 from trainer.network import ACTIVATIONS, INITS
 from trainer.optimizers import OPTIMIZERS, keywords
 from trainer.sources import DATASETS, DatasetError, check_dataset_name
@@ -66,6 +74,21 @@ def _entropy(text: str) -> tuple[int, ...]:
     return words
 
 
+def _net_arg(text: str) -> tuple[str, object]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} (allowed: NAME=VALUE, e.g. hidden_dim=100 or hidden_size_list=[100,100])"
+        )
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value  # a bare word: a string
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    return name.strip(), parsed
+
+
 def _optimizer_keywords() -> list[str]:
     """Every keyword any registered optimizer takes, in registry then signature order."""
     return list(dict.fromkeys(name for cls in OPTIMIZERS.values() for name in keywords(cls)))
@@ -78,8 +101,9 @@ def _optimizers_taking(name: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m trainer",
-        description="Train one MultiLayerNet configuration (NumPy, from scratch) and report "
-        "its per-epoch training and validation curves.",
+        description="Train one configuration of the built-in MultiLayerNet (NumPy, from "
+        "scratch), or of your own net (--network), and report its per-epoch training and "
+        "validation curves.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -116,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--activation", choices=list(ACTIVATIONS), default=net.activation)
     g.add_argument("--batchnorm", action="store_true", help="BatchNorm before each activation")
     g.add_argument("--float64", action="store_true", help="compute in float64 (slower)")
+    g.add_argument(
+        "--network",
+        default=None,
+        metavar="FILE.py:CLASS",
+        help="your own net instead of the built-in one: FILE.py:Class or package.module:Class "
+        "(the book's params/gradient/predict or cs231n's params/loss; runs that file's code)",
+    )
+    g.add_argument(
+        "--net-arg",
+        type=_net_arg,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a keyword of --network's constructor, VALUE in JSON (repeat for each)",
+    )
     g = p.add_argument_group("data and training")
     g.add_argument("--dataset", default=data.dataset, help=f"one of {', '.join(DATASETS)}")
     g.add_argument("--data-dir", default=None, help="where the IDX files are (MNIST)")
@@ -157,35 +196,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+BUILT_IN_NET_FLAGS = (
+    ("--hidden", "hidden"),
+    ("--activation", "activation"),
+    ("--batchnorm", "batchnorm"),
+    ("--dropout", "dropout"),
+    ("--weight-decay", "weight_decay"),
+    ("--weight-decay-type", "weight_decay_type"),
+    ("--init", "init"),
+    ("--init-scale", "init_scale"),
+)
+"""The flags of the built-in net, which a --network run does not use."""
+
+
 def check_ranges(args: argparse.Namespace) -> None:
     """Check the flags whose ranges argparse's types cannot express; raise UsageError."""
-    rules = [
-        (
-            "--learning-rate",
-            args.learning_rate,
-            args.learning_rate is None or args.learning_rate > 0,
-            "> 0",
-        ),
-        ("--weight-decay", args.weight_decay, args.weight_decay >= 0, ">= 0"),
-        ("--dropout", args.dropout, 0 <= args.dropout < 1, "0 <= ratio < 1"),
-        ("--init-scale", args.init_scale, args.init_scale > 0, "> 0"),
-        (
-            "--validation-fraction",
-            args.validation_fraction,
-            0 < args.validation_fraction < 1,
-            "0 < fraction < 1",
-        ),
-        (
-            "--test-fraction",
-            args.test_fraction,
-            0 < args.test_fraction < 1,
-            "0 < fraction < 1",
-        ),
-        ("--lr-decay", args.lr_decay, 0 < args.lr_decay <= 1, "0 < factor <= 1"),
+    if args.network is None and args.net_arg:
+        raise UsageError(
+            f"argument --net-arg: {args.net_arg[0][0]} is set but --network is not (allowed: "
+            "--net-arg with --network)"
+        )
+    if args.network is not None:
+        defaults = build_parser().parse_args([])
+        for flag, name in BUILT_IN_NET_FLAGS:
+            if getattr(args, name) != getattr(defaults, name):
+                raise UsageError(
+                    f"argument {flag}: applies to the built-in net, not to --network "
+                    f"{args.network} (allowed: --net-arg NAME=VALUE for your net's keywords)"
+                )
+    checks = [
+        ("--learning-rate", "training.learning_rate", args.learning_rate),
+        ("--weight-decay", "model.weight_decay", args.weight_decay),
+        ("--dropout", "model.dropout_ratio", args.dropout),
+        ("--init-scale", "model.init_scale", args.init_scale),
+        ("--validation-fraction", "data.validation_fraction", args.validation_fraction),
+        ("--test-fraction", "data.test_fraction", args.test_fraction),
+        ("--lr-decay", "training.lr_decay", args.lr_decay),
     ]
-    for flag, value, ok, allowed in rules:
-        if not ok:
-            raise UsageError(f"argument {flag}: {value} (allowed: {allowed})")
+    for flag, place, value in checks:
+        if value is not None and not RULES[place].admits(value):
+            raise UsageError(f"argument {flag}: {value} (allowed: {RULES[place].allowed()})")
     for name, value in hyperparameters(args):
         flag = hyperparameter_flag(name)
         if name not in keywords(OPTIMIZERS[args.optimizer]):
@@ -230,6 +280,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             weight_decay_type=args.weight_decay_type,
             init=args.init,
             init_scale=args.init_scale,
+            network=args.network,
+            args=tuple(args.net_arg),
         ),
         training=TrainConfig(
             optimizer=args.optimizer,
@@ -248,6 +300,7 @@ def run(args: argparse.Namespace) -> dict:
     dtype = np.float64 if args.float64 else np.float32
     config = run_config(args)
     split = config.data.load(dtype)
+    config.net.check(split)
 
     def progress(m: EpochMetrics) -> None:
         if not args.quiet:
@@ -296,6 +349,9 @@ def _main(argv: list[str] | None) -> int:
     except DatasetError as e:
         flag = "--" + e.field.replace("_", "-")
         print(f"{parser.prog}: error: argument {flag}: {e}", file=sys.stderr)
+        return 2
+    except NetworkError as e:
+        print(f"{parser.prog}: error: argument --network: {args.network}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

@@ -3,26 +3,119 @@
 A run is its data (``DataConfig``: which set, how it is split, with which seed), its net
 (``NetConfig``) and its training (``TrainConfig``: the optimizer with its hyperparameters, epochs,
 batches, early stopping). ``RunConfig`` holds the three. ``python -m trainer`` builds one from its
-flags and ``hpo`` from a study's spec and a trial's parameters (``hpo.objective.run_config``),
+flags and ``hpo`` from a study's spec and a trial's parameters (``hpo.objective.configuration``),
 and both train it through ``RunConfig.train``, so a trial and the command line that
 ``RunConfig.flags`` writes for it train the same net on the same batches.
 
 The seeding rule: the data seed alone draws the split (and the rows that ``eval_train_samples``
 keeps); the run's ``SeedSequence`` spawns two children, the first for the initial weights and
-the second for dropout masks and the batch order.
+the second for dropout masks and the batch order. A learner's own net (``NetConfig.network``)
+draws its weights, and its dropout masks, from NumPy's global state, which the first child
+seeds just before the net is built (``trainer.contract.build_network``).
+
+The module is light to import (NumPy and these dataclasses): the data, the nets and the loop
+are imported where a run is built, so that ``hpo``'s reading commands can hold these types.
 """
 
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.datasets import Split, load_split
-from trainer.network import MultiLayerNet
-from trainer.optimizers import Optimizer, make_optimizer
-from trainer.training import EpochMetrics, TrainResult, train
+if TYPE_CHECKING:
+    from trainer.contract import Trainable
+    from trainer.datasets import Split
+    from trainer.optimizers import Optimizer
+    from trainer.training import EpochMetrics, TrainResult
 
 EVAL_STREAM = 0x6576616C  # "eval": the training-accuracy subset's own stream of the data seed
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting may be, stated once for every reader (a study file's tables and space,
+    ``python -m trainer``'s flags, ``train``'s arguments): a ``"float"`` or an ``"int"`` in
+    [lo, hi] (each bound closed or open per ``closed``), one of ``choices`` (``"choice"``), or
+    any number or choice (``"any"``: a learner's own constructor argument). ``when`` names
+    the optimizers a setting applies to (None: all)."""
+
+    kind: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    closed: tuple[bool, bool] = (True, True)
+    choices: tuple = ()
+    when: tuple[str, ...] | None = None
+
+    def allowed(self) -> str:
+        """The rule in words: ``0 < value <= 1``, ``> 0``, ``an integer from 1 to 1,000``."""
+        if self.kind == "choice":
+            return ", ".join(json.dumps(c) for c in self.choices)
+        if self.kind == "any":
+            return "a number, a string or true/false"
+        low, high = self.lo > -math.inf, self.hi < math.inf
+        lo, hi = _plain(self.lo), _plain(self.hi)
+        above, below = ("<=" if c else "<" for c in self.closed)
+        if self.kind == "int":
+            if low and high:
+                return f"an integer from {lo} to {hi}"
+            return f"an integer {'>=' if above == '<=' else '>'} {lo}" if low else "an integer"
+        if low and high:
+            return f"{lo} {above} value {below} {hi}"
+        if low:
+            return f"{'>=' if above == '<=' else '>'} {lo}"
+        return f"{below} {hi}" if high else "a number"
+
+    def admits(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices and type(value) is type(self.choices[0])
+        if self.kind == "any":
+            return isinstance(value, bool | int | float | str)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind == "int" and not isinstance(value, int):
+            return False
+        lo_ok = value >= self.lo if self.closed[0] else value > self.lo
+        hi_ok = value <= self.hi if self.closed[1] else value < self.hi
+        return lo_ok and hi_ok
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ``ValueError`` in scikit-learn's words unless ``value`` is admitted."""
+        if not self.admits(value):
+            raise ValueError(f"The {name!r} parameter must be {self.allowed()}. Got {value!r}.")
+
+
+def _plain(x: float) -> str:
+    """A bound as a person writes it: 1,000 for an integer, 0.5 or 1e-08 for a float."""
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+POSITIVE = Rule("float", lo=0.0, closed=(False, True))
+UNIT = Rule("float", lo=0.0, hi=1.0, closed=(True, False))  # [0, 1)
+FRACTION = Rule("float", lo=0.0, hi=1.0, closed=(False, False))  # (0, 1)
+COUNT = Rule("int", lo=1)
+
+RULES: dict[str, Rule] = {
+    "data.train_size": Rule("int", lo=2),
+    "data.validation_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+    "data.seed": Rule("int", lo=0),
+    "model.width": COUNT,
+    "model.depth": COUNT,
+    "model.dropout_ratio": UNIT,
+    "model.weight_decay": Rule("float", lo=0.0),
+    "model.init_scale": POSITIVE,
+    "training.learning_rate": POSITIVE,
+    "training.epochs": COUNT,
+    "training.batch_size": COUNT,
+    "training.patience": COUNT,
+    "training.lr_decay": Rule("float", lo=0.0, hi=1.0, closed=(False, True)),  # (0, 1]
+    "training.eval_train_samples": COUNT,
+}
+"""Every numeric setting's range by its place (``table.field``); the one place each range is
+written."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +130,11 @@ class DataConfig:
     test_fraction: float = 0.2
     seed: int = 0
 
-    def load(self, dtype=np.float32) -> Split:
+    def load(self, dtype=np.float32) -> "Split":
         """The split (raises ``trainer.datasets.DatasetError``): the same in any process that
         reads the same files."""
+        from trainer.datasets import load_split
+
         return load_split(
             self.dataset,
             rng=np.random.default_rng(self.seed),
@@ -53,8 +148,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """A MultiLayerNet's architecture and regularization; the input and output sizes come from
-    the data."""
+    """The net: the built-in MultiLayerNet's architecture and regularization, or a learner's own
+    class (``network``, ``"nets.py:TwoLayerNet"`` or ``"package.module:Name"``, with its
+    constructor's keyword ``args``; the built-in net's fields then do not apply). The input
+    and output sizes come from the data."""
 
     hidden_sizes: tuple[int, ...] = (100, 100, 100)
     activation: str = "relu"
@@ -64,8 +161,24 @@ class NetConfig:
     weight_decay_type: str = "l2"
     init: str = "he"
     init_scale: float = 1.0
+    network: str | None = None
+    args: tuple[tuple[str, Any], ...] = ()
 
-    def build(self, split: Split, rng: np.random.Generator, dtype=np.float32) -> MultiLayerNet:
+    def build(self, split: "Split", rng: np.random.Generator, dtype=np.float32) -> "Trainable":
+        """The untrained net, its weights drawn with ``rng`` (raises
+        ``trainer.contract.NetworkError`` for a learner's net that breaks the contract)."""
+        if self.network is not None:
+            from trainer.contract import build_network, load_network
+
+            return build_network(
+                load_network(self.network),
+                {k: list(v) if isinstance(v, tuple) else v for k, v in self.args},
+                n_features=split.n_features,
+                n_classes=split.n_classes,
+                rng=rng,
+            )
+        from trainer.network import MultiLayerNet
+
         return MultiLayerNet(
             input_size=split.n_features,
             hidden_sizes=self.hidden_sizes,
@@ -80,6 +193,18 @@ class NetConfig:
             dtype=dtype,
             rng=rng,
         )
+
+    def check(self, split: "Split", rows: int = 8) -> None:
+        """For a learner's net: build one (seed 0) and try the contract on the first ``rows``
+        training rows (``trainer.contract.check_network``); raises ``NetworkError``. The
+        built-in net needs no check."""
+        if self.network is None:
+            return
+        from trainer.contract import check_network
+
+        net = self.build(split, np.random.default_rng(0))
+        with np.errstate(all="ignore"):
+            check_network(net, split.x_train[:rows], split.y_train[:rows], split.n_classes)
 
 
 @dataclass(frozen=True)
@@ -96,7 +221,9 @@ class TrainConfig:
     lr_decay: float = 1.0
     eval_train_samples: int | None = None
 
-    def make_optimizer(self) -> Optimizer:
+    def make_optimizer(self) -> "Optimizer":
+        from trainer.optimizers import make_optimizer
+
         return make_optimizer(self.optimizer, **dict(self.hyperparameters))
 
 
@@ -119,8 +246,8 @@ class RunConfig:
         return np.sort(rng.choice(n_train, size=k, replace=False))
 
     def build(
-        self, split: Split, seed: np.random.SeedSequence, dtype=np.float32
-    ) -> tuple[MultiLayerNet, np.random.Generator]:
+        self, split: "Split", seed: np.random.SeedSequence, dtype=np.float32
+    ) -> tuple["Trainable", np.random.Generator]:
         """The untrained net, and the generator of its dropout masks and batch order."""
         init_seed, shuffle_seed = seed.spawn(2)
         net = self.net.build(split, np.random.default_rng(init_seed), dtype)
@@ -128,17 +255,19 @@ class RunConfig:
 
     def fit(
         self,
-        net: MultiLayerNet,
-        split: Split,
+        net: "Trainable",
+        split: "Split",
         rng: np.random.Generator,
         *,
-        on_epoch_end: Callable[[EpochMetrics], bool | None] | None = None,
+        on_epoch_end: Callable[["EpochMetrics"], bool | None] | None = None,
         x_train: np.ndarray | None = None,
         y_train: np.ndarray | None = None,
         restore_best: bool = True,
         should_stop: Callable[[], bool] | None = None,
-    ) -> TrainResult:
+    ) -> "TrainResult":
         """Train ``net`` on ``split`` (or on the given training arrays) with ``rng``."""
+        from trainer.training import train
+
         t = self.training
         x = split.x_train if x_train is None else x_train
         y = split.y_train if y_train is None else y_train
@@ -161,8 +290,8 @@ class RunConfig:
         )
 
     def train(
-        self, split: Split, seed: np.random.SeedSequence, dtype=np.float32, **fit_options
-    ) -> tuple[MultiLayerNet, TrainResult]:
+        self, split: "Split", seed: np.random.SeedSequence, dtype=np.float32, **fit_options
+    ) -> tuple["Trainable", "TrainResult"]:
         """Build the net with ``seed`` and train it (``fit``'s options pass through)."""
         net, rng = self.build(split, seed, dtype)
         return net, self.fit(net, split, rng, **fit_options)
@@ -183,27 +312,28 @@ class RunConfig:
             _number(d.test_fraction),
             "--data-seed",
             str(d.seed),
-            "--hidden",
-            ",".join(map(str, n.hidden_sizes)),
-            "--activation",
-            n.activation,
         ]
-        if n.batchnorm:
-            args.append("--batchnorm")
-        args += [
-            "--dropout",
-            _number(n.dropout_ratio),
-            "--weight-decay",
-            _number(n.weight_decay),
-            "--weight-decay-type",
-            n.weight_decay_type,
-            "--init",
-            n.init,
-            "--init-scale",
-            _number(n.init_scale),
-            "--optimizer",
-            t.optimizer,
-        ]
+        if n.network is not None:
+            args += ["--network", n.network]
+            for name, value in n.args:
+                args += ["--net-arg", f"{name}={net_arg_text(value)}"]
+        else:
+            args += ["--hidden", ",".join(map(str, n.hidden_sizes)), "--activation", n.activation]
+            if n.batchnorm:
+                args.append("--batchnorm")
+            args += [
+                "--dropout",
+                _number(n.dropout_ratio),
+                "--weight-decay",
+                _number(n.weight_decay),
+                "--weight-decay-type",
+                n.weight_decay_type,
+                "--init",
+                n.init,
+                "--init-scale",
+                _number(n.init_scale),
+            ]
+        args += ["--optimizer", t.optimizer]
         for name, value in t.hyperparameters:
             args += [hyperparameter_flag(name), _number(value)]
         args += ["--epochs", str(t.epochs), "--batch-size", str(t.batch_size)]
@@ -219,6 +349,16 @@ class RunConfig:
 def hyperparameter_flag(name: str) -> str:
     """The trainer's flag of an optimizer keyword: ``learning_rate`` is ``--learning-rate``."""
     return "--" + name.replace("_", "-")
+
+
+def net_arg_text(value: Any) -> str:
+    """A network argument as ``--net-arg NAME=VALUE`` spells it: JSON (``100``, ``0.5``,
+    ``true``, ``[100, 100]``, ``"relu"``), floats written back exactly."""
+    import json
+
+    if isinstance(value, float):
+        return _number(value)
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def _number(x: float) -> str:

@@ -189,6 +189,12 @@ class MultiLayerNet:
             self.params.append(param)
             self.grads.append(layer.grads[key])
             offset += size
+        # The flat buffers hold every parameter and gradient: one array op per optimizer step.
+        self._step_arrays = ([self.flat_params], [self.flat_grads])
+
+    def step_arrays(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """What the optimizer updates in place: the flat parameters and their gradients."""
+        return self._step_arrays
 
     def predict(self, x: np.ndarray, *, train: bool = False) -> np.ndarray:
         """Class scores (N, C) for inputs ``x`` (N, D)."""

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trainer.config import RULES
+from trainer.contract import Trainable
 from trainer.layers import sample_cross_entropy
-from trainer.network import MultiLayerNet
 from trainer.optimizers import Optimizer
 
 EVAL_BATCH = 4096
@@ -82,7 +83,7 @@ class TrainResult:
     ends with the loss that stopped it."""
 
 
-def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def evaluate(net: Trainable, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy (without the weight-decay term) and accuracy on ``x`` (N, D)."""
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), EVAL_BATCH):
@@ -94,7 +95,7 @@ def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, f
 
 
 def evaluation(
-    net: MultiLayerNet,
+    net: Trainable,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_val: np.ndarray,
@@ -117,7 +118,7 @@ def evaluation(
 
 
 def evaluate_splits(
-    net: MultiLayerNet, both: tuple[np.ndarray, np.ndarray], n_first: int
+    net: Trainable, both: tuple[np.ndarray, np.ndarray], n_first: int
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """``evaluate`` of rows ``[:n_first]`` and ``[n_first:]`` of ``both`` = (x, y); one forward
     pass when all rows fit in ``EVAL_BATCH``, else one per split."""
@@ -136,7 +137,7 @@ def evaluate_splits(
 
 
 def train(
-    net: MultiLayerNet,
+    net: Trainable,
     optimizer: Optimizer,
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -181,21 +182,15 @@ def train(
     Returns:
         The history and the outcome; a diverged run is a result, not an error.
     """
-    if epochs < 1:
-        raise ValueError(f"The 'epochs' parameter must be >= 1. Got {epochs}.")
-    if batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter must be >= 1. Got {batch_size}.")
-    if patience is not None and patience < 1:
-        raise ValueError(f"The 'patience' parameter must be >= 1 or None. Got {patience}.")
-    if not 0.0 < lr_decay <= 1.0:
-        raise ValueError(f"The 'lr_decay' parameter must be in (0, 1]. Got {lr_decay}.")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr_decay", lr_decay)):
+        RULES[f"training.{name}"].check(name, value)
+    if patience is not None:
+        RULES["training.patience"].check("patience", patience)
 
     history = History()
     best_epoch, best_val, best_state = 0, -1.0, None
     stop_reason, diverged = "completed", False
     n = len(x_train)
-    # The flat buffers hold every parameter and gradient: one array op per optimizer step.
-    params, grads = [net.flat_params], [net.flat_grads]
     measure = evaluation(net, x_train, y_train, x_val, y_val, eval_train)
     loss_limit = math.inf
     batch_loss: list[float] = []
@@ -217,7 +212,7 @@ def train(
                     break
                 if loss_limit == math.inf and divergence_factor is not None:
                     loss_limit = divergence_factor * max(loss, 1.0)
-                optimizer.update(params, grads)
+                optimizer.update(*net.step_arrays())
             if diverged:
                 stop_reason = "diverged"
                 break

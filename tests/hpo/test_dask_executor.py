@@ -302,8 +302,8 @@ def test_a_malformed_address_is_refused_before_connecting(tmp_path, capsys):
 def test_a_worker_computes_the_split_once_and_checks_its_digest(spec_and_split, monkeypatch):
     spec, split = spec_and_split
     calls = []
-    real = dask_executor.data_config
-    monkeypatch.setattr(dask_executor, "data_config", lambda s: calls.append(1) or real(s))
+    real = type(spec.data).load
+    monkeypatch.setattr(type(spec.data), "load", lambda d: calls.append(1) or real(d))
     monkeypatch.setattr(dask_executor, "_splits", type(dask_executor._splits)())
     first = worker_split(spec, split.digest())
     assert worker_split(spec, split.digest()) is first

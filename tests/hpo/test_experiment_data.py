@@ -15,7 +15,6 @@ from hpo.objective import (
     ACTIVATION_SAMPLES,
     configuration,
     load_study_split,
-    run_config,
     trial_seed,
 )
 from hpo.records import load_hpo_study, run_facts
@@ -146,8 +145,7 @@ def test_init_report_carries_the_experiments_figures(init_study, tmp_path):
 
 def best_and_curves(spec, params, number=0):
     split = load_study_split(spec)
-    config = configuration(spec, params)
-    _, result = run_config(spec, config).train(split, trial_seed(spec.search.seed, number))
+    _, result = configuration(spec, params).train(split, trial_seed(spec.search.seed, number))
     return result
 
 

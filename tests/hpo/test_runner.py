@@ -250,7 +250,10 @@ def test_an_inline_run_stores_what_run_task_gives_for_each_task(setup):
         assert trial.state == TrialState.COMPLETE and trial.value == result.value
         assert trial.intermediate_values == result.intermediate_values
         assert trial.user_attrs[RUN_ATTR]["curves"] == result.facts["curves"]
-        assert task.config["learning_rate"] == trial.params["learning_rate"]
+        assert (
+            dict(task.config.training.hyperparameters)["learning_rate"]
+            == trial.params["learning_rate"]
+        )
 
 
 # ---------------------------------------------------------------------------------------------

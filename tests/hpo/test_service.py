@@ -293,11 +293,11 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
 
     import numpy as np
 
-    from hpo.objective import run_config
+    from hpo.objective import configuration
 
     spec = wide_spec(tmp_path, "[1500, 1500]", batch_size=500)
     split = load_study_split(spec)
-    config = {
+    params = {
         "learning_rate": 1e-3,
         "optimizer": "adam",
         "weight_decay": 0.0,
@@ -309,7 +309,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
     }
     tracemalloc.start()
     try:
-        run_config(spec, config).train(split, np.random.SeedSequence(0))
+        configuration(spec, params).train(split, np.random.SeedSequence(0))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

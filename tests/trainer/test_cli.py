@@ -63,7 +63,7 @@ def test_npz_dataset(tmp_path, capsys, rng):
     [
         (["--lr", "-1"], "--learning-rate: -1.0 (allowed: > 0)"),
         (["--lr", "abc"], "--learning-rate"),
-        (["--dropout", "1"], "--dropout: 1.0 (allowed: 0 <= ratio < 1)"),
+        (["--dropout", "1"], "--dropout: 1.0 (allowed: 0 <= value < 1)"),
         (["--optimizer", "lion"], "--optimizer: invalid choice: 'lion'"),
         (["--hidden", "10,,-3"], "--hidden"),
         (["--epochs", "0"], "--epochs: 0 (allowed: >= 1)"),
@@ -73,7 +73,7 @@ def test_npz_dataset(tmp_path, capsys, rng):
         (["--init-scale", "0"], "--init-scale: 0.0 (allowed: > 0)"),
         (["--momentum", "0.5"], "--momentum: --optimizer sgd has no momentum (allowed with: "),
         (["--optimizer", "momentum", "--momentum", "1.5"], "--momentum: 1.5 ("),
-        (["--test-fraction", "1"], "--test-fraction: 1.0 (allowed: 0 < fraction < 1)"),
+        (["--test-fraction", "1"], "--test-fraction: 1.0 (allowed: 0 < value < 1)"),
         (["--seed", "1,x"], "--seed: '1,x' (allowed: a whole number >= 0"),
     ],
 )
