@@ -22,6 +22,11 @@ same path: no database access and no shared filesystem.
   cluster's configuration says otherwise), and then fails it with ``KilledWorker``, which fails
   the trial without another retry. The scheduler lost: every trial in flight fails with
   ``SchedulerLost``, an ``ExecutorLost``, which ends the run; finished trials are kept.
+- **A learner's net** (``[model] network``): its file is read on each worker at the path the
+  spec holds (like an ``npz:`` file, it must be there; the start-up check imports it and tries
+  the contract on every worker). Such nets draw from NumPy's global random state, which the
+  threads of one worker process share: a worker runs its trials of such a net one at a time
+  (start workers with ``--nthreads 1`` and more ``--nworkers`` to train them side by side).
 - **Stopping.** A running task cannot be interrupted from outside: each polls a
   ``distributed.Event`` about once a second (``STOP_POLL_SECONDS``) and stops between two
   steps once it is set (``shutdown(cancel=True)``, on a Ctrl-C).
@@ -42,7 +47,7 @@ from collections.abc import Callable
 import distributed
 from threadpoolctl import threadpool_limits
 
-from hpo.errors import UsageError
+from hpo.errors import SpecError, UsageError
 from hpo.executors import (
     ONE_BLAS_THREAD,
     PREFETCH,
@@ -54,7 +59,7 @@ from hpo.executors import (
     next_to_start,
     tune_malloc,
 )
-from hpo.objective import TrialResult, TrialTask, run_task
+from hpo.objective import TrialResult, TrialTask, check_study_network, run_task
 from hpo.spec import StudySpec
 from trainer.datasets import DatasetError, Split
 
@@ -338,6 +343,7 @@ class DaskExecutor(TrialExecutor):
 
 _splits: collections.OrderedDict[str, Split] = collections.OrderedDict()
 _splits_lock = threading.Lock()
+_global_random_state = threading.Lock()  # a learner's net seeds and draws np.random's state
 
 
 def train_on_worker(task: TrialTask, spec: StudySpec, digest: str, stop_name: str) -> TrialResult:
@@ -345,7 +351,8 @@ def train_on_worker(task: TrialTask, spec: StudySpec, digest: str, stop_name: st
     ``run_task``, stopping between two steps once the event ``stop_name`` is set."""
     tune_malloc()
     split = worker_split(spec, digest)
-    with threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
+    shared = _global_random_state if spec.user_network else contextlib.nullcontext()
+    with shared, threadpool_limits(limits=ONE_BLAS_THREAD, user_api="blas"):
         return run_task(task, spec, split, should_stop=_stop_poller(stop_name))
 
 
@@ -354,7 +361,14 @@ def check_worker(spec: StudySpec, digest: str, dask_worker=None) -> str:
     (and passes the worker as ``dask_worker``)."""
     tune_malloc()
     where = None if dask_worker is None else _worker_name(dask_worker.address)
-    worker_split(spec, digest, where=where)
+    split = worker_split(spec, digest, where=where)
+    try:
+        check_study_network(spec, split)
+    except SpecError as e:
+        raise WorkerDataError(
+            f"Dask worker {where or _worker_name()}: {e.field}: {e.problem} (allowed: the "
+            "network's file at the same path on every worker)"
+        ) from None
     return digest
 
 

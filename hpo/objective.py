@@ -13,7 +13,7 @@ imports no optuna, so it runs alike in this process, a local worker process or o
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +60,9 @@ def suggest(trial: "optuna.Trial", spec: StudySpec) -> None:
             optimizer = value
 
 
+TRAINING = "training."
+
+
 def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
     """The run of a trial with ``params``: the study's data, model and training with each
     suggested, then fixed, value of the space in its place. A value the space neither searches
@@ -92,13 +95,14 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
         hyperparameters=tuple(
             (k, float(chosen[k])) for k in OPTIMIZER_HYPERPARAMETERS if k in chosen
         ),
-        epochs=chosen.get("training.epochs", t.epochs),
-        batch_size=chosen.get("training.batch_size", t.batch_size),
-        patience=chosen.get("training.patience", t.patience),
-        lr_decay=chosen.get("training.lr_decay", t.lr_decay),
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        patience=t.patience,
+        lr_decay=t.lr_decay,
         eval_train_samples=t.eval_train_samples,
     )
-    return RunConfig(data=spec.data, net=net, training=training)
+    searched = {k[len(TRAINING) :]: v for k, v in chosen.items() if k.startswith(TRAINING)}
+    return RunConfig(data=spec.data, net=net, training=replace(training, **searched))
 
 
 def load_study_split(spec: StudySpec) -> Split:

@@ -105,6 +105,13 @@ def retrain_best(
                 "test_accuracy": test_accuracy,
                 "dataset": spec.data.dataset,
             },
+            network=None
+            if run.net.network is None
+            else {
+                "network": run.net.network,
+                "args": dict(run.net.args),
+                "n_classes": split.n_classes,
+            },
         )
         summary["artifact_id"] = _store_artifact(study, trial, export, storage_url)
     return {**summary, "test_accuracy": test_accuracy}

@@ -70,17 +70,26 @@ here). Every other setting is searched by its place (``SETTINGS``, ``ARGS``)."""
 
 OPTIMIZER_HYPERPARAMETERS = ("learning_rate", *_optimizer_params())
 
+NOT_SEARCHED = ("training.learning_rate", "training.eval_train_samples")
+"""Settings with a rule that ``[space]`` does not take by their place: the learning rate is the
+short name ``learning_rate``; which rows an epoch's training accuracy counts is no
+hyperparameter."""
+
 SETTINGS: dict[str, Rule] = {
     "model.width": replace(RULES["model.width"], hi=MAX_WIDTH),
     "model.depth": replace(RULES["model.depth"], hi=MAX_LAYERS),
+    **{
+        place: rule
+        for place, rule in RULES.items()
+        if place.startswith("training.") and place not in NOT_SEARCHED
+    },
     "training.epochs": replace(RULES["training.epochs"], hi=MAX_EPOCHS),
-    "training.batch_size": RULES["training.batch_size"],
-    "training.lr_decay": RULES["training.lr_decay"],
-    "training.patience": RULES["training.patience"],
 }
-"""The settings ``[space]`` addresses by their table: the built-in net's width (every hidden
-layer's) and depth (its number of hidden layers), and the training's own. A new searchable
-setting is one entry here and one line where ``hpo.objective.configuration`` applies it."""
+"""The settings ``[space]`` addresses by their place: the built-in net's width (every hidden
+layer's) and depth (its number of hidden layers), and every field of the trainer's
+``TrainConfig`` that has a rule in ``trainer.config.RULES`` (``training.batch_size``,
+``training.epochs``, ``training.lr_decay``, ``training.patience``). A new searchable training
+setting is its ``TrainConfig`` field and its ``RULES`` entry: nothing here."""
 
 ARGS = "model.args."
 """The prefix of a learner's net's constructor keywords in ``[space]``: ``model.args.reg``."""
@@ -587,7 +596,25 @@ def rule_for(name: str) -> Rule:
     raise KeyError(name)
 
 
+RANGE_KEYS = frozenset(("low", "high", "log", "step", "choices"))
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[space]`` with TOML's dotted keys (``training.batch_size = ...`` is a nested table)
+    as places: ``{"training.batch_size": ...}``; quoted keys are places already."""
+    flat = {}
+    for key, value in raw.items():
+        place = f"{prefix}{key}"
+        nested = isinstance(value, dict) and value and not (set(value) & RANGE_KEYS)
+        if nested and (prefix or key in ("model", "training")):
+            flat.update(_flatten(value, f"{place}."))
+        else:
+            flat[place] = value
+    return flat
+
+
 def _read_space(t: _Table, model_keys: set[str], model: ModelSpec) -> tuple[Param, ...]:
+    t.raw = _flatten(t.raw)
     names = (*PARAMS, *SETTINGS, f"{ARGS}NAME")
     for key in t.raw:
         try:

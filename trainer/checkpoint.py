@@ -1,9 +1,12 @@
-"""Saving a trained MultiLayerNet with what it needs to predict, and loading it back.
+"""Saving a trained net with what it needs to predict, and loading it back.
 
-A checkpoint is an ``.npz`` archive readable without pickle: ``state_0 ... state_K`` are the
-arrays of ``MultiLayerNet.state()`` (parameters, then BatchNorm's running statistics), ``mean``
-and ``std`` standardize raw inputs as in training, and ``meta`` is a JSON string holding the
-net's ``architecture`` and any extra configuration (the hyperparameters, where it came from).
+A checkpoint is an ``.npz`` archive readable without pickle: ``mean`` and ``std`` standardize
+raw inputs as in training, and ``meta`` is a JSON string holding any extra configuration (the
+hyperparameters, where it came from). For the built-in MultiLayerNet, ``state_0 ... state_K``
+are the arrays of ``MultiLayerNet.state()`` (parameters, then BatchNorm's running statistics)
+and ``meta`` holds its ``architecture``; for a learner's own net (``trainer.contract``),
+``param:KEY`` is each entry of its ``params`` under its own key, and ``meta`` names its class
+(``network``) and constructor ``args``.
 """
 
 import json
@@ -12,41 +15,69 @@ from typing import Any
 
 import numpy as np
 
+from trainer.contract import AdaptedNet, Trainable
 from trainer.network import MultiLayerNet
+
+PARAM = "param:"
 
 
 def save_checkpoint(
     path: str | Path,
-    net: MultiLayerNet,
+    net: Trainable,
     *,
     mean: np.ndarray,
     std: np.ndarray,
     extra: dict[str, Any] | None = None,
+    network: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``net`` and the input standardization to ``path`` (an ``.npz`` archive)."""
-    meta = {"architecture": net.architecture, "extra": extra or {}}
-    arrays = {f"state_{i}": a for i, a in enumerate(net.state())}
+    """Write ``net`` and the input standardization to ``path`` (an ``.npz`` archive); a
+    learner's net (an ``AdaptedNet``) with what builds it again: ``network`` holds its
+    reference (``network``), constructor ``args`` and ``n_classes``."""
+    if isinstance(net, AdaptedNet):
+        meta = {**(network or {}), "extra": extra or {}}
+        arrays = {PARAM + k: v for k, v in net.named_params().items()}
+    else:
+        meta = {"architecture": net.architecture, "extra": extra or {}}
+        arrays = {f"state_{i}": a for i, a in enumerate(net.state())}
     np.savez(path, meta=np.array(json.dumps(meta)), mean=mean, std=std, **arrays)
 
 
-def load_checkpoint(path: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
-    """The net saved at ``path`` and its metadata (``mean``, ``std``, ``extra`` included)."""
+def load_checkpoint(path: str | Path) -> tuple[Trainable, dict[str, Any]]:
+    """The net saved at ``path`` and its metadata (``mean``, ``std``, ``extra`` included). A
+    learner's net is built again from its ``network`` file (which must be where it was) and
+    its ``params`` overwritten with the saved ones."""
     with np.load(path, allow_pickle=False) as archive:
         meta = json.loads(str(archive["meta"]))
         states = sorted(
             (k for k in archive.files if k.startswith("state_")), key=lambda k: int(k.split("_")[1])
         )
         state = [archive[k] for k in states]
+        params = {k[len(PARAM) :]: archive[k] for k in archive.files if k.startswith(PARAM)}
         mean, std = archive["mean"], archive["std"]
+    info = {"mean": mean, "std": std, "extra": meta["extra"]}
+    rng = np.random.default_rng(0)  # only seeds weights that the saved ones overwrite at once
+    if "network" in meta:
+        from trainer.contract import build_network, load_network
+
+        net = build_network(
+            load_network(meta["network"]),
+            meta["args"],
+            n_features=len(np.ravel(mean)),
+            n_classes=meta["n_classes"],
+            rng=rng,
+        )
+        for key, value in params.items():
+            net.net.params[key][...] = value
+        return net, info
     arch = dict(meta["architecture"])
     dtype = np.dtype(arch.pop("dtype"))
-    # The generator only seeds weights that load_state overwrites at once.
-    net = MultiLayerNet(**arch, dtype=dtype, rng=np.random.default_rng(0))
+    net = MultiLayerNet(**arch, dtype=dtype, rng=rng)
     net.load_state(state)
-    return net, {"mean": mean, "std": std, "extra": meta["extra"]}
+    return net, info
 
 
-def predict_raw(net: MultiLayerNet, meta: dict[str, Any], x: np.ndarray) -> np.ndarray:
+def predict_raw(net: Trainable, meta: dict[str, Any], x: np.ndarray) -> np.ndarray:
     """Class predictions (N,) for raw inputs ``x`` (N, ...), standardized as in training."""
     x = x.reshape(len(x), -1).astype(np.float64)
-    return np.argmax(net.predict(((x - meta["mean"]) / meta["std"]).astype(net.dtype)), axis=1)
+    dtype = getattr(net, "dtype", np.float32)
+    return np.argmax(net.predict(((x - meta["mean"]) / meta["std"]).astype(dtype)), axis=1)

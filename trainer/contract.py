@@ -256,8 +256,8 @@ def load_network(reference: str) -> type:
             spec.loader.exec_module(module)
         except BaseException as e:
             del sys.modules[module_name]
-            if isinstance(e, KeyboardInterrupt | SystemExit):
-                raise
+            if isinstance(e, KeyboardInterrupt):
+                raise  # a SystemExit of the file's own (a script's exit()) is a bad import
             raise NetworkError(f"{where} does not import: {_one_line(e)}") from None
     else:
         try:
