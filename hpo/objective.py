@@ -233,7 +233,7 @@ def run_task(
     else:
         state, value = COMPLETE, result.best_val_accuracy
     facts = result_facts(result, seed, batch_loss=spec.training.record_batch_loss)
-    facts[ENV_FACT] = environment(split)
+    facts[ENV_FACT] = environment(split, spec.model.network)
     return TrialResult(task.number, state, value, values, facts, time.perf_counter() - start)
 
 

@@ -15,12 +15,18 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_info
 
+from trainer.contract import file_digest, is_file_reference, split_reference
 from trainer.datasets import Split
 
 ENV_FACT = "env"
 DIGEST_CHARS = 16
 """The split's SHA-256 is stored cut to 16 hex digits (64 bits): enough to tell two splits apart."""
-ENV_LABELS = {"split": "the split's arrays (digest)", "numpy": "NumPy", "blas": "the BLAS"}
+ENV_LABELS = {
+    "split": "the split's arrays (digest)",
+    "numpy": "NumPy",
+    "blas": "the BLAS",
+    "network": "the network's file (digest)",
+}
 
 
 @functools.cache
@@ -39,14 +45,19 @@ def numpy_blas() -> str:
     )
 
 
-def environment(split: Split) -> dict[str, str]:
+def environment(split: Split, network: str | None = None) -> dict[str, str]:
     """The facts a trial trained on ``split`` in this process stores: ``split``, ``numpy``,
-    ``blas`` (see the module docstring)."""
-    return {
+    ``blas`` (see the module docstring), and for a learner's net read from a file
+    (``network``, ``FILE.py:Class``) that file's digest: an edited net is another objective."""
+    facts = {
         "split": split.digest()[:DIGEST_CHARS],
         "numpy": np.__version__,
         "blas": numpy_blas(),
     }
+    if network is not None and is_file_reference(network):
+        path = split_reference(network)[0]
+        facts["network"] = file_digest(path) if Path(path).is_file() else "missing"
+    return facts
 
 
 def differences(stored: dict[str, Any] | None, here: dict[str, str]) -> list[str]:

@@ -265,7 +265,7 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
         epochs=len(epochs),
         compared=compared,
         difference=difference,
-        environment=differences(facts.get(ENV_FACT), environment(split)),
+        environment=differences(facts.get(ENV_FACT), environment(split, spec.model.network)),
         seconds=result.seconds,
     )
 

@@ -185,6 +185,26 @@ def test_the_same_spec_and_seed_give_the_same_trials_on_the_cluster_as_here(clus
     assert trials(there) == trials(here)
 
 
+def test_a_learner_net_trains_on_the_cluster_as_here_bit_for_bit(cluster, tmp_path):
+    """A cs231n-shaped net draws its weights from NumPy's global state: seeded per trial, on
+    every worker, with the trials of one worker process one at a time."""
+    from tests.hpo.test_own_network import copy_net, own_spec
+
+    copy_net(tmp_path, "cs231n_net.py")
+    spec = load_spec(
+        str(own_spec(tmp_path, "cs231n_net.py:TwoLayerNet", args="hidden_dim = 20", trials=4))
+    )
+    here, there = f"sqlite:///{tmp_path / 'here.db'}", f"sqlite:///{tmp_path / 'there.db'}"
+    run_study(spec, storage_url=here, workers=1)
+    run_study(spec, storage_url=there, dask=cluster.scheduler_address)
+
+    def trials(url):
+        study = optuna.load_study(study_name="own", storage=url)
+        return sorted((t.number, t.intermediate_values, t.value) for t in study.trials)
+
+    assert trials(there) == trials(here)
+
+
 def test_the_cli_runs_a_study_on_the_cluster_given_by_hpo_dask(
     cluster, tmp_path, monkeypatch, capsys
 ):

@@ -330,3 +330,16 @@ def test_the_cs231n_grid_is_packaged_with_its_144_configurations():
     assert spec.search.sampler == "grid" and grid_size(spec) == 3 * 4 * 4 * 3
     names = {p.name for p in spec.space if p.kind == "choice"}
     assert names == {"model.width", "learning_rate", "weight_decay", "training.lr_decay"}
+
+
+def test_verify_names_an_edited_network_file_when_values_differ(tmp_path, capsys):
+    copy_net(tmp_path, "cs231n_net.py")
+    spec = own_spec(tmp_path, "cs231n_net.py:TwoLayerNet", args="hidden_dim = 20", trials=1)
+    storage = ["--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    assert main(["run", str(spec), "--in-process", "--quiet", "--no-report", *storage]) == 0
+    path = tmp_path / "cs231n_net.py"
+    path.write_text(path.read_text().replace("weight_scale=1e-3", "weight_scale=2e-3"))
+    capsys.readouterr()
+    done = hpo("best", "--verify", *storage)
+    assert done.returncode == 1
+    assert "the network's file (digest)" in done.stdout + done.stderr
