@@ -1,10 +1,27 @@
 """``python -m hpo``: see ``hpo.cli``. A Ctrl-C before the command's own handler is installed
-(while Python imports it) ends in one line too."""
+(while Python imports it) ends in one line too.
+
+``python -m`` puts the working directory first on ``sys.path``, where a learner's own
+``trainer.py``, ``reports.py`` or ``studies/`` (beside their network file, say) would be
+imported in place of hpo's packages of those names. Unless hpo itself was found there (a source
+checkout run in place), that entry is dropped before anything else is imported; worker
+processes inherit the path.
+"""
 
 import os
 import sys
+from pathlib import Path
+
+
+def _drop_working_directory() -> None:
+    here = Path.cwd().resolve()
+    if Path(__file__).resolve().parent.parent == here:
+        return  # hpo's own source folder: its packages are the ones found there
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+
 
 try:
+    _drop_working_directory()
     from hpo.cli import main
 except KeyboardInterrupt:
     sys.stderr.write("\npython -m hpo: interrupted while starting; nothing was changed\n")

@@ -646,3 +646,27 @@ def test_a_long_study_name_gives_a_report_file_name_the_file_system_takes(
     reports = list(tmp_path.glob("hpo-report-*.html"))
     assert len(reports) == 1 and len(reports[0].name.encode()) <= 255
     assert main(["report", "--study", name]) == 0
+
+
+def test_a_users_own_trainer_reports_and_studies_in_the_working_directory_are_not_imported(
+    tmp_path,
+):
+    for name in ("trainer.py", "reports.py", "optuna_helpers.py"):
+        (tmp_path / name).write_text("raise SystemExit('the user file was imported')\n")
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "default.toml").write_text("not a spec")
+    spec = write_spec(tmp_path / "tiny.toml", trials=2, epochs=1)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo", "run", str(spec), "--storage", "sqlite:///s.db", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "imported" not in done.stderr and (tmp_path / "hpo-report-tiny.html").exists()
+    listed = subprocess.run(
+        [sys.executable, "-m", "hpo", "specs"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert listed.returncode == 0 and "default" in listed.stdout
