@@ -21,6 +21,7 @@ from pathlib import Path
 from hpo.errors import HPOError, RunError, UsageError
 from hpo.interrupts import INTERRUPTS
 from hpo.names import (
+    DEFAULT_CONFIRM_SEEDS,
     MAX_CONFIRM_SEEDS,
     MAX_CONFIRM_TOP,
     MAX_SEED,
@@ -113,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def study_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--study", type=_study_name, metavar="NAME", help="default: the storage's only study"
+            "--study",
+            type=_study_name,
+            metavar="NAME",
+            help="default: the storage's only study, else its most recently updated (named)",
         )
         storage_flag(p)
 
@@ -166,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=_int_between(0, MAX_SEED), help="the sampler's and the trials' seed"
     )
-    p.add_argument("--sampler", choices=SAMPLERS)
-    p.add_argument("--pruner", choices=PRUNERS)
+    p.add_argument(
+        "--sampler", choices=SAMPLERS, help="instead of the spec's [search] sampler (default tpe)"
+    )
+    p.add_argument(
+        "--pruner", choices=PRUNERS, help="instead of the spec's [search] pruner (default median)"
+    )
     p.add_argument(
         "--dataset",
         type=_dataset,
@@ -194,13 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Join an existing study (spec and target read from the storage) until its target.",
         "python -m hpo worker --study default --storage postgresql://hpo@db-host/hpo",
     )
-    p.add_argument("--study", type=_study_name, metavar="NAME", required=True)
+    p.add_argument(
+        "--study",
+        type=_study_name,
+        metavar="NAME",
+        required=True,
+        help="the study to join (it holds its spec and target: hpo run --create-only makes one)",
+    )
     storage_flag(p)
     workers_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_worker)
 
-    p = command("specs", "List the packaged study specs.", "python -m hpo specs")
+    p = command(
+        "specs",
+        "List the packaged study specs, or print one to start your own from.",
+        "python -m hpo specs default > my_study.toml",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="print this packaged spec's file")
     p.set_defaults(func=cmd_specs)
 
     p = command(
@@ -265,18 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seeds",
         type=_int_between(1, MAX_CONFIRM_SEEDS),
-        default=5,
+        default=None,
         metavar="S",
-        help="seeds to add to each (default 5); an interrupted command resumes instead",
+        help=f"seeds to add to each (default {DEFAULT_CONFIRM_SEEDS}; with --json, none: it "
+        "prints the stored runs); an interrupted command resumes instead",
     )
     workers_flags(p)
     p.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object per configuration, a line each (trial, params, mean, low, "
-        "high, runs, values, rank, p_vs_best, tied_with_best, ...)",
+        help="print the stored confirmation, one JSON object per configuration and line "
+        "(trial, params, mean, low, high, runs, values, rank, p_vs_best, tied_with_best, ...); "
+        "trains nothing unless --seeds is given",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not write the HTML report again (default: hpo-report-STUDY.html here)",
+    )
     p.set_defaults(func=cmd_confirm)
 
     p = command(
@@ -480,7 +506,16 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     study, spec = load_hpo_study(storage_url=url, study_name=name)
     storage = open_storage(url)
     companion = load_companion(storage, name, create=False)
-    work = plan(study, companion, top=args.top, seeds=args.seeds)
+    if args.json and args.seeds is None:  # --json reads; training takes an explicit --seeds
+        if not stored_runs(companion):
+            raise UsageError(
+                f"study {name!r} has no confirmation runs yet (allowed: --json --seeds S to "
+                "train S seeds of each configuration first)"
+            )
+        for item in confirmations(study, stored_runs(companion), args.top):
+            print(json.dumps(item.as_dict()))
+        return 0
+    work = plan(study, companion, top=args.top, seeds=args.seeds or DEFAULT_CONFIRM_SEEDS)
     split = load_training_split(spec)
     start = time.monotonic()
     if work.missing:  # bad data, memory or cluster fail here, before anything is stored
@@ -511,6 +546,12 @@ def cmd_confirm(args: argparse.Namespace) -> int:
             print(json.dumps(item.as_dict()))
         return 0
     _print_confirmation(study, items, work, len(split.y_val), time.monotonic() - start)
+    if not args.no_report:  # the report's banner, ranking and best follow the confirmation
+        from hpo.report import make_report
+
+        with INTERRUPTS.raising():
+            path = make_report(study, spec, url)
+        print(f"report: {path}")
     return 0
 
 
@@ -606,8 +647,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
-    from hpo.spec import packaged_specs
+    from hpo.spec import packaged_spec_text, packaged_specs
 
+    if args.name is not None:
+        sys.stdout.write(packaged_spec_text(args.name))
+        return 0
     specs = packaged_specs()
     width = max(map(len, specs), default=0)
     for name, description in specs.items():
@@ -655,21 +699,37 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def _study_name_or_only(url: str, name: str | None) -> str:
+    """``--study``, else the storage's only search study, else its most recently updated one
+    (a trial started or finished last), named on stderr with the others."""
     if name:
         return name
     import optuna
 
-    from hpo.records import search_studies
+    from hpo.records import current_counts, search_studies
     from hpo.storage import open_storage
 
     storage = open_storage(url, write=False)
     names = search_studies(optuna.get_all_study_names(storage))
     if len(names) == 1:
         return names[0]
-    raise UsageError(
-        f"{mask_password(url)}: --study is needed (allowed: "
-        f"{', '.join(names) if names else 'none yet: create one with hpo run'})"
+    if not names:
+        raise UsageError(
+            f"{mask_password(url)}: no study yet (allowed: create one with python -m hpo run)"
+        )
+
+    def updated(study_name: str) -> tuple:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        stamp = current_counts(study, storage)[1]
+        return (stamp is not None, stamp.timestamp() if stamp else 0.0, study_name)
+
+    latest = max(names, key=updated)
+    others = ", ".join(n for n in names if n != latest)
+    print(
+        f"study {latest!r}: the most recently updated of {len(names)} in "
+        f"{mask_password(url)} (--study NAME for another: {others})",
+        file=sys.stderr,
     )
+    return latest
 
 
 def cmd_best(args: argparse.Namespace) -> int:

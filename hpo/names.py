@@ -20,6 +20,7 @@ MAX_WORKERS = 256
 """Trials in flight from one command (``--workers``)."""
 MAX_CONFIRM_TOP = 100
 MAX_CONFIRM_SEEDS = 1000
+DEFAULT_CONFIRM_SEEDS = 5  # hpo confirm --seeds when not given (and not --json)
 """``hpo confirm``: configurations confirmed at once, and seeds added at once."""
 
 STUDY_NAME_MAX = 128

@@ -69,6 +69,9 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
     nor fixes is ``[model]``'s and ``[training]``'s, else the trainer's default (the optimizer's
     own hyperparameters then take the paper's defaults)."""
     chosen = {p.name: p.value for p in spec.space if p.kind == "fixed"} | dict(params)
+    for p in spec.space:  # Optuna's grid points carry float noise: 0.05 * 3 = 0.15000000000000002
+        if p.kind == "float" and p.step is not None and p.name in chosen:
+            chosen[p.name] = float(f"{chosen[p.name]:.15g}")
     optimizer = chosen.get("optimizer", TrainConfig.optimizer)
     chosen = {k: v for k, v in chosen.items() if applies(spec, k, optimizer)}
     m, t = spec.model, spec.training

@@ -48,8 +48,6 @@ from trainer.datasets import Split
 from trainer.network import training_memory
 from trainer.training import EVAL_BATCH
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 def study_counts(study: optuna.Study) -> Counts:
     """The study's trial counts by state, the diverged ones, and the best value."""

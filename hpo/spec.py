@@ -726,6 +726,14 @@ def packaged_specs() -> dict[str, str]:
     return found
 
 
+def packaged_spec_text(name: str) -> str:
+    """The file of the packaged spec ``name``, as shipped (raises ``UsageError``)."""
+    names = packaged_specs()
+    if name not in names:
+        raise UsageError(f"{name}: no such packaged spec (allowed: {', '.join(names)})")
+    return resources.files("studies").joinpath(f"{name}.toml").read_text(encoding="utf-8")
+
+
 def load_spec(spec: str) -> StudySpec:
     """Load a study file by path, or by the name of a packaged spec (``default``)."""
     if not spec.strip():
@@ -755,7 +763,7 @@ def load_spec(spec: str) -> StudySpec:
                 ".toml file)"
             )
         source, default_name, base_dir = f"studies/{spec}.toml", spec, None
-        text = resources.files("studies").joinpath(f"{spec}.toml").read_text(encoding="utf-8")
+        text = packaged_spec_text(spec)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

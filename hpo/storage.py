@@ -58,6 +58,11 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
 """Tables every Optuna RDB schema has: a database without them was not made by hpo."""
 
+# Optuna logs each study it creates at INFO (the report makes 20 in memory): hpo
+# prints its own lines, so only Optuna's warnings pass. Every command that opens a storage
+# imports this module.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 
 # ---------------------------------------------------------------------------------------------
 # Checks that touch nothing

@@ -20,13 +20,14 @@ from reports import experiment_figures, figures, summary
 from reports.snapshot import StudySnapshot
 
 IMPORTANCE_NOTE = (
-    "Each bar is the parameter's importance for validation accuracy, normalized to sum to 1. "
-    "Optuna 5 computes it with PED-ANOVA: how differently a parameter is distributed among the "
-    "best trials than among all trials. A long bar means the good trials agree on that "
-    "parameter's value; it says nothing about which direction is better (see the slices). "
-    "Whiskers and the figures in brackets: the 5th to 95th percentile over 20 bootstrap "
-    "resamples of the complete trials; where two parameters' ranges overlap, their order is "
-    "not settled by this study."
+    "Each bar is the parameter's importance for validation accuracy (normalized to sum to 1), "
+    "the median over 20 random subsamples of 80% of the complete trials; whiskers and the "
+    "figures in brackets: their 5th to 95th percentile (with fewer than 5 complete trials, one "
+    "value from all of them and no whiskers). Optuna 5 computes it with PED-ANOVA: how "
+    "differently a parameter is distributed among the best trials than among all trials. A "
+    "long bar means the good trials agree on that parameter's value; it says nothing about "
+    "which direction is better (see the slices). Where two parameters' ranges overlap, their "
+    "order is not settled by this study."
 )
 
 

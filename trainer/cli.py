@@ -32,6 +32,20 @@ EXAMPLE = """example:
   python -m hpo best --command    # the line that retrains a study's best trial"""
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """The example kept as written, and every flag's default in its help (unless the help
+    states it, or there is none to state)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        if "default" in text or unset or default == []:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and exit code 2."""
 
@@ -105,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "scratch), or of your own net (--network), and report its per-epoch training and "
         "validation curves.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     net, training, data = NetConfig(), TrainConfig(), DataConfig()
     g = p.add_argument_group("hyperparameters")
-    g.add_argument("--optimizer", default=training.optimizer, choices=list(OPTIMIZERS))
+    g.add_argument(
+        "--optimizer", default=training.optimizer, choices=list(OPTIMIZERS), help="update rule"
+    )
     for name in _optimizer_keywords():
         flags = [hyperparameter_flag(name)] + (["--lr"] if name == "learning_rate" else [])
         takers = _optimizers_taking(name)
@@ -126,7 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=net.weight_decay,
         help="weight-decay strength lambda (default 0)",
     )
-    g.add_argument("--weight-decay-type", choices=["l2", "l1"], default=net.weight_decay_type)
+    g.add_argument(
+        "--weight-decay-type",
+        choices=["l2", "l1"],
+        default=net.weight_decay_type,
+        help="l2: lambda/2 * sum(W**2); l1: lambda * sum(|W|)",
+    )
     g.add_argument("--dropout", type=_float, default=net.dropout_ratio, help="drop ratio in [0, 1)")
     g.add_argument("--init", choices=list(INITS), default=net.init, help="weight-init rule")
     g.add_argument(
@@ -137,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=_hidden, default=net.hidden_sizes, help="e.g. 100,100,100")
-    g.add_argument("--activation", choices=list(ACTIVATIONS), default=net.activation)
+    g.add_argument(
+        "--activation", choices=list(ACTIVATIONS), default=net.activation, help="hidden layers'"
+    )
     g.add_argument("--batchnorm", action="store_true", help="BatchNorm before each activation")
     g.add_argument("--float64", action="store_true", help="compute in float64 (slower)")
     g.add_argument(
@@ -164,16 +187,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="samples drawn for training + validation (default: all)",
     )
-    g.add_argument("--validation-fraction", type=_float, default=data.validation_fraction)
-    g.add_argument("--test-fraction", type=_float, default=data.test_fraction)
+    g.add_argument(
+        "--validation-fraction",
+        type=_float,
+        default=data.validation_fraction,
+        help="share of the training samples that validate",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=_float,
+        default=data.test_fraction,
+        help="share held out for testing when the set has no test set of its own",
+    )
     g.add_argument(
         "--data-seed",
         type=int_at_least(0),
         default=data.seed,
         help="seed of the split (default 0)",
     )
-    g.add_argument("--epochs", type=int_at_least(1), default=training.epochs)
-    g.add_argument("--batch-size", type=int_at_least(1), default=training.batch_size)
+    g.add_argument("--epochs", type=int_at_least(1), default=training.epochs, help="most epochs")
+    g.add_argument(
+        "--batch-size", type=int_at_least(1), default=training.batch_size, help="samples per step"
+    )
     g.add_argument("--patience", type=int_at_least(1), default=None, help="early stopping")
     g.add_argument(
         "--lr-decay", type=_float, default=training.lr_decay, help="per-epoch LR factor in (0, 1]"

@@ -57,6 +57,13 @@ def write_spec(path, **options):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own folder: the reports hpo run and hpo confirm write by default
+    (hpo-report-STUDY.html here) never land in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def tiny_spec(tmp_path):
     return write_spec(tmp_path / "tiny.toml")

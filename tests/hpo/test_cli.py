@@ -670,3 +670,67 @@ def test_a_users_own_trainer_reports_and_studies_in_the_working_directory_are_no
         [sys.executable, "-m", "hpo", "specs"], capture_output=True, text=True, cwd=tmp_path
     )
     assert listed.returncode == 0 and "default" in listed.stdout
+
+
+def test_without_study_the_most_recently_updated_is_chosen_and_named(tmp_path, db_url, capsys):
+    for name in ("older", "newer"):
+        spec = write_spec(tmp_path / f"{name}.toml", trials=2, epochs=1)
+        spec.write_text(spec.read_text().replace('name = "tiny"', f'name = "{name}"'))
+        assert main(["run", str(spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["best", "--json", "--storage", db_url]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["study"] == "newer"
+    assert "study 'newer': the most recently updated of 2" in err and "older" in err
+
+
+def test_confirm_json_prints_the_stored_runs_and_trains_only_with_seeds(
+    tiny_spec, db_url, capsys
+):
+    assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    common = ["confirm", "--storage", db_url, "--top", "2", "--json", "--in-process"]
+    assert main(common) == 2
+    assert "no confirmation runs yet (allowed: --json --seeds S" in capsys.readouterr().err
+    assert main([*common, "--seeds", "2"]) == 0
+    trained = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [len(item["values"]) for item in trained] == [2, 2]
+    assert main(common) == 0  # reads them again, trains nothing
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == trained
+
+
+def test_confirm_rewrites_the_report_and_prints_its_path(
+    tiny_spec, db_url, tmp_path, capsys, monkeypatch
+):
+    assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
+    monkeypatch.chdir(tmp_path)
+    args = ["confirm", "--storage", db_url, "--top", "2", "--seeds", "2", "--in-process"]
+    assert main([*args, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "report: " in out and "Confirmed best" in (tmp_path / "hpo-report-tiny.html").read_text()
+
+
+def test_specs_name_prints_the_packaged_file_to_start_from(capsys):
+    assert main(["specs", "default"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# The default study") and "[space]" in text
+    assert main(["specs", "nope"]) == 2
+    assert "no such packaged spec (allowed: default," in capsys.readouterr().err
+
+
+def test_report_prints_no_optuna_log_lines(tiny_spec, db_url, tmp_path):
+    assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
+    done = hpo("report", "--storage", db_url, "--out", str(tmp_path / "r.html"))
+    assert done.returncode == 0
+    assert done.stdout.strip() == str(tmp_path / "r.html") and "[I " not in done.stderr
+
+
+def test_a_stepped_value_is_printed_as_a_person_types_it(tiny_spec, db_url, capsys):
+    assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=db_url)
+    for t in study.trials:
+        capsys.readouterr()
+        assert main(["best", "--command", "--trial", str(t.number), "--storage", db_url]) == 0
+        argv = capsys.readouterr().out.split()
+        dropout = argv[argv.index("--dropout") + 1]
+        assert len(dropout) <= 4, dropout  # 0.3, never 0.30000000000000004

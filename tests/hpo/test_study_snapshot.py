@@ -28,18 +28,22 @@ def test_snapshot_holds_every_trial_and_the_search_space(study_url):
     assert snapshot.epochs == 3
 
 
-def test_importance_comes_with_its_spread_over_bootstrap_resamples(study_url):
+def test_importance_is_the_median_over_subsamples_inside_its_own_range(study_url):
     study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     names = ["learning_rate", "weight_decay"]
-    spread = importance_spread(complete, names, np.random.default_rng(0))
-    assert set(spread) == set(names)
-    assert all(0 <= low <= high <= 1 for low, high in spread.values())
-    assert spread == importance_spread(complete, names, np.random.default_rng(0))  # seeded
-    assert importance_spread(complete[:3], names, np.random.default_rng(0)) is None
+    medians, spread = importance_spread(complete, names, np.random.default_rng(0))
+    assert set(spread) == set(names) == set(medians)
+    assert all(spread[n][0] <= medians[n] <= spread[n][1] <= 1 for n in names)
+    assert list(medians.values()) == sorted(medians.values(), reverse=True)
+    again = importance_spread(complete, names, np.random.default_rng(0))
+    assert again == (medians, spread)  # seeded
+    assert importance_spread(complete[:4], names, np.random.default_rng(0)) is None
     snapshot = build_snapshot(study, spec, study_url, with_activations=False)
-    if snapshot.importances:
+    if snapshot.importance_spread:
         assert set(snapshot.importance_spread) == set(snapshot.importances)
+        for name, (low, high) in snapshot.importance_spread.items():
+            assert low <= snapshot.importances[name] <= high
 
 
 def test_snapshot_has_activation_histograms_of_each_hidden_layer(study_url):
