@@ -196,6 +196,7 @@ def build_snapshot(
             imp, spread = measured
     if split is None:
         split = load_study_split(spec)
+    confirmed = confirmed_fields(study, storage_url)
     activations, activation_note = (), ""
     if spec.user_network:
         activation_note = (
@@ -204,15 +205,19 @@ def build_snapshot(
         )
     elif with_activations and complete:
         best = max(complete, key=lambda t: (t.value, -t.number))
+        if confirmed["confirmed"]:  # the report is about the confirmed best
+            best = trials[confirmed["confirmed"][0].trial]
         activations = activation_histograms(spec, best, split)
+        which = "the confirmed best, " if confirmed["confirmed"] else ""
         activation_note = (
-            f"Trial #{best.number} trained again with its seed: each hidden layer's activations "
+            f"Trial #{best.number} ({which}trained again with its seed): each hidden layer's "
+            "activations "
             f"on {min(ACTIVATION_SAMPLES, len(split.x_val))} validation inputs at initialization "
             "(top) and after training (bottom)."
         )
     return dataclasses.replace(
         trials_snapshot(study, spec, storage_url, trials=trials),
-        **confirmed_fields(study, storage_url),
+        **confirmed,
         split_sizes={
             "train": len(split.x_train),
             "validation": len(split.x_val),

@@ -87,9 +87,10 @@ def seeds_sentence(counts: list[int], n_trials: int) -> str:
     if counts and min(counts) > 1:
         low, high = min(counts), max(counts)
         n = f"{low}" if low == high else f"{low} to {high}"
+        fresh = f"{low - 1}" if low == high else f"{low - 1} to {high - 1}"
         return (
-            f" Each value is the mean over {n} seeds (the trial's own and hpo confirm's) with "
-            "its 95% interval in brackets."
+            f" Each value is the mean over {n} runs (the search's own and {fresh} fresh seeds "
+            "of hpo confirm) with its 95% interval in brackets."
         )
     return (
         " Each value is one seed's: hpo confirm --top "
@@ -613,7 +614,28 @@ def overfit_caption(panels: list[dict]) -> str:
     return (
         "Training (blue) and validation (red) accuracy per epoch; the grey band is the gap. "
         f"Mean over the last {GAP_EPOCHS} epochs, {what}: {gaps}."
+        + underfit_sentence(panels)
         + seeds_sentence([len(p["gaps"]) for p in panels], len(panels))
+    )
+
+
+UNDERFIT_MARGIN = 0.05
+"""A regularization whose validation accuracy is this far below the best one's narrows the gap
+by underfitting."""
+
+
+def underfit_sentence(panels: list[dict]) -> str:
+    """The smallest gap is no win when it comes with a clearly lower validation accuracy: the
+    net then fits the training data less instead of generalizing better."""
+    smallest = min(panels, key=lambda p: p["last"]["gap"])
+    best = max(panels, key=lambda p: p["last"]["val"])
+    if best["last"]["val"] - smallest["last"]["val"] <= UNDERFIT_MARGIN:
+        return ""
+    return (
+        f" The smallest gap, {smallest['label']}'s, comes with validation accuracy "
+        f"{smallest['last']['val']:.3f} against {best['last']['val']:.3f} for {best['label']}: "
+        "it underfits, narrowing the gap by fitting the training data less, not by "
+        "generalizing better."
     )
 
 

@@ -103,12 +103,15 @@ def color_range(values: list[float]) -> tuple[float, float]:
 def learning_curves_data(snapshot: StudySnapshot, top_k: int) -> list[dict] | None:
     """Per top trial: its rank, number, value and training/validation accuracy per epoch."""
     panels = []
+    best = snapshot.best_trial()
+    confirmed = bool(snapshot.confirmed)
     for rank, t in enumerate(snapshot.ranked()[: min(top_k, MAX_CURVE_PANELS)], start=1):
         if not t.curves:
             continue
         panels.append(
             {
                 "rank": rank,
+                "confirmed_best": confirmed and t.number == best.number,
                 "trial": t.number,
                 "value": t.value,
                 "best_epoch": t.best_epoch,
@@ -133,7 +136,10 @@ def plot_learning_curves(panels: list[dict]) -> Figure:
                 label="validation")  # fmt: skip
         if p["best_epoch"]:
             ax.axvline(p["best_epoch"], color="k", lw=0.6, ls=":")
-        ax.set_title(f"Best-{p['rank']}: #{p['trial']} ({p['value']:.3f})", fontsize=8)
+        title = f"Best-{p['rank']}: #{p['trial']} ({p['value']:.3f})"
+        if p.get("confirmed_best"):
+            title += ", confirmed best"
+        ax.set_title(title, fontsize=8, fontweight="bold" if p.get("confirmed_best") else None)
     # From the lowest accuracy after the first epoch (rounded down to 0.05): the top trials'
     # curves differ in the last points, which a 0-1 axis flattens into one line.
     later = [v for p in panels for v in (*p["train_accuracy"][1:], *p["val_accuracy"][1:])]
@@ -568,11 +574,11 @@ def plot_activations(layers: list[dict]) -> Figure:
 
 
 def gap_data(snapshot: StudySnapshot) -> dict | None:
-    """The best trial's training minus validation accuracy per epoch."""
-    ranked = snapshot.ranked()
-    if not ranked or not ranked[0].curves:
+    """The best trial's (``StudySnapshot.best_trial``) training minus validation accuracy per
+    epoch."""
+    best = snapshot.best_trial()
+    if best is None or not best.curves:
         return None
-    best = ranked[0]
     train, val = best.curves["train_accuracy"], best.curves["val_accuracy"]
     return {
         "trial": best.number,
@@ -664,6 +670,6 @@ def plot_confirmed(data: dict) -> Figure:
     span = max(points) - min(points) or 0.01
     ax.set_xlim(min(points) - 0.08 * span, max(points) + 0.08 * span)
     ax.set_xlabel("validation accuracy (mean and 95% interval over seeds)")
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=5, frameon=False, fontsize=7)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False, fontsize=7)
     fig.tight_layout()
     return fig

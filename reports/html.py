@@ -41,7 +41,7 @@ class Figure:
 
 def png_base64(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1)  # legends too
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -201,6 +201,7 @@ def _fmt_seconds(s: float | None) -> str:
 def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
     """The report as an HTML string."""
     ranked = snapshot.ranked()[:top_k]
+    best = snapshot.best_trial()
     test = snapshot.test_accuracy or {}
     rows = [
         {
@@ -211,6 +212,7 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
             "train_accuracy": t.train_accuracy,
             "test_accuracy": test.get("test_accuracy") if test.get("trial") == t.number else None,
             "params": t.params,
+            "best": best is not None and t.number == best.number,
         }
         for i, t in enumerate(ranked, start=1)
     ]

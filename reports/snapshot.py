@@ -115,3 +115,12 @@ class StudySnapshot:
     def ranked(self) -> list[TrialRecord]:
         """Completed trials, best first (ties: the earlier trial)."""
         return sorted(self.by_state("COMPLETE"), key=lambda t: (-t.value, t.number))
+
+    def best_trial(self) -> TrialRecord | None:
+        """The configuration the report is about: once ``hpo confirm`` ran, the first by mean
+        over seeds; else the search's best (None before a trial completed)."""
+        ranked = self.ranked()
+        if self.confirmed:
+            first = self.confirmed[0].trial
+            return next((t for t in ranked if t.number == first), ranked[0] if ranked else None)
+        return ranked[0] if ranked else None

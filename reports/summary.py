@@ -76,11 +76,67 @@ def category_ranking(snapshot: StudySnapshot, name: str) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["median"], -r["best"], r["choice"]))
 
 
+def pruning_by_choice(snapshot: StudySnapshot, name: str) -> list[dict]:
+    """Per choice of a categorical parameter (the space's order, then any other seen): its
+    finished trials, how many completed, how many the pruner stopped and at which epochs, and
+    how many diverged."""
+    p = snapshot.spec.param(name)
+    order = [str(c) for c in p.choices] if p is not None and p.kind == "choice" else []
+    rows: dict[str, dict] = {c: {"choice": c, "trials": 0, "complete": 0, "pruned_at": []}
+                             for c in order}  # fmt: skip
+    for t in snapshot.trials:
+        if t.state not in ("COMPLETE", "PRUNED") or name not in t.params:
+            continue
+        row = rows.setdefault(
+            str(t.params[name]),
+            {"choice": str(t.params[name]), "trials": 0, "complete": 0, "pruned_at": []},
+        )
+        row["trials"] += 1
+        if t.state == "COMPLETE":
+            row["complete"] += 1
+        elif not t.diverged:
+            row["pruned_at"].append(t.epochs_run or 0)
+    for row in rows.values():
+        row["diverged"] = row["trials"] - row["complete"] - len(row["pruned_at"])
+    return list(rows.values())
+
+
+def unheard_choices(snapshot: StudySnapshot, name: str) -> str:
+    """A sentence on the choices of ``name`` that no trial completed (never tried, or every
+    trial pruned or diverged): the ranking of the others says nothing about them; "" when
+    every choice completed a trial."""
+    parts = []
+    for row in pruning_by_choice(snapshot, name):
+        if row["complete"]:
+            continue
+        if not row["trials"]:
+            parts.append(f"{row['choice']} (never tried)")
+            continue
+        what = []
+        if row["pruned_at"]:
+            low, high = min(row["pruned_at"]), max(row["pruned_at"])
+            at = f"epoch {low}" if low == high else f"epochs {low}-{high}"
+            what.append(f"{len(row['pruned_at'])} pruned at {at}")
+        if row["diverged"]:
+            what.append(f"{row['diverged']} diverged")
+        parts.append(f"{row['choice']} ({_plural(row['trials'], 'trial')}: {', '.join(what)})")
+    if not parts:
+        return ""
+    text = f"Not ranked, as no trial of theirs completed: {'; '.join(parts)}."
+    if any(row["pruned_at"] and not row["complete"] for row in pruning_by_choice(snapshot, name)):
+        warmup = snapshot.spec.search.warmup_epochs
+        text += (
+            f" A pruned trial was judged on its first epochs (warm-up: "
+            f"{_plural(warmup, 'epoch')}), which favours fast starters over slow ones: to give "
+            f"these a fair hearing, fix {name} to one of them or raise [search] warmup_epochs."
+        )
+    return text
+
+
 def overfitting(snapshot: StudySnapshot) -> dict | None:
-    ranked = snapshot.ranked()
-    if not ranked or ranked[0].train_accuracy is None:
+    best = snapshot.best_trial()
+    if best is None or best.train_accuracy is None:
         return None
-    best = ranked[0]
     gap = best.train_accuracy - best.value
     return {
         "trial": best.number,
@@ -137,18 +193,29 @@ def findings(snapshot: StudySnapshot) -> list[str]:
             f"{c['running']} running)."
         )
         return out
-    best = ranked[0]
+    best = snapshot.best_trial()
     noise = uncertainty(snapshot, top_k=1)
-    out.append(
-        f"The best configuration, trial #{best.number}, reached validation accuracy "
-        f"{best.value:.4f} at epoch {best.best_epoch}"
-        + (
-            f" (one run: about ±{noise['se']:.4f}, the standard error on {noise['n']} "
-            "validation samples)."
-            if noise
-            else "."
+    if snapshot.confirmed:
+        c = snapshot.confirmed[0]
+        interval = f" [{c.low:.4f}, {c.high:.4f}]" if c.low == c.low else ""
+        out.append(
+            f"The confirmed best configuration, trial #{c.trial}, has mean validation accuracy "
+            f"{c.mean:.4f}{interval} over {_plural(len(c.values), 'fresh seed')} (hpo confirm); "
+            f"its search run reached {best.value:.4f} at epoch {best.best_epoch}, "
+            f'#{c.search_rank} in the search. The table, the curves marked "confirmed best", '
+            "the activations and the generalization gap below are about it."
         )
-    )
+    else:
+        out.append(
+            f"The best configuration, trial #{best.number}, reached validation accuracy "
+            f"{best.value:.4f} at epoch {best.best_epoch}"
+            + (
+                f" (one run: about ±{noise['se']:.4f}, the standard error on {noise['n']} "
+                "validation samples)."
+                if noise
+                else "."
+            )
+        )
     regions = best_region(snapshot)
     parts = []
     for name, r in regions.items():
@@ -181,10 +248,12 @@ def findings(snapshot: StudySnapshot) -> list[str]:
         out.append(where + "; ".join(parts) + ".")
     if any(p.name == "optimizer" for p in snapshot.params):
         ranking = category_ranking(snapshot, "optimizer")
+        unheard = unheard_choices(snapshot, "optimizer")
+        among = ", among those that completed a trial" if unheard else ""
         if ranking:
             top = ranking[0]
             out.append(
-                f"Best optimizer by median validation accuracy: {top['choice']} "
+                f"Best optimizer by median validation accuracy{among}: {top['choice']} "
                 f"(median {top['median']:.4f} over {_plural(top['n'], 'trial')}"
                 + (
                     f"; next {ranking[1]['choice']} at {ranking[1]['median']:.4f}"
@@ -193,6 +262,8 @@ def findings(snapshot: StudySnapshot) -> list[str]:
                     else ")."
                 )
             )
+        if unheard:
+            out.append(unheard)
     fit = overfitting(snapshot)
     if fit is not None:
         if fit["overfits"]:

@@ -684,9 +684,7 @@ def test_without_study_the_most_recently_updated_is_chosen_and_named(tmp_path, d
     assert "study 'newer': the most recently updated of 2" in err and "older" in err
 
 
-def test_confirm_json_prints_the_stored_runs_and_trains_only_with_seeds(
-    tiny_spec, db_url, capsys
-):
+def test_confirm_json_prints_the_stored_runs_and_trains_only_with_seeds(tiny_spec, db_url, capsys):
     assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
     capsys.readouterr()
     common = ["confirm", "--storage", db_url, "--top", "2", "--json", "--in-process"]

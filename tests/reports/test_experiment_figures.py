@@ -365,7 +365,7 @@ def test_captions_state_each_claim_over_the_seeds_confirm_ran(monkeypatch):
     assert panels[0]["gaps"] == pytest.approx([0.2, 0.3, 0.1])
     caption = ex.overfit_caption(panels)
     assert "no regularization: 0.200 [" in caption and "gap:" in caption
-    assert "mean over 3 seeds (the trial's own and hpo confirm's)" in caption
+    assert "mean over 3 runs (the search's own and 2 fresh seeds of hpo confirm)" in caption
 
     bn = [
         trial(0, {"init_scale": 0.01, "batchnorm": True}, value=0.9, train=[0.95]),

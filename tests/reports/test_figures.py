@@ -137,6 +137,7 @@ def test_learning_curves_data_ranks_the_top_k_best_first():
     assert panels == [
         {
             "rank": 1,
+            "confirmed_best": False,
             "trial": 2,
             "value": 0.9,
             "best_epoch": 2,
@@ -145,6 +146,7 @@ def test_learning_curves_data_ranks_the_top_k_best_first():
         },
         {
             "rank": 2,
+            "confirmed_best": False,
             "trial": 4,
             "value": 0.85,
             "best_epoch": 2,

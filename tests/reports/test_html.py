@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hpo.spec import ModelSpec, Param, SearchSpec, StudySpec, TrainingSpec
-from reports import html
+from reports import figures, html
 from reports.snapshot import (
     ConfirmedRecord,
     LayerHistograms,
@@ -445,7 +445,27 @@ def test_a_confirmed_ranking_names_the_confirmed_best_and_its_ties():
     )
     assert "<strong>Confirmed best: trial #1</strong>" in page
     assert "<strong>0.9600</strong> (95% interval 0.9500 to 0.9700)" in page
-    assert "over 3 seeds" in page and "Trial #1 ranks first but is tied with #0" in page
+    assert "over 3 fresh seeds" in page and "Trial #1 ranks first but is tied with #0" in page
     assert "The search alone ranked it #2." in page
     assert "This ranking is unconfirmed" not in page
     assert re.search(r'<h2 id="confirmed">Confirmed ranking</h2>\s*<figure>', page)
+
+
+def test_after_confirm_every_section_is_about_the_confirmed_best():
+    s = two_trials(
+        confirmed=(
+            confirmed(1, [0.95, 0.96, 0.97], rank=1, search_rank=2),
+            confirmed(0, [0.90, 0.91, 0.92], rank=2, search_rank=1, p=0.01),
+        ),
+        confirm_verdict="trial #1 is distinguishable from every other",
+    )
+    search_best = s.ranked()[0].number
+    assert search_best == 0 and s.best_trial().number == 1
+    page = html.render(s)
+    row = re.search(r'<tr class="best">\s*<td class="num">(\d+)</td><td class="num">#(\d+)<', page)
+    assert row is not None and row.group(2) == "1"  # the highlighted row
+    assert "The confirmed best configuration, trial #1" in page
+    assert len(re.findall('class="best"', page)) == 1
+    assert figures.gap_data(s)["trial"] == 1
+    panels = figures.learning_curves_data(s, 10)
+    assert [p["trial"] for p in panels if p["confirmed_best"]] == [1]

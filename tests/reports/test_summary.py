@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from hpo.spec import StudySpec, TrainingSpec
+from hpo.spec import Param, StudySpec, TrainingSpec
 from reports import summary
 from reports.snapshot import ParamInfo, StudySnapshot, TrialRecord
 
@@ -344,8 +344,10 @@ def test_findings_of_a_normal_study():
         "The top 3 configurations (one run each; 2 of the other 2 within one standard error of "
         "the best) lie at learning_rate 2.00e-03 to 5.00e-03; "
         "dropout_ratio 0.2 to 0.3; optimizer mostly adam (2 of 3).",
-        "Best optimizer by median validation accuracy: adam (median 0.8938 over 2 trials; "
-        "next sgd at 0.8200; not distinguishable at 5% by a Mann-Whitney test, p = 0.33).",
+        "Best optimizer by median validation accuracy, among those that completed a trial: adam "
+        "(median 0.8938 over 2 trials; next sgd at 0.8200; not distinguishable at 5% by a "
+        "Mann-Whitney test, p = 0.33).",
+        "Not ranked, as no trial of theirs completed: momentum (1 trial: 1 diverged).",
         "The best configuration overfits: training accuracy 1.0000 against validation 0.9375 "
         "at its best epoch (gap 0.062); stronger weight decay or dropout may help.",
         "Pruning stopped 1 trial early and saved 13% of the epochs (45 trained of 52).",
@@ -381,3 +383,27 @@ def test_uncertainty_gives_the_standard_error_and_who_is_within_it():
     perfect = dataclasses.replace(snapshot([complete(0, 1.0)]), split_sizes={"validation": 100})
     assert summary.uncertainty(perfect, top_k=10)["se"] > 0  # at 1.0 the error is not nil
     assert summary.uncertainty(snapshot([]), top_k=10) is None
+
+
+def test_a_choice_whose_trials_were_all_pruned_is_named_not_ranked():
+    trials = [
+        complete(0, 0.95, {"optimizer": "adam"}),
+        complete(1, 0.93, {"optimizer": "adam"}),
+        pruned(2, 1, {"optimizer": "sgd"}),
+        pruned(3, 2, {"optimizer": "sgd"}),
+    ]
+    s = snapshot(trials)
+    s = dataclasses.replace(
+        s,
+        spec=dataclasses.replace(
+            s.spec,
+            space=(Param("optimizer", "choice", choices=("sgd", "adam", "rmsprop")),),
+        ),
+    )
+    rows = {r["choice"]: r for r in summary.pruning_by_choice(s, "optimizer")}
+    assert rows["sgd"]["pruned_at"] == [1, 2] and rows["sgd"]["complete"] == 0
+    assert rows["rmsprop"]["trials"] == 0
+    found = " ".join(summary.findings(s))
+    assert "among those that completed a trial: adam" in found
+    assert "sgd (2 trials: 2 pruned at epochs 1-2); rmsprop (never tried)" in found
+    assert "raise [search] warmup_epochs" in found
