@@ -58,6 +58,10 @@ again (~1 ms each on SQLite), which is why the queue stays short."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
+UNGUARDED_SCRIPT_EXIT = 87
+"""The exit code of a spawned worker that found itself running the calling script again (a
+script that calls ``hpo.run`` without a ``__main__`` guard; ``hpo.api.run`` exits with it)."""
+
 
 class WorkerLost(RuntimeError):
     """The process training a trial died before it returned a result."""
@@ -70,6 +74,18 @@ class TrialFailed(RuntimeError):
 class ExecutorLost(RunError):
     """The executor can train no more trials (its cluster went away). A future that fails with
     it ends the run: the orchestrator fails the trials in flight and claims no more."""
+
+
+class UnguardedScript(ExecutorLost):
+    """A worker process stopped as it ran the calling script again (``UNGUARDED_SCRIPT_EXIT``):
+    every other would too."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the worker processes import the script that called hpo.run again, and it has no "
+            'if __name__ == "__main__": guard (allowed: the calls under that guard, or '
+            "workers=1 to train in this process)"
+        )
 
 
 class TrialExecutor(abc.ABC):
@@ -290,6 +306,8 @@ class _Worker:
             self.connection.send((spec, split))
         except (OSError, EOFError) as e:
             self.process.join(timeout=5)
+            if self.process.exitcode == UNGUARDED_SCRIPT_EXIT:
+                raise UnguardedScript from e
             raise WorkerLost(
                 f"worker process {self.process.pid} died as it started "
                 f"(exit code {self.process.exitcode})"
@@ -314,12 +332,15 @@ class _Worker:
         except (OSError, EOFError):
             pass
         self.process.join(timeout=5)
-        future.set_exception(
-            WorkerLost(
-                f"worker process {self.process.pid} died (exit code {self.process.exitcode}) "
-                f"while training trial #{self.number}"
+        if self.process.exitcode == UNGUARDED_SCRIPT_EXIT:
+            future.set_exception(UnguardedScript())
+        else:
+            future.set_exception(
+                WorkerLost(
+                    f"worker process {self.process.pid} died (exit code "
+                    f"{self.process.exitcode}) while training trial #{self.number}"
+                )
             )
-        )
         self.connection.close()
         return False
 
