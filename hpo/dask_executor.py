@@ -363,7 +363,8 @@ def check_worker(spec: StudySpec, digest: str, dask_worker=None) -> str:
     where = None if dask_worker is None else _worker_name(dask_worker.address)
     split = worker_split(spec, digest, where=where)
     try:
-        check_study_network(spec, split)
+        with _global_random_state:  # building the net seeds it: not under a running trial
+            check_study_network(spec, split)
     except SpecError as e:
         raise WorkerDataError(
             f"Dask worker {where or _worker_name()}: {e.field}: {e.problem} (allowed: the "

@@ -10,6 +10,7 @@ thresholds), the spec and the split, returning a ``TrialResult``; it touches no 
 imports no optuna, so it runs alike in this process, a local worker process or on a cluster.
 """
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +23,14 @@ from hpo.errors import SpecError, UsageError
 from hpo.interrupts import INTERRUPTS
 from hpo.pruning import Thresholds
 from hpo.reproduction import ENV_FACT, environment
-from hpo.spec import ARGS, OPTIMIZER_HYPERPARAMETERS, StudySpec, network_display, rule_for
+from hpo.spec import (
+    ARGS,
+    OPTIMIZER_HYPERPARAMETERS,
+    Param,
+    StudySpec,
+    network_display,
+    rule_for,
+)
 from trainer.config import NetConfig, RunConfig, TrainConfig
 from trainer.contract import NetworkError, Trainable
 from trainer.datasets import DatasetError, Split
@@ -37,7 +45,7 @@ def trial_seed(study_seed: int, trial_number: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([study_seed, trial_number])
 
 
-def applies(spec: StudySpec, name: str, optimizer: str) -> bool:
+def applies(name: str, optimizer: str) -> bool:
     """Whether the space entry ``name`` applies to a trial of ``optimizer`` (an optimizer's
     own hyperparameters apply to it alone)."""
     when = rule_for(name).when
@@ -48,10 +56,10 @@ def suggest(trial: "optuna.Trial", spec: StudySpec) -> None:
     """Suggest every searched parameter that applies to this trial."""
     optimizer = spec.fixed("optimizer", TrainConfig.optimizer)
     for p in spec.space:
-        if p.kind == "fixed" or not applies(spec, p.name, optimizer):
+        if p.kind == "fixed" or not applies(p.name, optimizer):
             continue
         if p.kind == "choice":
-            value = trial.suggest_categorical(p.name, list(p.choices))
+            value = trial.suggest_categorical(p.name, optuna_choices(p))
         elif p.kind == "int":
             value = trial.suggest_int(p.name, p.low, p.high, step=int(p.step or 1), log=p.log)
         else:
@@ -63,17 +71,27 @@ def suggest(trial: "optuna.Trial", spec: StudySpec) -> None:
 TRAINING = "training."
 
 
+def optuna_choices(p: Param) -> list:
+    """A choice parameter's choices as Optuna takes them: a list choice (a learner's
+    ``hidden_dims = [100, 100]``) as its JSON text, since Optuna's choices are scalars."""
+    return [json.dumps(list(c)) if isinstance(c, tuple) else c for c in p.choices]
+
+
 def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
     """The run of a trial with ``params``: the study's data, model and training with each
     suggested, then fixed, value of the space in its place. A value the space neither searches
     nor fixes is ``[model]``'s and ``[training]``'s, else the trainer's default (the optimizer's
     own hyperparameters then take the paper's defaults)."""
     chosen = {p.name: p.value for p in spec.space if p.kind == "fixed"} | dict(params)
-    for p in spec.space:  # Optuna's grid points carry float noise: 0.05 * 3 = 0.15000000000000002
-        if p.kind == "float" and p.step is not None and p.name in chosen:
-            chosen[p.name] = float(f"{chosen[p.name]:.15g}")
+    for p in spec.space:
+        if p.name not in chosen:
+            continue
+        if p.kind == "float" and p.step is not None:  # a grid point's float noise: 0.05 * 3
+            chosen[p.name] = float(f"{chosen[p.name]:.15g}")  # is 0.15000000000000002
+        elif p.kind == "choice" and isinstance(p.choices[0], tuple):
+            chosen[p.name] = tuple(json.loads(chosen[p.name]))  # a list choice, as Optuna holds it
     optimizer = chosen.get("optimizer", TrainConfig.optimizer)
-    chosen = {k: v for k, v in chosen.items() if applies(spec, k, optimizer)}
+    chosen = {k: v for k, v in chosen.items() if applies(k, optimizer)}
     m, t = spec.model, spec.training
     hidden = tuple(m.hidden)
     if "model.width" in chosen or "model.depth" in chosen:
@@ -134,7 +152,7 @@ def check_study_network(spec: StudySpec, split: Split) -> None:
     if not spec.user_network:
         return
     first = {
-        p.name: p.choices[0] if p.kind == "choice" else p.low
+        p.name: optuna_choices(p)[0] if p.kind == "choice" else p.low
         for p in spec.space
         if p.kind != "fixed"
     }

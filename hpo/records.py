@@ -1,8 +1,9 @@
 """What hpo stores with a study and its trials, and how it is read back.
 
 A study's user attributes hold the spec it was created with (``SPEC_ATTR``), the fingerprint of
-its objective (``FINGERPRINT_ATTR``) and its trial target (``TARGET_ATTR``); a finished trial's
-one user attribute ``RUN_ATTR`` holds the facts of its run (``hpo.objective.result_facts``).
+its objective (``FINGERPRINT_ATTR``), its trial target (``TARGET_ATTR``) and the digest of a
+learner's network file (``NETWORK_ATTR``); a finished trial's one user attribute ``RUN_ATTR``
+holds the facts of its run (``hpo.objective.result_facts``).
 Light to import (no trainer, no executors): the commands that only read start fast.
 """
 
@@ -21,6 +22,8 @@ from hpo.urls import mask_password
 SPEC_ATTR = "hpo:spec"
 FINGERPRINT_ATTR = "hpo:fingerprint"
 TARGET_ATTR = "hpo:target"
+NETWORK_ATTR = "hpo:network"
+"""The digest of the learner's network file the study's trials train (``[model] network``)."""
 RUN_ATTR = "run"
 """The user attribute that holds a trial's facts, as one JSON object: one storage write per
 trial instead of one per fact (each costs the orchestrator ~1 ms on SQLite)."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from trainer.contract import file_digest, is_file_reference, split_reference
+from trainer.contract import NetworkError, is_file_reference, loaded_digest
 from trainer.datasets import Split
 
 ENV_FACT = "env"
@@ -55,8 +55,10 @@ def environment(split: Split, network: str | None = None) -> dict[str, str]:
         "blas": numpy_blas(),
     }
     if network is not None and is_file_reference(network):
-        path = split_reference(network)[0]
-        facts["network"] = file_digest(path) if Path(path).is_file() else "missing"
+        try:  # the version this process trained (or would train) from
+            facts["network"] = loaded_digest(network)
+        except NetworkError:
+            facts["network"] = "missing"
     return facts
 
 

@@ -23,7 +23,7 @@ from hpo.errors import RunError, SpecError, UsageError
 from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
-from hpo.objective import load_training_split
+from hpo.objective import load_training_split, optuna_choices
 from hpo.pruning import (
     HyperbandRule,
     NoPruning,
@@ -33,6 +33,7 @@ from hpo.pruning import (
 )
 from hpo.records import (
     FINGERPRINT_ATTR,
+    NETWORK_ATTR,
     NO_PRUNER,
     SPEC_ATTR,
     TARGET_ATTR,
@@ -41,9 +42,10 @@ from hpo.records import (
     load_hpo_study,
 )
 from hpo.runner import Orchestrator
-from hpo.spec import StudySpec
+from hpo.spec import StudySpec, network_display
 from hpo.storage import open_storage
 from hpo.urls import mask_password
+from trainer.contract import is_file_reference, loaded_digest
 from trainer.datasets import Split
 from trainer.network import training_memory
 from trainer.training import EVAL_BATCH
@@ -102,7 +104,7 @@ def grid_space(spec: StudySpec) -> dict[str, list]:
     space = {}
     for p in spec.space:
         if p.kind == "choice":
-            space[p.name] = list(p.choices)
+            space[p.name] = optuna_choices(p)
         elif p.kind == "int":
             space[p.name] = list(range(p.low, p.high + 1, int(p.step or 1)))
         elif p.kind == "float":
@@ -124,7 +126,7 @@ PRUNING_BUILDERS: dict[str, PruningBuilder] = {
     ),
     "hyperband": lambda spec, study_name: HyperbandRule(
         min_resource=max(1, spec.search.warmup_epochs),
-        max_resource=spec.training.epochs,
+        max_resource=spec.max_epochs(),
         reduction_factor=3,
         study_name=study_name,
     ),
@@ -170,14 +172,34 @@ def create_or_load_study(
                 f"study {study_name!r} in {mask_password(storage_url)} was not created by hpo "
                 "(allowed: another --study name)"
             )
+        network = network_digest(spec)
+        stored_network = study.user_attrs.get(NETWORK_ATTR)
+        if network and stored_network and stored_network != network:
+            raise UsageError(
+                f"{spec.source}: model.network: {network_display(spec.model.network)} has "
+                f"changed since study {study_name!r} trained it (sha256 {network} against "
+                f"{stored_network}); its trials would not be comparable (allowed: the file as "
+                "it was, or another --study name)"
+            )
         for key, value in (
             (SPEC_ATTR, spec.to_dict()),
             (FINGERPRINT_ATTR, spec.objective_fingerprint()),
             (TARGET_ATTR, target),
+            (NETWORK_ATTR, network),
         ):
+            if value is None:
+                continue
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
     return study
+
+
+def network_digest(spec: StudySpec) -> str | None:
+    """The digest of the spec's network file as it is now (None: the built-in net, or a
+    module on the import path)."""
+    if spec.model.network is None or not is_file_reference(spec.model.network):
+        return None
+    return loaded_digest(spec.model.network)
 
 
 def available_memory() -> int | None:

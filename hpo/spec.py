@@ -39,8 +39,6 @@ from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
 
-ParamRule = Rule  # the name the space has always used for trainer.config.Rule
-
 
 def _optimizer_params() -> dict[str, Rule]:
     """The optimizers' own searchable hyperparameters (``Optimizer.SEARCHABLE``), each for the
@@ -125,9 +123,6 @@ class Param:
     step: float | None = None
     choices: tuple = ()
     value: Any = None
-
-
-DataSpec = DataConfig  # [data] is the trainer's data configuration as it is
 
 
 @dataclass(frozen=True)
@@ -271,6 +266,10 @@ class StudySpec:
             layers = f"hidden {hidden}"
         batchnorm = ", BatchNorm" if self.fixed("batchnorm", self.model.batchnorm) is True else ""
         return f"{layers}, {self.activation_text()}{batchnorm}"
+
+    def max_epochs(self) -> int:
+        """The most epochs a trial may run (``training.epochs``, or the space's largest)."""
+        return max(_epoch_values(self.training.epochs, self.space))
 
     def activation_text(self) -> str:
         """The nets' activation as a report states it: fixed (in [space] or [model]), or the
@@ -432,6 +431,13 @@ def spec_from_dict(
     t.finish(_field_names(DataConfig))
 
     model = _read_model(_Table(source, "model", raw.get("model", {})), base_dir)
+    if experiment is not None and model.network is not None:
+        raise SpecError(
+            source,
+            "study.experiment",
+            f"{_show(experiment)} with model.network (allowed: the chapter's experiments on the "
+            "built-in net only; leave experiment out for your own net)",
+        )
 
     t = _Table(source, "training", raw.get("training", {}))
     training = TrainingSpec(
@@ -469,19 +475,22 @@ def spec_from_dict(
     t.at_least("startup_trials", search.startup_trials, 0, MAX_TRIALS)
     t.at_least("pruner_startup_trials", search.pruner_startup_trials, 0, MAX_TRIALS)
     t.at_least("warmup_epochs", search.warmup_epochs, 0, MAX_EPOCHS)
-    if search.pruner in ("hyperband", "sha") and search.warmup_epochs >= training.epochs:
-        raise t.fail(
-            "warmup_epochs",
-            f"{search.warmup_epochs} with pruner {_show(search.pruner)} and "
-            f"training.epochs = {training.epochs} (allowed: 0 to {training.epochs - 1}: the "
-            "first rung must come before the last epoch)",
-        )
     if search.timeout is not None and search.timeout <= 0:
         raise t.fail("timeout", f"{search.timeout} (allowed: > 0 seconds, or 0 for none)")
     t.finish(_field_names(SearchSpec))
 
     model_keys = set(raw.get("model", {}))
     space = _read_space(_Table(source, "space", raw.get("space", {})), model_keys, model)
+    fewest = min(_epoch_values(training.epochs, space))
+    if search.pruner in ("hyperband", "sha") and search.warmup_epochs >= fewest:
+        fewest_of = " at the fewest the space gives" if fewest != training.epochs else ""
+        raise SpecError(
+            source,
+            "search.warmup_epochs",
+            f"{search.warmup_epochs} with pruner {_show(search.pruner)} and training.epochs = "
+            f"{fewest}{fewest_of} (allowed: 0 to {fewest - 1}: the first rung must come before "
+            "the last epoch)",
+        )
     if search.sampler == "grid":
         optimizer = next((p for p in space if p.name == "optimizer"), None)
         for p in space:
@@ -606,7 +615,9 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in raw.items():
         place = f"{prefix}{key}"
         nested = isinstance(value, dict) and value and not (set(value) & RANGE_KEYS)
-        if nested and (prefix or key in ("model", "training")):
+        if place == "model.args" and isinstance(value, dict):
+            nested = True  # its keys are the net's keywords, even one named step or low
+        if nested and (prefix or key in ("model", "training")) and prefix != ARGS:
             flat.update(_flatten(value, f"{place}."))
         else:
             flat[place] = value
@@ -629,6 +640,8 @@ def _read_space(t: _Table, model_keys: set[str], model: ModelSpec) -> tuple[Para
             )
         if model.network is None and key.startswith(ARGS):
             raise t.fail(key, f"needs model.network (allowed: {ARGS}NAME with your own net)")
+        if key.startswith(ARGS) and key[len(ARGS) :] in dict(model.args):
+            raise t.fail(key, "also set in [model.args] (allowed: one place)")
     # Short names in the order trials suggest them, then places in the file's order.
     order = [n for n in PARAMS if n in t.raw] + [n for n in t.raw if n not in PARAMS]
     params = [_read_entry(t, name, rule_for(name)) for name in order]
@@ -646,6 +659,19 @@ def _read_space(t: _Table, model_keys: set[str], model: ModelSpec) -> tuple[Para
     return tuple(params)
 
 
+def _epoch_values(default: int, space: tuple[Param, ...]) -> list[int]:
+    """Every number of epochs a trial may run: ``[training] epochs``, or what the space gives
+    ``training.epochs``."""
+    p = next((p for p in space if p.name == "training.epochs"), None)
+    if p is None:
+        return [default]
+    if p.kind == "fixed":
+        return [p.value]
+    if p.kind == "choice":
+        return list(p.choices)
+    return [p.low, p.high]
+
+
 def _read_entry(t: _Table, name: str, rule: Rule) -> Param:
     """One ``[space]`` entry: a fixed value, ``{ choices = [...] }`` or a range table."""
     entry = t.raw[name]
@@ -655,7 +681,7 @@ def _read_entry(t: _Table, name: str, rule: Rule) -> Param:
             entry = _as_float(t.source, where, entry)
         if not rule.admits(entry):
             raise SpecError(t.source, where, f"{_show(entry)} (allowed: {rule.allowed()})")
-        return Param(name, "fixed", value=entry)
+        return Param(name, "fixed", value=tuple(entry) if isinstance(entry, list) else entry)
     e = _Table(t.source, where, entry)
     if "choices" in e.raw:
         e.finish(("choices",))
@@ -667,8 +693,18 @@ def _read_entry(t: _Table, name: str, rule: Rule) -> Param:
         for c in choices:
             if not rule.admits(c):
                 raise e.fail("choices", f"{_show(c)} (allowed: {rule.allowed()})")
-        if len(set(map(json.dumps, choices))) != len(choices):
-            raise e.fail("choices", f"{_show(choices)} has duplicates")
+        for i, a in enumerate(choices):  # Optuna stores a choice by its index of the first ==
+            for b in choices[i + 1 :]:
+                if a == b:
+                    raise e.fail(
+                        "choices",
+                        f"{_show(choices)} has {_show(a)} and {_show(b)}, which are equal "
+                        "(allowed: distinct values; true equals 1 and 1 equals 1.0)",
+                    )
+        if any(isinstance(c, list) for c in choices):
+            if not all(isinstance(c, list) for c in choices):
+                raise e.fail("choices", f"{_show(choices)} (allowed: all lists, or no list)")
+            choices = [tuple(c) for c in choices]
         return Param(name, "choice", choices=tuple(choices))
     if rule.kind == "choice":
         raise SpecError(

@@ -107,7 +107,8 @@ class StudySnapshot:
 
     @property
     def epochs(self) -> int:
-        return self.spec.training.epochs
+        """The most epochs a trial may run (the space may search them)."""
+        return self.spec.max_epochs()
 
     def by_state(self, state: str) -> list[TrialRecord]:
         return [t for t in self.trials if t.state == state]

@@ -5,8 +5,10 @@ raw inputs as in training, and ``meta`` is a JSON string holding any extra confi
 hyperparameters, where it came from). For the built-in MultiLayerNet, ``state_0 ... state_K``
 are the arrays of ``MultiLayerNet.state()`` (parameters, then BatchNorm's running statistics)
 and ``meta`` holds its ``architecture``; for a learner's own net (``trainer.contract``),
-``param:KEY`` is each entry of its ``params`` under its own key, and ``meta`` names its class
-(``network``) and constructor ``args``.
+``param:KEY`` is each entry of its ``params`` under its own key, ``state_0 ... state_K`` its
+own ``state()`` when it defines one (BatchNorm's running averages kept in its layers), and
+``meta`` names its class (``network``) and constructor ``args``. A learner's net that keeps
+state outside ``params`` and defines no ``state()`` is saved without it.
 """
 
 import json
@@ -36,6 +38,8 @@ def save_checkpoint(
     if isinstance(net, AdaptedNet):
         meta = {**(network or {}), "extra": extra or {}}
         arrays = {PARAM + k: v for k, v in net.named_params().items()}
+        if net.own_state:
+            arrays |= {f"state_{i}": a for i, a in enumerate(net.state())}
     else:
         meta = {"architecture": net.architecture, "extra": extra or {}}
         arrays = {f"state_{i}": a for i, a in enumerate(net.state())}
@@ -59,15 +63,21 @@ def load_checkpoint(path: str | Path) -> tuple[Trainable, dict[str, Any]]:
     if "network" in meta:
         from trainer.contract import build_network, load_network
 
-        net = build_network(
-            load_network(meta["network"]),
-            meta["args"],
-            n_features=len(np.ravel(mean)),
-            n_classes=meta["n_classes"],
-            rng=rng,
-        )
+        global_state = np.random.get_state()  # noqa: NPY002 - building seeds it: restored
+        try:
+            net = build_network(
+                load_network(meta["network"]),
+                meta["args"],
+                n_features=len(np.ravel(mean)),
+                n_classes=meta["n_classes"],
+                rng=rng,
+            )
+        finally:
+            np.random.set_state(global_state)  # noqa: NPY002
         for key, value in params.items():
             net.net.params[key][...] = value
+        if state and net.own_state:
+            net.load_state(state)
         return net, info
     arch = dict(meta["architecture"])
     dtype = np.dtype(arch.pop("dtype"))

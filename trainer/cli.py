@@ -15,6 +15,7 @@ from trainer.config import (
     RULES,
     DataConfig,
     NetConfig,
+    Rule,
     RunConfig,
     TrainConfig,
     hyperparameter_flag,
@@ -30,6 +31,9 @@ EXAMPLE = """example:
   python -m trainer --optimizer adam --lr 0.001 --hidden 100,100 --epochs 20
   python -m trainer --dataset npz:my_data.npz --dropout 0.2 --json > result.json
   python -m hpo best --command    # the line that retrains a study's best trial"""
+
+
+RULES_ANY = Rule("any")  # what a --net-arg value may be: finite numbers, strings, lists of them
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -98,6 +102,8 @@ def _net_arg(text: str) -> tuple[str, object]:
         parsed = json.loads(value)
     except json.JSONDecodeError:
         parsed = value  # a bare word: a string
+    if not RULES_ANY.admits(parsed):
+        raise argparse.ArgumentTypeError(f"{text!r} (allowed: NAME={RULES_ANY.allowed()})")
     if isinstance(parsed, list):
         parsed = tuple(parsed)
     return name.strip(), parsed
@@ -246,6 +252,10 @@ BUILT_IN_NET_FLAGS = (
 
 def check_ranges(args: argparse.Namespace) -> None:
     """Check the flags whose ranges argparse's types cannot express; raise UsageError."""
+    names = [name for name, _ in args.net_arg]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise UsageError(f"argument --net-arg: {twice} is given twice (allowed: once each)")
     if args.network is None and args.net_arg:
         raise UsageError(
             f"argument --net-arg: {args.net_arg[0][0]} is set but --network is not (allowed: "

@@ -19,6 +19,7 @@ are imported where a run is built, so that ``hpo``'s reading commands can hold t
 
 import json
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,7 @@ class Rule:
         if self.kind == "choice":
             return ", ".join(json.dumps(c) for c in self.choices)
         if self.kind == "any":
-            return "a number, a string or true/false"
+            return "a finite number, a string, true/false, or a list of them"
         low, high = self.lo > -math.inf, self.hi < math.inf
         lo, hi = _plain(self.lo), _plain(self.hi)
         above, below = ("<=" if c else "<" for c in self.closed)
@@ -71,11 +72,15 @@ class Rule:
     def admits(self, value: Any) -> bool:
         if self.kind == "choice":
             return value in self.choices and type(value) is type(self.choices[0])
-        if self.kind == "any":
-            return isinstance(value, bool | int | float | str)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if self.kind == "any":  # a scalar, or a list of scalars (hidden_dims = [100, 100])
+            items = value if isinstance(value, list | tuple) and value else [value]
+            return all(
+                isinstance(v, bool | str) or (isinstance(v, numbers.Real) and math.isfinite(v))
+                for v in items
+            )
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return False
-        if self.kind == "int" and not isinstance(value, int):
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
             return False
         lo_ok = value >= self.lo if self.closed[0] else value > self.lo
         hi_ok = value <= self.hi if self.closed[1] else value < self.hi
@@ -202,9 +207,13 @@ class NetConfig:
             return
         from trainer.contract import check_network
 
-        net = self.build(split, np.random.default_rng(0))
-        with np.errstate(all="ignore"):
-            check_network(net, split.x_train[:rows], split.y_train[:rows], split.n_classes)
+        state = np.random.get_state()  # noqa: NPY002 - building seeds the global state: restored
+        try:
+            net = self.build(split, np.random.default_rng(0))
+            with np.errstate(all="ignore"):
+                check_network(net, split.x_train[:rows], split.y_train[:rows], split.n_classes)
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
 
 
 @dataclass(frozen=True)
@@ -354,8 +363,6 @@ def hyperparameter_flag(name: str) -> str:
 def net_arg_text(value: Any) -> str:
     """A network argument as ``--net-arg NAME=VALUE`` spells it: JSON (``100``, ``0.5``,
     ``true``, ``[100, 100]``, ``"relu"``), floats written back exactly."""
-    import json
-
     if isinstance(value, float):
         return _number(value)
     return json.dumps(list(value) if isinstance(value, tuple) else value)

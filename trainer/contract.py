@@ -4,11 +4,13 @@
 ``MultiLayerNet`` is one. A learner's own net is one through ``adapt``, in either shape the
 courses teach, unchanged:
 
-- **the book's** ("Deep Learning from Scratch", ch. 5-7: ``TwoLayerNet``, ``MultiLayerNet``,
-  ``MultiLayerNetExtend``, ``SimpleConvNet``) — ``BookNet``: ``params``, ``gradient(x, t)``,
-  ``predict(x)``, and ``loss(x, t)`` when it has one;
+- **the book's** ("Deep Learning from Scratch", ch. 5-6: ``TwoLayerNet``, ``MultiLayerNet``,
+  ``MultiLayerNetExtend``) — ``BookNet``: ``params``, ``gradient(x, t)``, ``predict(x)``, and
+  ``loss(x, t)`` when it has one;
 - **cs231n's** (``TwoLayerNet``, ``FullyConnectedNet`` of assignments 1-2) — ``Cs231nNet``:
   ``params`` and ``loss(X, y=None)``.
+
+Inputs are flat rows (N, D): conv nets that expect (N, C, H, W) are not supported.
 
 ``load_network`` reads a class from a file or a module (``"nets.py:TwoLayerNet"``,
 ``"package.module:Name"``), ``build_network`` constructs it with the data's sizes under the
@@ -146,6 +148,9 @@ class AdaptedNet:
         self.grads: list[np.ndarray] = []
         self._predict_takes_train = self.shape == BOOK and _takes(net.predict, "train_flg")
         self.has_loss = callable(getattr(net, "loss", None))
+        self.own_state = callable(getattr(net, "state", None)) and callable(
+            getattr(net, "load_state", None)
+        )
 
     def gradient(self, x: np.ndarray, labels: np.ndarray) -> float:
         if self.shape == CS231N:
@@ -173,15 +178,13 @@ class AdaptedNet:
         return self.net.predict(x)
 
     def state(self) -> list[np.ndarray]:
-        own = getattr(self.net, "state", None)
-        if callable(own):
-            return list(own())
+        if self.own_state:
+            return list(self.net.state())
         return [np.array(self.net.params[k], copy=True) for k in self.keys]
 
     def load_state(self, state: list[np.ndarray]) -> None:
-        own = getattr(self.net, "load_state", None)
-        if callable(own):
-            own(state)
+        if self.own_state:
+            self.net.load_state(state)
             return
         for k, saved in zip(self.keys, state, strict=True):
             self.net.params[k][...] = saved
@@ -209,7 +212,9 @@ INPUT_NAMES = ("input_dim", "input_size")
 OUTPUT_NAMES = ("num_classes", "output_size")
 """Constructor keywords that receive the number of classes."""
 
-_LOADED: dict[str, type] = {}
+_LOADED: dict[str, tuple[tuple[int, int] | None, type, str | None]] = {}
+"""Each reference's class as loaded in this process, with the file's (mtime, size) and digest
+when it is a file: an edited file is loaded anew (a Dask worker lives longer than one run)."""
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -235,30 +240,26 @@ def file_digest(path: str | Path) -> str:
 
 
 def load_network(reference: str) -> type:
-    """The class named by ``reference``: ``/abs/or/relative/nets.py:Name`` (the file is run
-    as a module of its own, its folder appended to ``sys.path`` for its own imports) or
-    ``package.module:Name``. Loaded once per process. Raises ``NetworkError``."""
-    if reference in _LOADED:
-        return _LOADED[reference]
+    """The class named by ``reference``: ``/abs/or/relative/nets.py:Name`` or
+    ``package.module:Name``. A file is run as a module of its own, its folder appended to
+    ``sys.path`` for its own imports; a file inside a package (a folder with
+    ``__init__.py``, as cs231n's ``classifiers/fc_net.py``) is imported by its dotted name,
+    the package's parent folder appended, so that its relative imports work. Loaded once per
+    process and version of the file. Raises ``NetworkError``."""
     where, name = split_reference(reference)
+    stamp, digest = None, None
     if is_file_reference(reference):
         path = Path(where).resolve()
         if not path.is_file():
             raise NetworkError(f"{where}: no such file")
-        module_name = "hpo_network_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-        folder = str(path.parent)
-        if folder not in sys.path:
-            sys.path.append(folder)  # after the installed packages: never shadows them
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # pickling and dataclasses look modules up here
-        try:
-            spec.loader.exec_module(module)
-        except BaseException as e:
-            del sys.modules[module_name]
-            if isinstance(e, KeyboardInterrupt):
-                raise  # a SystemExit of the file's own (a script's exit()) is a bad import
-            raise NetworkError(f"{where} does not import: {_one_line(e)}") from None
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _LOADED.get(reference)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    if stamp is not None:
+        digest = file_digest(path)
+        module = _import_file(path, where, digest)
     else:
         try:
             module = importlib.import_module(where)
@@ -273,8 +274,47 @@ def load_network(reference: str) -> type:
         )
         allowed = ", ".join(found[:10]) or "none found"
         raise NetworkError(f"{where} has no class {name} (classes there: {allowed})")
-    _LOADED[reference] = cls
+    _LOADED[reference] = (stamp, cls, digest)
     return cls
+
+
+def loaded_digest(reference: str) -> str | None:
+    """The digest of the file version this process trains ``reference`` from (loading it if
+    it is not yet); None for a module on the import path."""
+    load_network(reference)
+    return _LOADED[reference][2]
+
+
+def _import_file(path: Path, where: str, digest: str) -> Any:
+    parts, root = [path.stem], path.parent
+    while (root / "__init__.py").is_file():
+        parts.insert(0, root.name)
+        root = root.parent
+    folder = str(root if len(parts) > 1 else path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)  # after the installed packages: never shadows them
+    try:
+        if len(parts) > 1:  # a module of a package: by its dotted name
+            dotted = ".".join(parts)
+            module = sys.modules.get(dotted)
+            if module is not None and getattr(module, "__file__", None) == str(path):
+                return importlib.reload(module)  # the file changed since
+            return importlib.import_module(dotted)
+        # A module of its own, named for the file and its content.
+        module_name = f"hpo_network_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}_{digest}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # pickling and dataclasses look modules up here
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        return module
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # a SystemExit of the file's own (a script's exit()) too
+        raise NetworkError(f"{where} does not import: {_one_line(e)}") from None
 
 
 def constructor_arguments(cls: type) -> tuple[list[str], bool]:
@@ -333,7 +373,9 @@ def build_network(
     np.random.seed(int(rng.integers(0, 2**32)))  # noqa: NPY002 - the state learners draw from
     try:
         net = cls(**keywords)
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # SystemExit too: a constructor's exit() is a broken net
         raise NetworkError(f"{cls.__name__}(...) raised {_one_line(e)}") from None
     return AdaptedNet(net)
 
@@ -345,11 +387,21 @@ def check_network(net: AdaptedNet, x: np.ndarray, labels: np.ndarray, n_classes:
     averages): check a net built for the purpose. Raises ``NetworkError``."""
     params = net.net.params
     for key, value in params.items():
+        if not isinstance(key, str):
+            raise NetworkError(f"params has the key {key!r} (allowed: string keys, as 'W1')")
         if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
             raise NetworkError(
                 f"params[{key!r}] is {_describe(value)} (allowed: a floating-point ndarray)"
             )
+    own = [m for m in ("state", "load_state") if callable(getattr(net.net, m, None))]
+    if len(own) == 1:
+        raise NetworkError(
+            f"defines {own[0]}() without {({'state', 'load_state'} - set(own)).pop()}() "
+            "(allowed: both, to restore the best epoch's state, or neither: params alone)"
+        )
     try:
+        if own:
+            net.load_state(net.state())
         if net.shape == CS231N:
             out = net.net.loss(x, labels)
             if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
@@ -391,9 +443,9 @@ def check_network(net: AdaptedNet, x: np.ndarray, labels: np.ndarray, n_classes:
                 f"its scores for {len(x)} inputs have shape {got} (allowed: ({len(x)}, "
                 f"{n_classes}), one column per class)"
             )
-    except NetworkError:
+    except (NetworkError, KeyboardInterrupt):
         raise
-    except Exception as e:
+    except BaseException as e:
         raise NetworkError(f"raised {_one_line(e)} on a batch of {len(x)}") from None
 
 

@@ -186,7 +186,7 @@ def test_the_report_names_the_confirmed_best_once_confirm_ran(searched, tmp_path
     capsys.readouterr()
     assert main(["report", "--storage", url, "--out", str(out)]) == 0
     page = out.read_text()
-    assert "Confirmed best: trial #" in page and "over 3 seeds" in page
+    assert "Confirmed best: trial #" in page and "over 3 fresh seeds" in page
     assert "This ranking is unconfirmed" not in page
     assert '<h2 id="confirmed">Confirmed ranking</h2>' in page
 

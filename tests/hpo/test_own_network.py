@@ -343,3 +343,184 @@ def test_verify_names_an_edited_network_file_when_values_differ(tmp_path, capsys
     done = hpo("best", "--verify", *storage)
     assert done.returncode == 1
     assert "the network's file (digest)" in done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# What the review found
+
+
+def test_list_arguments_are_searched_as_choices_and_reach_the_constructor(tmp_path):
+    net = tmp_path / "deep.py"
+    net.write_text(
+        (NETS / "cs231n_net.py").read_text().replace("class TwoLayerNet", "class Base")
+        + textwrap.dedent(
+            """
+
+            class Deep(Base):
+                def __init__(self, input_dim, num_classes, hidden_dims=(10,)):
+                    super().__init__(input_dim, hidden_dims[-1], num_classes, weight_scale=0.1)
+                    self.hidden_dims = list(hidden_dims)
+            """
+        )
+    )
+    spec = own_spec(
+        tmp_path, "deep.py:Deep", space="model.args.hidden_dims = { choices = [[8], [16, 32]] }"
+    )
+    loaded = load_spec(str(spec))
+    (p,) = [p for p in loaded.space if p.name == "model.args.hidden_dims"]
+    assert p.choices == ((8,), (16, 32))
+    run = configuration(loaded, {"model.args.hidden_dims": "[16, 32]"})
+    assert dict(run.net.args)["hidden_dims"] == (16, 32)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert (
+        main(["run", str(spec), "--in-process", "--quiet", "--no-report", "--storage", storage])
+        == 0
+    )
+    values = {
+        t.params["model.args.hidden_dims"]
+        for t in optuna.load_study(study_name="own", storage=storage).trials
+    }
+    assert values <= {"[8]", "[16, 32]"}
+
+
+@pytest.mark.parametrize(
+    ("space", "fragment"),
+    [
+        ("model.args.flag = { choices = [1, true] }", "which are equal"),
+        ("model.args.reg = nan", "allowed: a finite number"),
+        ("model.args.reg = { choices = [inf, 0.1] }", "allowed: a finite number"),
+        ("model.args.hidden_dim = { choices = [[8], 16] }", "all lists, or no list"),
+        ('"model.args.weight_scale" = 0.1', "also set in [model.args]"),
+    ],
+)
+def test_bad_learner_settings_in_the_space(tmp_path, space, fragment):
+    path = own_spec(tmp_path, "nets.py:Net", args="weight_scale = 0.01", space=space)
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(str(path))
+    assert fragment in str(excinfo.value)
+
+
+def test_an_argument_named_like_a_range_key_is_the_nets_keyword(tmp_path):
+    path = own_spec(tmp_path, "nets.py:Net", space="model.args.step = { choices = [1, 2] }")
+    spec = load_spec(str(path))
+    assert [p.name for p in spec.space if p.kind == "choice"] == ["model.args.step"]
+
+
+def test_an_experiment_with_a_learner_net_is_refused(tmp_path):
+    path = own_spec(tmp_path, "nets.py:Net")
+    path.write_text(path.read_text().replace('name = "own"', 'name = "own"\nexperiment = "init"'))
+    with pytest.raises(SpecError, match="the chapter's experiments on the built-in net only"):
+        load_spec(str(path))
+
+
+def test_searched_epochs_set_the_reports_epochs_and_the_warmup_rule(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[training]\nepochs = 3\n[search]\npruner = 'hyperband'\nwarmup_epochs = 4\n"
+        "[space]\nlearning_rate = 0.01\ntraining.epochs = { low = 5, high = 12 }\n"
+    )
+    assert load_spec(str(path)).max_epochs() == 12
+    path.write_text(path.read_text().replace("low = 5", "low = 4"))
+    with pytest.raises(SpecError, match=r"training\.epochs = 4 at the fewest the space gives"):
+        load_spec(str(path))
+
+
+def test_an_edited_network_file_is_loaded_anew_and_refused_on_resume(tmp_path, capsys):
+    copy_net(tmp_path, "cs231n_net.py")
+    spec = own_spec(tmp_path, "cs231n_net.py:TwoLayerNet", args="hidden_dim = 10", trials=1)
+    storage = ["--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    assert main(["run", str(spec), "--in-process", "--quiet", "--no-report", *storage]) == 0
+    path = tmp_path / "cs231n_net.py"
+    path.write_text(path.read_text().replace("weight_scale=1e-3", "weight_scale=2e-3") + "\n")
+    capsys.readouterr()
+    assert main(["run", str(spec), "--trials", "2", "--in-process", "--quiet", *storage]) == 2
+    assert "has changed since study 'own' trained it" in capsys.readouterr().err
+
+
+def test_a_net_with_its_own_state_exports_it_and_restores_it(tmp_path, capsys):
+    net = tmp_path / "stateful.py"
+    net.write_text(
+        (NETS / "cs231n_net.py").read_text()
+        + textwrap.dedent(
+            """
+
+            class Counting(TwoLayerNet):
+                def __init__(self, input_dim, num_classes, hidden_dim=10):
+                    super().__init__(input_dim, hidden_dim, num_classes)
+                    self.steps = np.zeros(1)
+
+                def loss(self, X, y=None):
+                    if y is not None:
+                        self.steps += 1
+                    return super().loss(X, y)
+
+                def state(self):
+                    return [v.copy() for v in self.params.values()] + [self.steps.copy()]
+
+                def load_state(self, state):
+                    for v, s in zip(self.params.values(), state):
+                        v[...] = s
+                    self.steps[...] = state[-1]
+            """
+        )
+    )
+    spec = own_spec(tmp_path, "stateful.py:Counting", args="hidden_dim = 10", trials=1)
+    storage = ["--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    assert main(["run", str(spec), "--in-process", "--quiet", "--no-report", *storage]) == 0
+    assert main(["best", "--retrain", "--export", str(tmp_path / "b.npz"), *storage]) == 0
+    from trainer.checkpoint import load_checkpoint
+
+    loaded, _ = load_checkpoint(tmp_path / "b.npz")
+    assert loaded.net.steps[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        (
+            "class X(Base):\n    def state(self):\n        return []\n",
+            "defines state() without load_state()",
+        ),
+        (
+            "class X(Base):\n    def __init__(self, input_size, output_size):\n"
+            "        raise SystemExit('bye')\n",
+            "raised SystemExit: bye",
+        ),
+        (
+            "class X(Base):\n    def __init__(self, input_size, output_size):\n"
+            "        super().__init__(input_size, output_size)\n"
+            "        self.params = {0: self.params['W1']}\n",
+            "params has the key 0",
+        ),
+    ],
+    ids=["half-state", "exit", "int-keys"],
+)
+def test_more_bad_nets_are_one_line(tmp_path, source, fragment):
+    from trainer.config import NetConfig
+    from trainer.contract import NetworkError
+    from trainer.datasets import load_split
+
+    (tmp_path / "x.py").write_text(
+        (NETS / "bad_nets.py").read_text().replace("_Base", "Base") + "\n\n" + source
+    )
+    split = load_split("digits", rng=np.random.default_rng(0), train_size=100)
+    state = np.random.get_state()  # noqa: NPY002
+    with pytest.raises(NetworkError) as excinfo:
+        NetConfig(network=f"{tmp_path / 'x.py'}:X").check(split)
+    assert fragment in str(excinfo.value)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()  # noqa: NPY002 - restored
+
+
+def test_a_file_in_a_package_imports_with_its_relative_imports(tmp_path):
+    from trainer.contract import load_network
+
+    package = tmp_path / "cs231n"
+    (package / "classifiers").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "classifiers" / "__init__.py").write_text("")
+    (package / "layers.py").write_text("SCALE = 3\n")
+    (package / "classifiers" / "fc_net.py").write_text(
+        "from ..layers import SCALE\n\nclass Net:\n    scale = SCALE\n"
+    )
+    cls = load_network(f"{package / 'classifiers' / 'fc_net.py'}:Net")
+    assert cls.scale == 3

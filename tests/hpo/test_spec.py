@@ -301,13 +301,13 @@ INVALID = [
     pytest.param(
         '[space]\noptimizer = { choices = ["sgd", "sgd"] }\n',
         "space.optimizer.choices",
-        ['["sgd", "sgd"] has duplicates'],
+        ['["sgd", "sgd"] has "sgd" and "sgd", which are equal'],
         id="duplicate-choices",
     ),
     pytest.param(
         "[space]\ninit_scale = { choices = [1, 1.0] }\n",
         "space.init_scale.choices",
-        ["[1.0, 1.0] has duplicates"],
+        ["[1.0, 1.0] has 1.0 and 1.0, which are equal"],
         id="duplicate-int-and-float-choices",
     ),
     pytest.param(

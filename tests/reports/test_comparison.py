@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 
 import matplotlib.pyplot as plt
 
-from hpo.spec import DataSpec, SearchSpec, StudySpec
+from hpo.spec import SearchSpec, StudySpec
 from reports.comparison import comparison_data, plot_comparison, reach_sentences, render_comparison
 from reports.snapshot import StudySnapshot, TrialRecord
+from trainer.config import DataConfig
 
 T0 = datetime(2026, 1, 1)
 
@@ -111,6 +112,6 @@ def test_plot_and_page_render():
 def test_page_warns_when_the_objectives_differ():
     other = study("o", "tpe", [record(0, "COMPLETE", 0.4, 1.0)])
     other = dataclasses.replace(
-        other, spec=dataclasses.replace(other.spec, data=DataSpec(dataset="mnist"))
+        other, spec=dataclasses.replace(other.spec, data=DataConfig(dataset="mnist"))
     )
     assert "do not share one objective" in render_comparison([RANDOM, other])
