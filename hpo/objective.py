@@ -31,7 +31,7 @@ from hpo.spec import (
     network_display,
     rule_for,
 )
-from trainer.config import NetConfig, RunConfig, TrainConfig
+from trainer.config import RunConfig, TrainConfig
 from trainer.contract import NetworkError, Trainable
 from trainer.datasets import DatasetError, Split
 from trainer.training import EpochMetrics, TrainResult
@@ -69,6 +69,8 @@ def suggest(trial: "optuna.Trial", spec: StudySpec) -> None:
 
 
 TRAINING = "training."
+NET_SHORT_NAMES = ("activation", "batchnorm", "dropout_ratio", "weight_decay", "init", "init_scale")
+"""The space's short names that are ``NetConfig`` fields of the same name."""
 
 
 def optuna_choices(p: Param) -> list:
@@ -92,38 +94,27 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
             chosen[p.name] = tuple(json.loads(chosen[p.name]))  # a list choice, as Optuna holds it
     optimizer = chosen.get("optimizer", TrainConfig.optimizer)
     chosen = {k: v for k, v in chosen.items() if applies(k, optimizer)}
-    m, t = spec.model, spec.training
-    hidden = tuple(m.hidden)
+    hidden = spec.model.hidden_sizes
     if "model.width" in chosen or "model.depth" in chosen:
         width = chosen.get("model.width", hidden[0])
         hidden = (width,) * chosen.get("model.depth", len(hidden))
-    args = dict(m.args) | {k[len(ARGS) :]: v for k, v in chosen.items() if k.startswith(ARGS)}
-    defaults = NetConfig()
-    net = NetConfig(
+    args = dict(spec.model.args)
+    args |= {k[len(ARGS) :]: v for k, v in chosen.items() if k.startswith(ARGS)}
+    net = replace(
+        spec.model,
         hidden_sizes=hidden,
-        activation=chosen.get("activation", m.activation),
-        batchnorm=chosen.get("batchnorm", m.batchnorm),
-        dropout_ratio=chosen.get("dropout_ratio", defaults.dropout_ratio),
-        weight_decay=chosen.get("weight_decay", defaults.weight_decay),
-        weight_decay_type=m.weight_decay_type,
-        init=chosen.get("init", defaults.init),
-        init_scale=chosen.get("init_scale", defaults.init_scale),
-        network=m.network,
         args=tuple(args.items()),
+        **{k: chosen[k] for k in NET_SHORT_NAMES if k in chosen},
     )
-    training = TrainConfig(
+    training = replace(
+        spec.training,
         optimizer=optimizer,
         hyperparameters=tuple(
             (k, float(chosen[k])) for k in OPTIMIZER_HYPERPARAMETERS if k in chosen
         ),
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        patience=t.patience,
-        lr_decay=t.lr_decay,
-        eval_train_samples=t.eval_train_samples,
+        **{k[len(TRAINING) :]: v for k, v in chosen.items() if k.startswith(TRAINING)},
     )
-    searched = {k[len(TRAINING) :]: v for k, v in chosen.items() if k.startswith(TRAINING)}
-    return RunConfig(data=spec.data, net=net, training=replace(training, **searched))
+    return RunConfig(data=spec.data, net=net, training=training)
 
 
 def load_study_split(spec: StudySpec) -> Split:
@@ -253,7 +244,7 @@ def run_task(
         state, value = PRUNED, None
     else:
         state, value = COMPLETE, result.best_val_accuracy
-    facts = result_facts(result, seed, batch_loss=spec.training.record_batch_loss)
+    facts = result_facts(result, seed, batch_loss=spec.record_batch_loss)
     facts[ENV_FACT] = environment(split, spec.model.network)
     return TrialResult(task.number, state, value, values, facts, time.perf_counter() - start)
 

@@ -235,7 +235,7 @@ def check_memory(
     n_rows = len(split.y_train) + len(split.y_val)
     batch_size = largest(spec, "training.batch_size", spec.training.batch_size)
     rows = max(min(batch_size, len(split.y_train)), min(EVAL_BATCH, n_rows))
-    hidden = spec.model.hidden
+    hidden = spec.model.hidden_sizes
     if spec.param("model.width") or spec.param("model.depth"):
         width = largest(spec, "model.width", hidden[0])
         hidden = (width,) * largest(spec, "model.depth", len(hidden))

@@ -33,7 +33,7 @@ from hpo.names import (
     show_name,
     study_name_problem,
 )
-from trainer.config import RULES, DataConfig, Rule
+from trainer.config import RULES, DataConfig, NetConfig, Rule, TrainConfig
 from trainer.contract import NetworkError, is_file_reference, split_reference
 from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES
 from trainer.optimizers import OPTIMIZERS
@@ -125,28 +125,19 @@ class Param:
     value: Any = None
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """``[model]``: the built-in net's architecture, or a learner's net (``network``: an
-    absolute ``FILE.py:Class`` once read, or ``package.module:Class``) with its constructor's
-    keyword ``args``."""
-
-    hidden: tuple[int, ...] = (100, 100, 100)
-    activation: str = "relu"
-    batchnorm: bool = False
-    weight_decay_type: str = "l2"
-    network: str | None = None
-    args: tuple[tuple[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    epochs: int = 30
-    batch_size: int = 100
-    patience: int | None = None
-    lr_decay: float = 1.0
-    record_batch_loss: bool = False  # store every step's loss with the trial, not only epochs'
-    eval_train_samples: int | None = None  # training rows the epoch's training accuracy counts
+MODEL_KEYS = ("hidden", "activation", "batchnorm", "weight_decay_type")
+"""``[model]``'s keys for the built-in net: ``trainer.config.NetConfig``'s fields (``hidden`` is
+``hidden_sizes``); its regularization and init are the space's (``weight_decay``, ...)."""
+TRAINING_KEYS = tuple(f.name for f in fields(TrainConfig) if f"training.{f.name}" in RULES)
+"""``[training]``'s keys: every ``trainer.config.TrainConfig`` field with a rule in
+``trainer.config.RULES`` (the optimizer and its hyperparameters are the space's).
+``record_batch_loss`` is the study's own (what it stores)."""
+STORED_TRAINING_KEYS = ("epochs", "batch_size", "patience", "lr_decay", "eval_train_samples")
+"""The keys every stored spec has held since the first release: always written back; a newer
+key is written only when it differs from its default, so that the objective fingerprint of a
+study stored before that key existed stays the same."""
+SPEC_EPOCHS = 30
+"""A study's epochs when ``[training]`` does not say (``python -m trainer``'s default is 20)."""
 
 
 @dataclass(frozen=True)
@@ -169,11 +160,12 @@ class StudySpec:
     description: str = ""
     experiment: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    training: TrainingSpec = field(default_factory=TrainingSpec)
+    model: NetConfig = field(default_factory=NetConfig)
+    training: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=SPEC_EPOCHS))
     search: SearchSpec = field(default_factory=SearchSpec)
     space: tuple[Param, ...] = ()
     source: str = "<spec>"
+    record_batch_loss: bool = False  # store every step's loss with the trial, not only epochs'
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, in the layout of a study file."""
@@ -198,10 +190,15 @@ class StudySpec:
                 if v is not None
             }
 
-        model = section(self.model)
-        del model["args"]
-        if self.model.network is not None:  # the built-in net's fields do not apply
-            model = {"network": self.model.network}
+        m = self.model
+        model = {
+            "hidden": list(m.hidden_sizes),
+            "activation": m.activation,
+            "batchnorm": m.batchnorm,
+            "weight_decay_type": m.weight_decay_type,
+        }
+        if m.network is not None:  # the built-in net's fields do not apply
+            model = {"network": m.network}
         if self.model.args:
             model["args"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.args}
         for name in ("activation", "batchnorm"):
@@ -212,7 +209,18 @@ class StudySpec:
             | ({"experiment": self.experiment} if self.experiment else {}),
             "data": section(self.data),
             "model": model,
-            "training": section(self.training),
+            "training": {
+                **{
+                    key: getattr(self.training, key)
+                    for key in TRAINING_KEYS
+                    if getattr(self.training, key) is not None
+                    and (
+                        key in STORED_TRAINING_KEYS
+                        or getattr(self.training, key) != getattr(TrainConfig, key)
+                    )
+                },
+                "record_batch_loss": self.record_batch_loss,
+            },
             "search": section(self.search),
             "space": space,
         }
@@ -257,7 +265,7 @@ class StudySpec:
             keywords = [p.name[len(ARGS) :] for p in self.space if p.name.startswith(ARGS)]
             tuned = f"; searched: {', '.join(keywords)}" if keywords else ""
             return f"your network {network_display(self.model.network)}({args}){tuned}"
-        hidden = list(self.model.hidden)
+        hidden = list(self.model.hidden_sizes)
         if searched("model.width") or searched("model.depth"):
             width = "width searched" if searched("model.width") else f"width {hidden[0]}"
             depth = "depth searched" if searched("model.depth") else f"depth {len(hidden)}"
@@ -440,14 +448,19 @@ def spec_from_dict(
         )
 
     t = _Table(source, "training", raw.get("training", {}))
-    training = TrainingSpec(
-        epochs=t.get("epochs", "int", TrainingSpec.epochs),
-        batch_size=t.get("batch_size", "int", TrainingSpec.batch_size),
-        patience=t.get("patience", "int", None, optional=True),
-        lr_decay=t.get("lr_decay", "number", TrainingSpec.lr_decay),
-        record_batch_loss=t.get("record_batch_loss", "bool", TrainingSpec.record_batch_loss),
-        eval_train_samples=t.get("eval_train_samples", "int", None, optional=True),
+    defaults = TrainConfig(epochs=SPEC_EPOCHS)
+    training = TrainConfig(
+        **{
+            key: t.get(
+                key,
+                "int" if RULES[f"training.{key}"].kind == "int" else "number",
+                getattr(defaults, key),
+                optional=getattr(defaults, key) is None,
+            )
+            for key in TRAINING_KEYS
+        }
     )
+    record_batch_loss = t.get("record_batch_loss", "bool", False)
     t.check_rules(
         training,
         unset={
@@ -455,7 +468,7 @@ def spec_from_dict(
             "patience": ", or 0 for no early stopping",
         },
     )
-    t.finish(_field_names(TrainingSpec))
+    t.finish((*TRAINING_KEYS, "record_batch_loss"))
 
     t = _Table(source, "search", raw.get("search", {}))
     search = SearchSpec(
@@ -518,7 +531,18 @@ def spec_from_dict(
             "search.sampler",
             '"cmaes" needs at least one float range in [space] (allowed: tpe, random, qmc, grid)',
         )
-    return StudySpec(name, description, experiment, data, model, training, search, space, source)
+    return StudySpec(
+        name,
+        description,
+        experiment,
+        data,
+        model,
+        training,
+        search,
+        space,
+        source,
+        record_batch_loss=record_batch_loss,
+    )
 
 
 def network_display(reference: str) -> str:
@@ -530,13 +554,13 @@ def network_display(reference: str) -> str:
     return reference
 
 
-def _read_model(t: _Table, base_dir: Path | None) -> ModelSpec:
+def _read_model(t: _Table, base_dir: Path | None) -> NetConfig:
     """``[model]``: the built-in net's fields, or ``network`` with its ``args`` table."""
     network = t.get("network", "str", None, optional=True)
     if network is None:
         if "args" in t.raw:
             raise t.fail("args", "set, but model.network is not (allowed: args with network)")
-        hidden = t.raw.get("hidden", list(ModelSpec.hidden))
+        hidden = t.raw.get("hidden", list(NetConfig.hidden_sizes))
         if (
             not isinstance(hidden, list)
             or not hidden
@@ -551,15 +575,15 @@ def _read_model(t: _Table, base_dir: Path | None) -> ModelSpec:
                 f"{_show(hidden)} (allowed: a list of 1 to {MAX_LAYERS} layer widths, each 1 "
                 f"to {MAX_WIDTH:,})",
             )
-        model = ModelSpec(
-            hidden=tuple(hidden),
-            activation=t.choice("activation", ModelSpec.activation, tuple(ACTIVATIONS)),
-            batchnorm=t.get("batchnorm", "bool", ModelSpec.batchnorm),
+        model = NetConfig(
+            hidden_sizes=tuple(hidden),
+            activation=t.choice("activation", NetConfig.activation, tuple(ACTIVATIONS)),
+            batchnorm=t.get("batchnorm", "bool", NetConfig.batchnorm),
             weight_decay_type=t.choice(
-                "weight_decay_type", ModelSpec.weight_decay_type, WEIGHT_DECAY_TYPES
+                "weight_decay_type", NetConfig.weight_decay_type, WEIGHT_DECAY_TYPES
             ),
         )
-        t.finish(("hidden", "activation", "batchnorm", "weight_decay_type", "network"))
+        t.finish((*MODEL_KEYS, "network"))
         return model
     try:
         where, name = split_reference(network)
@@ -567,7 +591,7 @@ def _read_model(t: _Table, base_dir: Path | None) -> ModelSpec:
         raise t.fail("network", str(e)) from None
     if is_file_reference(network) and base_dir is not None:
         network = f"{(base_dir / where).resolve()}:{name}"
-    for key in ("hidden", "activation", "batchnorm", "weight_decay_type"):
+    for key in MODEL_KEYS:
         if key in t.raw:
             raise t.fail(
                 key,
@@ -590,7 +614,7 @@ def _read_model(t: _Table, base_dir: Path | None) -> ModelSpec:
             raise a.fail(key, f"{value} (allowed: a finite number)")
         args.append((key, tuple(value) if isinstance(value, list) else value))
     t.finish(("network", "args"))
-    return ModelSpec(network=network, args=tuple(args))
+    return NetConfig(network=network, args=tuple(args))
 
 
 def rule_for(name: str) -> Rule:
@@ -624,7 +648,7 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _read_space(t: _Table, model_keys: set[str], model: ModelSpec) -> tuple[Param, ...]:
+def _read_space(t: _Table, model_keys: set[str], model: NetConfig) -> tuple[Param, ...]:
     t.raw = _flatten(t.raw)
     names = (*PARAMS, *SETTINGS, f"{ARGS}NAME")
     for key in t.raw:

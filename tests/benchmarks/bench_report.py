@@ -26,9 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hpo.spec import Param, SearchSpec, StudySpec, TrainingSpec  # noqa: E402
+from hpo.spec import Param, SearchSpec, StudySpec  # noqa: E402
 from reports.html import render  # noqa: E402
 from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
 
 TARGET_SECONDS = 60.0
 """A 5,000-trial report should render within this many seconds..."""
@@ -107,7 +108,7 @@ def synthetic_snapshot(n_trials: int, *, epochs: int = 30, seed: int = 0) -> Stu
         spec=StudySpec(
             name=f"synthetic-{n_trials}",
             description="A synthetic study.",
-            training=TrainingSpec(epochs=epochs, batch_size=50),
+            training=TrainConfig(epochs=epochs, batch_size=50),
             search=SearchSpec(sampler="tpe", pruner="median", seed=seed),
             space=tuple(_space_entry(p) for p in PARAMS),
         ),

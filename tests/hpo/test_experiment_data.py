@@ -50,14 +50,14 @@ def test_grid_experiments_run_every_grid_point_once_without_pruning(name):
 
 @pytest.mark.parametrize("name", ["optimizers", "init"])
 def test_experiments_plotting_iterations_record_every_steps_loss(name):
-    assert load_spec(name).training.record_batch_loss
+    assert load_spec(name).record_batch_loss
 
 
 def test_book_searches_differ_only_in_the_sampler():
     random, tpe = load_spec("book-random"), load_spec("book-tpe")
     assert (random.search.sampler, tpe.search.sampler) == ("random", "tpe")
     assert random.objective_fingerprint() == tpe.objective_fingerprint()
-    assert random.data.train_size == 500 and random.model.hidden == (100,) * 6
+    assert random.data.train_size == 500 and random.model.hidden_sizes == (100,) * 6
     assert random.training.epochs == 50 and random.search.trials == 100
     lr, wd = random.param("learning_rate"), random.param("weight_decay")
     assert (lr.low, lr.high, lr.log) == (1e-6, 1e-2, True)

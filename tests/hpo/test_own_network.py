@@ -266,10 +266,13 @@ def test_a_new_searchable_training_setting_needs_only_its_rule(monkeypatch):
     rule is searchable, applied by configuration() with no edit there."""
     from trainer.config import RULES, TrainConfig
 
+    from hpo.spec import TRAINING_KEYS
+
     fields = set(TrainConfig.__dataclass_fields__)
     searched = {p.split(".", 1)[1] for p in SETTINGS if p.startswith("training.")}
     ruled = {p.split(".", 1)[1] for p in RULES if p.startswith("training.")}
     assert searched == (ruled & fields) - {"eval_train_samples"}
+    assert set(TRAINING_KEYS) == ruled & fields  # what [training] reads
 
 
 # ---------------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def test_the_memory_estimate_scales_with_the_trials_in_flight(tmp_path):
     split = load_study_split(spec)
     per_trial = training_memory(
         split.n_features,
-        spec.model.hidden,
+        spec.model.hidden_sizes,
         split.n_classes,
         batch_rows=len(split.y_train) + len(split.y_val),
     )
@@ -315,7 +315,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
         tracemalloc.stop()
     rows = len(split.y_train) + len(split.y_val)
     estimate = training_memory(
-        split.n_features, spec.model.hidden, split.n_classes, batch_rows=rows
+        split.n_features, spec.model.hidden_sizes, split.n_classes, batch_rows=rows
     )
     assert peak <= estimate <= 3 * peak
 

@@ -40,7 +40,7 @@ def test_default_spec_loads_by_packaged_name():
     assert spec.name == "default"
     assert spec.source == "studies/default.toml"
     assert spec.data.dataset == "digits"
-    assert spec.model.hidden == (100, 100, 100)
+    assert spec.model.hidden_sizes == (100, 100, 100)
 
 
 @pytest.mark.parametrize("name", ["learning_rate", "weight_decay", "init_scale"])
@@ -683,7 +683,7 @@ def test_fingerprint_ignores_what_is_recorded_and_the_experiment():
     raw["training"]["record_batch_loss"] = True
     raw["study"]["experiment"] = "optimizers"
     spec = from_dict(raw)
-    assert spec.training.record_batch_loss and spec.experiment == "optimizers"
+    assert spec.record_batch_loss and spec.experiment == "optimizers"
     assert spec.objective_fingerprint() == load_spec("default").objective_fingerprint()
 
 
@@ -763,7 +763,7 @@ def test_the_readmes_study_file_example_is_a_valid_spec():
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     spec = spec_from_dict(tomllib.loads(block), source="README.md", default_name="readme")
     assert spec.name == "lr-sweep" and spec.experiment is None
-    assert not spec.training.record_batch_loss
+    assert not spec.record_batch_loss
 
 
 def test_eval_train_samples_of_0_means_every_row_and_leaves_the_fingerprint(tmp_path):

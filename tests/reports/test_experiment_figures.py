@@ -7,10 +7,11 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
-from hpo.spec import Param, StudySpec, TrainingSpec
+from hpo.spec import Param, StudySpec
 from reports import experiment_figures as ex
 from reports.html import build_figures
 from reports.snapshot import StudySnapshot, TrialRecord
+from trainer.config import TrainConfig
 
 
 def trial(number, params, *, value=None, state="COMPLETE", train=None, val=None, **fields):
@@ -31,7 +32,7 @@ def snapshot(trials, *, experiment=None, spec=None):
     return StudySnapshot(
         name="exp",
         storage="sqlite:///exp.db",
-        spec=spec or StudySpec(name="exp", training=TrainingSpec(epochs=2)),
+        spec=spec or StudySpec(name="exp", training=TrainConfig(epochs=2)),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=(),

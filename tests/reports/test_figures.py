@@ -7,9 +7,10 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
-from hpo.spec import StudySpec, TrainingSpec
+from hpo.spec import StudySpec
 from reports import figures
 from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+from trainer.config import TrainConfig
 
 PARAMS = (
     ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1),
@@ -58,7 +59,7 @@ def snapshot(trials, params=PARAMS, **fields):
     return StudySnapshot(
         name="study",
         storage="sqlite:///study.db",
-        spec=StudySpec(name="study", training=TrainingSpec(epochs=3)),
+        spec=StudySpec(name="study", training=TrainConfig(epochs=3)),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from hpo.spec import ModelSpec, Param, SearchSpec, StudySpec, TrainingSpec
+from hpo.spec import Param, SearchSpec, StudySpec
 from reports import figures, html
 from reports.snapshot import (
     ConfirmedRecord,
@@ -20,6 +20,7 @@ from reports.snapshot import (
     StudySnapshot,
     TrialRecord,
 )
+from trainer.config import NetConfig, TrainConfig
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
@@ -82,8 +83,8 @@ def snapshot(
         spec=StudySpec(
             name=name,
             description=description,
-            model=ModelSpec(hidden=(16,)),
-            training=TrainingSpec(epochs=epochs, batch_size=50),
+            model=NetConfig(hidden_sizes=(16,)),
+            training=TrainConfig(epochs=epochs, batch_size=50),
             search=SearchSpec(sampler="tpe", pruner="median", seed=0),
             space=space_of(params),
         ),

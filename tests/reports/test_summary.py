@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from hpo.spec import Param, StudySpec, TrainingSpec
+from hpo.spec import Param, StudySpec
 from reports import summary
 from reports.snapshot import ParamInfo, StudySnapshot, TrialRecord
+from trainer.config import TrainConfig
 
 LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
 DROPOUT = ParamInfo("dropout_ratio", "float", low=0.0, high=0.5)
@@ -50,7 +51,7 @@ def snapshot(trials, params=(LR, DROPOUT, OPTIMIZER), *, epochs=10):
     return StudySnapshot(
         name="study",
         storage="sqlite:///study.db",
-        spec=StudySpec(name="study", training=TrainingSpec(epochs=epochs)),
+        spec=StudySpec(name="study", training=TrainConfig(epochs=epochs)),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,
