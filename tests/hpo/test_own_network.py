@@ -264,9 +264,8 @@ def test_a_setting_out_of_its_range_is_refused_by_its_one_rule(tmp_path, entry, 
 def test_a_new_searchable_training_setting_needs_only_its_rule(monkeypatch):
     """SETTINGS derives training.* from trainer.config.RULES: every TrainConfig field with a
     rule is searchable, applied by configuration() with no edit there."""
-    from trainer.config import RULES, TrainConfig
-
     from hpo.spec import TRAINING_KEYS
+    from trainer.config import RULES, TrainConfig
 
     fields = set(TrainConfig.__dataclass_fields__)
     searched = {p.split(".", 1)[1] for p in SETTINGS if p.startswith("training.")}
