@@ -26,6 +26,7 @@ from hpo.objective import (
 )
 from hpo.spec import StudySpec
 from trainer.datasets import Split
+from trainer.network import ACTIVATIONS
 from trainer.optimizers import OPTIMIZERS, make_optimizer
 
 TEST_FUNCTION = "x²/20 + y²"
@@ -41,15 +42,6 @@ TEST_LEARNING_RATES = {
 }
 """Step sizes that suit f: the chapter's own for SGD, Momentum, AdaGrad and Adam; Nesterov as
 Momentum; RMSprop as Adam (with 0.1 it is still far from the minimum after 30 steps)."""
-
-HISTOGRAM_RANGES = {
-    "sigmoid": (0.0, 1.0),
-    "tanh": (-1.0, 1.0),
-    "relu": (0.0, 2.0),
-    "leaky_relu": (-0.2, 2.0),
-}
-"""The bins' range per activation: the whole range of sigmoid and tanh; for ReLU, two standard
-deviations of a well-scaled layer (larger values are counted apart, as ``above``)."""
 
 
 def test_function_paths(steps: int = TEST_STEPS) -> list[dict[str, Any]]:
@@ -94,7 +86,7 @@ def initial_activation_histograms(
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         run, net, _ = trial_net(spec, t.params, t.number, split)
-        lo, hi = HISTOGRAM_RANGES[run.net.activation]
+        lo, hi = ACTIVATIONS[run.net.activation].HISTOGRAM_RANGE  # the layer's own bins
         edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
         layers = []
         for a in hidden_activations(net, split):  # std 1 nets overflow: that is the point

@@ -389,11 +389,22 @@ def init_loss_data(snapshot: StudySnapshot) -> list[dict] | None:
         )
     if not panels:
         return None
-    order = ("sigmoid", "tanh", "relu", "leaky_relu")
+    order = activation_order(snapshot)
     return [
         {"activation": a, "lines": _drawn_inits(panels[a])}
-        for a in sorted(panels, key=lambda a: order.index(a) if a in order else 99)
+        for a in sorted(panels, key=lambda a: order.index(a) if a in order else len(order))
     ]
+
+
+def activation_order(snapshot: StudySnapshot) -> list[str]:
+    """The activations the study's space tries, in its order (the chapter's: sigmoid, tanh,
+    then ReLU), else the one it fixes; the figures follow it, naming no activation
+    themselves."""
+    spec = snapshot.spec
+    p = spec.param("activation")
+    if p is not None and p.kind == "choice":
+        return [str(c) for c in p.choices]
+    return [str(spec.fixed("activation", spec.model.activation))]
 
 
 def init_loss_caption(panels: list[dict]) -> str:
@@ -691,7 +702,7 @@ def init_figures(snapshot: StudySnapshot) -> list[FigureSpec]:
             plot_init_loss,
         ),
     ]
-    for activation in ("sigmoid", "tanh", "relu", "leaky_relu"):
+    for activation in activation_order(snapshot):
         specs.append(
             (
                 f"exp-init-{activation}",

@@ -11,11 +11,20 @@ Shapes: ``N`` is the batch size, ``D`` the input width, ``M`` the output width, 
 classes.
 """
 
+from typing import ClassVar
+
 import numpy as np
 
 
 class Layer:
-    """Base of all layers: no parameters unless a subclass declares them."""
+    """Base of all layers: no parameters unless a subclass declares them.
+
+    An activation also declares ``HISTOGRAM_RANGE``, the range a histogram of its outputs
+    bins: the whole range where it is bounded (sigmoid, tanh); for ReLU two standard deviations
+    of a well-scaled layer (larger values are counted apart). A new activation brings its own.
+    """
+
+    HISTOGRAM_RANGE: ClassVar[tuple[float, float]] = (-2.0, 2.0)
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -69,6 +78,8 @@ class Affine(Layer):
 class ReLU(Layer):
     """Rectified linear unit ``max(0, x)``."""
 
+    HISTOGRAM_RANGE = (0.0, 2.0)
+
     def __init__(self) -> None:
         super().__init__()
         self.mask: np.ndarray | None = None  # (N, D) bool, where x > 0; None after inference
@@ -85,6 +96,8 @@ class ReLU(Layer):
 
 class LeakyReLU(Layer):
     """``x`` where positive, ``alpha * x`` elsewhere (Maas et al., 2013)."""
+
+    HISTOGRAM_RANGE = (-0.2, 2.0)
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
@@ -105,6 +118,8 @@ class LeakyReLU(Layer):
 class Sigmoid(Layer):
     """Logistic function ``1 / (1 + exp(-x))``."""
 
+    HISTOGRAM_RANGE = (0.0, 1.0)
+
     def __init__(self) -> None:
         super().__init__()
         self.out: np.ndarray | None = None  # (N, D)
@@ -122,6 +137,8 @@ class Sigmoid(Layer):
 
 class Tanh(Layer):
     """Hyperbolic tangent."""
+
+    HISTOGRAM_RANGE = (-1.0, 1.0)
 
     def __init__(self) -> None:
         super().__init__()

@@ -207,8 +207,12 @@ def test_init_loss_groups_by_activation_with_the_diverged_marked(monkeypatch):
             batch_loss=[2.3, 2.3],
         ),
     ]
-    panels = ex.init_loss_data(snapshot(trials))
-    assert [p["activation"] for p in panels] == ["sigmoid", "relu"]
+    chapter = StudySpec(
+        name="exp",
+        space=(Param("activation", "choice", choices=("sigmoid", "tanh", "relu")),),
+    )
+    panels = ex.init_loss_data(snapshot(trials, spec=chapter))
+    assert [p["activation"] for p in panels] == ["sigmoid", "relu"]  # the space's order
     assert [d["label"] for d in panels[1]["lines"]] == ["std 1", "std 0.01", "He"]
     assert panels[1]["lines"][0]["diverged"] and panels[1]["lines"][0]["value"] == 0.0
     assert panels[1]["lines"][2]["loss"] == {"step": [1, 2], "value": [2.3, 0.5]}
