@@ -32,13 +32,8 @@ from hpo.names import (
     study_name_problem,
 )
 from hpo.urls import command_line, mask_password, resolve_dask, resolve_url
-from trainer.console import int_at_least, main_closing_quietly
+from trainer.console import OneLineParser, int_at_least, main_closing_quietly
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _port(text: str) -> int:
@@ -88,7 +83,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m hpo",
         description="Hyperparameter optimization of from-scratch NumPy networks, on Optuna.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -100,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
               python -m hpo compare book-random book-tpe   # two studies side by side
             storage: --storage URL, else $HPO_STORAGE, else sqlite:///hpo.db here."""),
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
 
     def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:

@@ -417,10 +417,6 @@ class HyperbandRule(PruningRule):
             math.ceil(n * self.reduction_factor ** (n - 1 - b) / (n - b)) for b in range(n)
         )
 
-    def bracket(self, trial_number: int) -> int:
-        """The bracket of trial ``trial_number``, in [0, n_brackets)."""
-        return _bracket(self.bracket_budgets, f"{self.study_name}_{trial_number}")
-
     def thresholds(self, *, trial_number: int, finished: Sequence[FinishedTrial]) -> Thresholds:
         budgets = self.bracket_budgets
         bracket = _bracket(budgets, f"{self.study_name}_{trial_number}")

@@ -11,8 +11,6 @@ from typing import Any
 
 from hpo.spec import StudySpec
 
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-
 
 @dataclass(frozen=True)
 class ParamInfo:

@@ -20,7 +20,7 @@ from trainer.config import (
     TrainConfig,
     hyperparameter_flag,
 )
-from trainer.console import UsageError, int_at_least, main_closing_quietly
+from trainer.console import OneLineParser, UsageError, int_at_least, main_closing_quietly
 from trainer.contract import NetworkError
 from trainer.network import ACTIVATIONS, INITS
 from trainer.optimizers import OPTIMIZERS, keywords
@@ -48,13 +48,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
             return text
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         return f"{text} (default: {shown})" if text else f"default: {shown}"
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit code 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _float(text: str) -> float:
@@ -119,7 +112,7 @@ def _optimizers_taking(name: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m trainer",
         description="Train one configuration of the built-in MultiLayerNet (NumPy, from "
         "scratch), or of your own net (--network), and report its per-epoch training and "

@@ -12,6 +12,13 @@ class UsageError(Exception):
     allowed; the command prints it as one line and exits 2 (``hpo.errors.UsageError`` is one)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit code 2 (both command lines')."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def int_at_least(minimum: int):
     """An argparse type: a whole number >= ``minimum``, with the rule in its error."""
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.trainer.gradient_check import numerical_gradient, relative_error
 from trainer.layers import (
     Affine,
     BatchNorm,
@@ -15,7 +16,6 @@ from trainer.layers import (
     cross_entropy,
     sample_cross_entropy,
 )
-from trainer.network import numerical_gradient, relative_error
 
 
 def check_layer(layer, x: np.ndarray, rng: np.random.Generator, *, reset=None) -> None:

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from tests.trainer.gradient_check import numerical_gradient, relative_error
 from trainer.layers import BatchNorm, Dropout, Sigmoid
-from trainer.network import MultiLayerNet, init_std, numerical_gradient, relative_error
+from trainer.network import MultiLayerNet, init_std
 
 
 def make_net(**overrides) -> MultiLayerNet:
