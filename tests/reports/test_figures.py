@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from hpo.spec import StudySpec
-from reports import figures
+from reports import catalog, figures
 from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
 from trainer.config import TrainConfig
 
@@ -103,30 +103,16 @@ STUDY = snapshot(
 EMPTY = snapshot([])
 ONLY_RUNNING = snapshot([other(0, "RUNNING", {1: 0.5}), other(1, "RUNNING"), other(2, "WAITING")])
 
+CATALOG = catalog.instances(STUDY, 10)  # every kind of figure, with STUDY's variants
 DATA_FUNCTIONS = {
-    "learning_curves": lambda s: figures.learning_curves_data(s, 10),
-    "history": figures.history_data,
-    "importance": figures.importance_data,
-    "pair": lambda s: figures.pair_data(s, "learning_rate", "weight_decay"),
-    "by_category": lambda s: figures.by_category_data(s, "optimizer"),
-    "slices": figures.slice_data,
-    "parallel": lambda s: figures.parallel_data(s, 10),
-    "intermediate": figures.intermediate_data,
-    "activations": figures.activations_data,
-    "gap": figures.gap_data,
+    f.key: lambda s, kind=f.kind, variant=f.variant: kind.data(s, 10, **variant) for f in CATALOG
 }
-PLOTS = {
-    "learning_curves": figures.plot_learning_curves,
-    "history": figures.plot_history,
-    "importance": figures.plot_importance,
-    "pair": figures.plot_pair,
-    "by_category": figures.plot_by_category,
-    "slices": figures.plot_slices,
-    "parallel": figures.plot_parallel,
-    "intermediate": figures.plot_intermediate,
-    "activations": figures.plot_activations,
-    "gap": figures.plot_gap,
-}
+PLOTS = {f.key: f.kind.plot for f in CATALOG if f.key != "confirmed"}  # drawn below, confirmed
+
+
+def test_these_tests_draw_every_kind_of_figure_of_the_catalog():
+    assert {f.kind.key for f in CATALOG} == {kind.key for kind in catalog.KINDS}
+    assert {key for key, data in DATA_FUNCTIONS.items() if data(STUDY) is None} == {"confirmed"}
 
 
 # ---------------------------------------------------------------------------------------------
