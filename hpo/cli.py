@@ -18,7 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from hpo.errors import HPOError, RunError, UsageError
+from hpo.errors import HPOError, RunError, SpecError, UsageError
 from hpo.interrupts import INTERRUPTS
 from hpo.names import (
     MAX_CONFIRM_SEEDS,
@@ -407,7 +407,21 @@ def _spec_with_overrides(args: argparse.Namespace):
     if args.dataset is not None and args.dataset != spec.data.dataset:
         label = Path(args.dataset[4:]).stem if args.dataset.startswith("npz:") else args.dataset
         raw["study"]["name"] = f"{spec.name}-{label}"
+        # The spec's description is of its own dataset (the default's says "Digits").
+        raw["study"]["description"] = (
+            f"The {spec.name} spec's net, training and search space on {args.dataset} "
+            f"(--dataset {args.dataset}; the spec itself trains on {spec.data.dataset})."
+        )
     return spec_from_dict(raw, source=spec.source, default_name=spec.name)
+
+
+def _blamed_on_flags(error: SpecError, args: argparse.Namespace) -> UsageError:
+    """A data error of a dataset the command line chose names the flag, not the spec file."""
+    if error.field == "data.dataset" and args.dataset is not None:
+        return UsageError(f"argument --dataset {args.dataset}: {error.problem}")
+    if error.field == "data.dataset" and args.data_dir is not None:
+        return UsageError(f"argument --data-dir {args.data_dir}: {error.problem}")
+    return error
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -430,6 +444,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             create_only=args.create_only,
             progress=None if args.quiet else bar,
         )
+    except SpecError as e:
+        raise _blamed_on_flags(e, args) from None
     finally:
         bar.close()
     study, stored_spec = load_hpo_study(storage_url=url, study_name=summary.study_name)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.errors import UsageError
+from hpo.errors import SpecError
 from hpo.interrupts import INTERRUPTS
 from hpo.pruning import Thresholds
 from hpo.reproduction import ENV_FACT, environment
@@ -101,13 +101,13 @@ def data_config(spec: StudySpec) -> DataConfig:
 
 
 def load_study_split(spec: StudySpec) -> Split:
-    """The study's split, Ctrl-C raising while it loads; bad data is a ``UsageError`` that
+    """The study's split, Ctrl-C raising while it loads; bad data is a ``SpecError`` that
     names the spec's file and its ``data`` field."""
     try:
         with INTERRUPTS.raising():
             return data_config(spec).load()
     except DatasetError as e:
-        raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
+        raise SpecError(spec.source, f"data.{e.field}", str(e)) from None
 
 
 def run_config(spec: StudySpec, config: dict[str, Any]) -> RunConfig:
