@@ -334,10 +334,13 @@ class Bar:
     """A tqdm bar on stderr, made at the first ``show`` (quiet: none): things done against a
     total, with an optional postfix."""
 
-    def __init__(self, *, quiet: bool, label: str, unit: str) -> None:
+    def __init__(
+        self, *, quiet: bool, label: str, unit: str, bar_format: str | None = None
+    ) -> None:
         self.quiet, self.label, self.unit, self.bar = quiet, label, unit, None
+        self.bar_format = bar_format
 
-    def show(self, done: int, total: int, postfix: str | None = None) -> None:
+    def show(self, done: float, total: int, postfix: str | None = None) -> None:
         if self.quiet:
             return
         if self.bar is None:
@@ -352,6 +355,7 @@ class Bar:
                 file=sys.stderr,
                 dynamic_ncols=True,
                 smoothing=0.1,
+                bar_format=self.bar_format,
             )
         self.bar.update(done - self.bar.n)
         if postfix is not None:
@@ -364,18 +368,26 @@ class Bar:
 
 
 class ProgressBar(Bar):
-    """Finished trials against the target, with pruned/failed/best."""
+    """Finished trials against the target, with pruned/failed/best; the epochs of the trials
+    in flight count as fractions of a trial (the bar moves per epoch) and are listed."""
 
     def __init__(self, *, quiet: bool, label: str) -> None:
-        super().__init__(quiet=quiet, label=label, unit="trial")
+        super().__init__(
+            quiet=quiet,
+            label=label,
+            unit="trial",
+            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+        )
 
     def __call__(self, counts, target: int) -> None:
         best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
+        training = sum(done / epochs for _, done, epochs in counts.epochs)
+        flight = ", ".join(f"#{n} {done}/{epochs}" for n, done, epochs in counts.epochs)
         self.show(
-            min(counts.finished, target),
+            min(counts.finished + training, target),
             target,
             f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
-            f"running {counts.running}, best {best}",
+            f"running {counts.running}{f' (epochs: {flight})' if flight else ''}, best {best}",
         )
 
 

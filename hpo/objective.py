@@ -202,18 +202,22 @@ def run_task(
     split: Split,
     *,
     should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> TrialResult:
     """Train ``task``'s configuration on ``split``, pruning by its thresholds; touch no storage.
 
     A pure function of its arguments: the same task, spec and split give the same result, in
     any process with the same NumPy and BLAS (its facts record them: ``hpo.reproduction``).
-    ``should_stop`` is polled between minibatch steps (Ctrl-C in this process).
+    ``should_stop`` is polled between minibatch steps (Ctrl-C in this process); ``on_epoch`` is
+    called with the number of each epoch that ends (progress for the orchestrator's bar).
     """
     start = time.perf_counter()
     values: dict[int, float] = {}
 
     def on_epoch_end(m: EpochMetrics) -> bool:
         values[m.epoch] = m.val_accuracy
+        if on_epoch is not None:
+            on_epoch(m.epoch)
         return task.thresholds.should_prune(values)
 
     seed = np.random.SeedSequence(task.seed)

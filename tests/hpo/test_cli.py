@@ -678,3 +678,14 @@ def test_another_dataset_replaces_the_specs_description(tiny_spec, tmp_path, db_
     study = optuna.load_study(study_name="tiny-three", storage=open_storage(db_url))
     description = study.user_attrs[SPEC_ATTR]["study"]["description"]
     assert "Digits" not in description and f"npz:{path}" in description
+
+
+def test_the_bar_counts_the_epochs_of_the_trials_in_flight(capsys):
+    from hpo.cli import ProgressBar
+    from hpo.records import Counts
+
+    bar = ProgressBar(quiet=False, label="study")
+    bar(Counts(complete=1, running=2, epochs=((3, 5, 10), (4, 0, 10))), 4)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "1.50/4" in err and "running 2 (epochs: #3 5/10, #4 0/10)" in err, err
