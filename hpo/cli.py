@@ -357,9 +357,9 @@ class Bar:
                 smoothing=0.1,
                 bar_format=self.bar_format,
             )
-        self.bar.update(done - self.bar.n)
-        if postfix is not None:
+        if postfix is not None:  # before update(), which may draw the line
             self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(done - self.bar.n)
         self.bar.refresh()
 
     def close(self) -> None:
