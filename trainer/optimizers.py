@@ -64,6 +64,11 @@ class Optimizer:
     def _updates(self, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def state_arrays(self) -> list[np.ndarray]:
+        """The arrays of the rule's state (velocities, moments), each updated in place; empty
+        before the first update and for a rule without state."""
+        return []
+
     def _zeros_like(self, params: list[np.ndarray]) -> list[np.ndarray]:
         return [np.zeros_like(p) for p in params]
 
@@ -109,6 +114,9 @@ class Momentum(Optimizer):
             v -= self.learning_rate * g
         return self.velocities
 
+    def state_arrays(self) -> list[np.ndarray]:
+        return self.velocities or []
+
 
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient in the form of Sutskever et al. (2013).
@@ -143,6 +151,9 @@ class AdaGrad(Optimizer):
             updates.append(-self.learning_rate * g / (np.sqrt(h) + self.eps))
         return updates
 
+    def state_arrays(self) -> list[np.ndarray]:
+        return self.squared_sums or []
+
 
 class RMSprop(Optimizer):
     """RMSprop (Tieleman & Hinton, 2012, lecture 6e): AdaGrad with a decaying average.
@@ -168,6 +179,9 @@ class RMSprop(Optimizer):
             h += (1.0 - self.rho) * g * g
             updates.append(-self.learning_rate * g / (np.sqrt(h) + self.eps))
         return updates
+
+    def state_arrays(self) -> list[np.ndarray]:
+        return self.square_averages or []
 
 
 class Adam(Optimizer):
@@ -215,6 +229,9 @@ class Adam(Optimizer):
             v += (1.0 - b2) * (g * g)
             updates.append(-step_size * m / (np.sqrt(v) + eps_hat))
         return updates
+
+    def state_arrays(self) -> list[np.ndarray]:
+        return (self.first_moments or []) + (self.second_moments or [])
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
