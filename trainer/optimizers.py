@@ -64,9 +64,10 @@ class Optimizer:
     def _updates(self, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def state_arrays(self) -> list[np.ndarray]:
-        """The arrays of the rule's state (velocities, moments), each updated in place; empty
-        before the first update and for a rule without state."""
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        """The rule's state, each kind (velocities, moments) a list of arrays parallel to the
+        parameters and updated in place; empty before the first update and for a rule without
+        state."""
         return []
 
     def _zeros_like(self, params: list[np.ndarray]) -> list[np.ndarray]:
@@ -114,8 +115,8 @@ class Momentum(Optimizer):
             v -= self.learning_rate * g
         return self.velocities
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return self.velocities or []
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.velocities is None else [self.velocities]
 
 
 class Nesterov(Momentum):
@@ -151,8 +152,8 @@ class AdaGrad(Optimizer):
             updates.append(-self.learning_rate * g / (np.sqrt(h) + self.eps))
         return updates
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return self.squared_sums or []
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.squared_sums is None else [self.squared_sums]
 
 
 class RMSprop(Optimizer):
@@ -180,8 +181,8 @@ class RMSprop(Optimizer):
             updates.append(-self.learning_rate * g / (np.sqrt(h) + self.eps))
         return updates
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return self.square_averages or []
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.square_averages is None else [self.square_averages]
 
 
 class Adam(Optimizer):
@@ -230,8 +231,8 @@ class Adam(Optimizer):
             updates.append(-step_size * m / (np.sqrt(v) + eps_hat))
         return updates
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return (self.first_moments or []) + (self.second_moments or [])
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.first_moments is None else [self.first_moments, self.second_moments]
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

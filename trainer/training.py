@@ -21,9 +21,9 @@ from trainer.optimizers import Optimizer
 
 EVAL_BATCH = 4096
 """Rows per forward pass when measuring a whole split; bounds memory on large datasets."""
-FLUSH_BELOW = 2.0**-50
-"""Parameters below this magnitude are set to zero with their optimizer state
-(``NegligibleFlush``)."""
+FLUSH_BELOW = {np.dtype(np.float32): 2.0**-50, np.dtype(np.float64): 2.0**-400}
+"""Parameters below this magnitude (by dtype) are set to zero with their optimizer state
+(``NegligibleFlush``); parameters of other dtypes are left alone."""
 FLUSH_STEPS = 8
 """Steps between two flushes (``NegligibleFlush``): a weight decaying by 5% a step (the fastest
 seen) falls at most a third below ``FLUSH_BELOW`` before it is zeroed, far above float32's
@@ -90,8 +90,8 @@ class TrainResult:
 
 
 class NegligibleFlush:
-    """Sets the parameters of ``params`` whose magnitude is below ``FLUSH_BELOW`` (and not
-    zero) to zero, and the optimizer's state at their positions, in place.
+    """Sets the parameters whose magnitude is below ``FLUSH_BELOW`` (and not zero) to zero, and
+    the optimizer's state at their positions, in place.
 
     Why: L2 (or L1) weight decay with Adam, RMSprop or AdaGrad sends the weights of a dead ReLU
     unit into float32's subnormal range. Such a weight gets no gradient but the decay's,
@@ -106,8 +106,9 @@ class NegligibleFlush:
     is not enough: the state still passes through the subnormal range, and the twelfth epoch
     still took 2.8 times the first (tests/benchmarks/bench_subnormal.py).
 
-    What: a weight below ``FLUSH_BELOW`` (2**-50, 8.9e-16) changes no float32 sum of the net's
-    terms (the resolution of a sum near 1e-3 is 1e-10); zero, with a zero state, it is a fixed
+    What: a weight below ``FLUSH_BELOW`` (float32: 2**-50, 8.9e-16; float64: 2**-400) changes
+    no sum of the net's terms (float32's resolution near 1e-3 is 1e-10); zero, with a zero
+    state, it is a fixed
     point of every update rule as long as its data gradient is zero (a dead unit stays zero),
     and it moves at once when the gradient is not. The flush is deterministic, so a seed gives
     the same history bit for bit; a run with no weight below the threshold is unchanged.
@@ -120,32 +121,42 @@ class NegligibleFlush:
     than 1.14 times the first.
 
     Args:
-        params: the parameters, (P,).
-        optimizer: the rule that updates them; its ``state_arrays()`` have the shape of ``params``.
+        optimizer: the rule that updates the parameters; ``state_arrays()`` gives its state,
+            each kind a list parallel to the parameters.
     """
 
-    def __init__(self, params: np.ndarray, optimizer: Optimizer) -> None:
-        self.params, self.optimizer = params, optimizer
-        self.bits = params.view(np.uint32 if params.itemsize == 4 else np.uint64)  # (P,)
-        # |x| below the threshold and not zero: (bits without the sign) - 1 < threshold bits - 1,
-        # where 0 - 1 wraps around to the largest unsigned integer.
-        self.limit = np.array(FLUSH_BELOW, dtype=params.dtype).view(self.bits.dtype) - 1
-        self.scratch = np.empty_like(self.bits)  # (P,)
-        self.sign_off = ~(np.array(1, dtype=self.bits.dtype) << (8 * params.itemsize - 1))
-        self.negligible = np.empty(params.shape, dtype=bool)  # (P,)
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+        self.buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by position: scratch, mask
 
-    def __call__(self) -> None:
-        np.bitwise_and(self.bits, self.sign_off, out=self.scratch)
-        np.subtract(self.scratch, 1, out=self.scratch)
-        np.less(self.scratch, self.limit, out=self.negligible)
-        if self.negligible.any():
-            for a in (self.params, *self.optimizer.state_arrays()):
-                if a.shape != self.params.shape:
-                    raise ValueError(
-                        f"The optimizer's state has an array of shape {a.shape}; the flush "
-                        f"needs the parameters' {self.params.shape}."
-                    )
-                np.copyto(a, 0, where=self.negligible)
+    def __call__(self, params: list[np.ndarray]) -> None:
+        """Flush ``params`` (the arrays the optimizer updates, in its order) and its state."""
+        for i, p in enumerate(params):
+            negligible = self._negligible(i, p)
+            if negligible is None:
+                continue
+            for a in (p, *(kind[i] for kind in self.optimizer.state_arrays())):
+                np.copyto(a, 0, where=negligible)
+
+    def _negligible(self, i: int, p: np.ndarray) -> np.ndarray | None:
+        """Where ``p`` is below the threshold and not zero, or None if nowhere (or not a
+        float32/float64 array in one piece)."""
+        if p.dtype not in FLUSH_BELOW or not p.flags.c_contiguous:
+            return None
+        unsigned = np.dtype(f"u{p.itemsize}")
+        bits = p.reshape(-1).view(unsigned)  # (P,)
+        scratch, negligible = self.buffers.get(i, (None, None))
+        if scratch is None or scratch.shape != bits.shape or scratch.dtype != unsigned:
+            scratch, negligible = np.empty_like(bits), np.empty(bits.shape, dtype=bool)
+            self.buffers[i] = scratch, negligible
+        # |p| below the threshold and not zero: (bits without the sign) - 1 < threshold's - 1;
+        # for 0, 0 - 1 wraps around to the largest unsigned integer.
+        limit = np.array(FLUSH_BELOW[p.dtype], dtype=p.dtype).view(unsigned) - 1
+        sign_off = ~(np.array(1, dtype=unsigned) << (8 * p.itemsize - 1))
+        np.bitwise_and(bits, sign_off, out=scratch)
+        np.subtract(scratch, 1, out=scratch)
+        np.less(scratch, limit, out=negligible)
+        return negligible.reshape(p.shape) if negligible.any() else None
 
 
 def evaluate(net: MultiLayerNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -267,7 +278,7 @@ def train(
     n = len(x_train)
     # The flat buffers hold every parameter and gradient: one array op per optimizer step.
     params, grads = [net.flat_params], [net.flat_grads]
-    flush = NegligibleFlush(net.flat_params, optimizer) if flush_negligible else None
+    flush = NegligibleFlush(optimizer) if flush_negligible else None
     step = 0
     measure = evaluation(net, x_train, y_train, x_val, y_val, eval_train)
     loss_limit = math.inf
@@ -293,7 +304,7 @@ def train(
                 optimizer.update(params, grads)
                 step += 1
                 if flush is not None and step % FLUSH_STEPS == 0:
-                    flush()
+                    flush(params)
             if diverged:
                 stop_reason = "diverged"
                 break

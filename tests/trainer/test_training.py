@@ -223,18 +223,31 @@ def test_a_split_larger_than_an_evaluation_batch_is_never_copied():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_flush_zeroes_negligible_weights_and_their_state_and_nothing_else(dtype):
-    tiny, below = np.finfo(dtype).tiny, FLUSH_BELOW
+    tiny, below = np.finfo(dtype).tiny, FLUSH_BELOW[np.dtype(dtype)]
     values = np.array([tiny / 2, -below / 2, -tiny, 0.0, -0.0, below, 1.0, -3e-3], dtype=dtype)
     params = values.copy()
     optimizer = make_optimizer("adam")
     optimizer.update([params], [np.ones_like(params)])  # a state of nonzero moments
     params[...] = values
-    first, second = (a.copy() for a in optimizer.state_arrays())
-    NegligibleFlush(params, optimizer)()
+    (first,), (second,) = ([a.copy() for a in kind] for kind in optimizer.state_arrays())
+    NegligibleFlush(optimizer)([params])
     zeroed = np.array([True, True, True, False, False, False, False, False])
     np.testing.assert_array_equal(params, np.where(zeroed, 0, values))
-    np.testing.assert_array_equal(optimizer.state_arrays()[0], np.where(zeroed, 0, first))
-    np.testing.assert_array_equal(optimizer.state_arrays()[1], np.where(zeroed, 0, second))
+    np.testing.assert_array_equal(optimizer.state_arrays()[0][0], np.where(zeroed, 0, first))
+    np.testing.assert_array_equal(optimizer.state_arrays()[1][0], np.where(zeroed, 0, second))
+
+
+def test_the_flush_takes_each_parameter_array_with_its_own_state(rng):
+    params = [rng.standard_normal((3, 4)), np.array([1e-200, 2.0])]
+    optimizer = make_optimizer("momentum")
+    optimizer.update(params, [np.ones_like(p) for p in params])
+    params[0][1, 2], params[1][...] = 1e-200, [1e-200, 2.0]
+    before = [v.copy() for v in optimizer.velocities]
+    NegligibleFlush(optimizer)(params)
+    assert params[0][1, 2] == 0 and np.count_nonzero(params[0]) == 11
+    assert params[1].tolist() == [0.0, 2.0]
+    assert optimizer.velocities[0][1, 2] == 0 and optimizer.velocities[1][0] == 0
+    assert optimizer.velocities[1][1] == before[1][1]
 
 
 def decaying_run(*, flush_negligible: bool):
