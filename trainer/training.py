@@ -89,6 +89,18 @@ class TrainResult:
     ends with the loss that stopped it."""
 
 
+def _flush_bits(dtype: np.dtype) -> tuple[np.dtype, np.ndarray, np.ndarray]:
+    """The unsigned integer of ``dtype``'s size, the threshold's bits minus 1 and the mask that
+    clears the sign bit: |x| is below the threshold and not zero where (x's bits & mask) - 1 <
+    the threshold's bits - 1 (for 0, 0 - 1 wraps around to the largest unsigned integer)."""
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    limit = np.array(FLUSH_BELOW[dtype], dtype=dtype).view(unsigned) - 1
+    return unsigned, limit, ~(np.array(1, dtype=unsigned) << (8 * dtype.itemsize - 1))
+
+
+_FLUSH_BITS = {dtype: _flush_bits(dtype) for dtype in FLUSH_BELOW}
+
+
 class NegligibleFlush:
     """Sets the parameters whose magnitude is below ``FLUSH_BELOW`` (and not zero) to zero, and
     the optimizer's state at their positions, in place.
@@ -143,16 +155,12 @@ class NegligibleFlush:
         float32/float64 array in one piece)."""
         if p.dtype not in FLUSH_BELOW or not p.flags.c_contiguous:
             return None
-        unsigned = np.dtype(f"u{p.itemsize}")
+        unsigned, limit, sign_off = _FLUSH_BITS[p.dtype]
         bits = p.reshape(-1).view(unsigned)  # (P,)
         scratch, negligible = self.buffers.get(i, (None, None))
         if scratch is None or scratch.shape != bits.shape or scratch.dtype != unsigned:
             scratch, negligible = np.empty_like(bits), np.empty(bits.shape, dtype=bool)
             self.buffers[i] = scratch, negligible
-        # |p| below the threshold and not zero: (bits without the sign) - 1 < threshold's - 1;
-        # for 0, 0 - 1 wraps around to the largest unsigned integer.
-        limit = np.array(FLUSH_BELOW[p.dtype], dtype=p.dtype).view(unsigned) - 1
-        sign_off = ~(np.array(1, dtype=unsigned) << (8 * p.itemsize - 1))
         np.bitwise_and(bits, sign_off, out=scratch)
         np.subtract(scratch, 1, out=scratch)
         np.less(scratch, limit, out=negligible)

@@ -15,8 +15,9 @@ epoch's end.
 The claim it checks: with the flush, no epoch takes more than 1.3 times the first's CPU time.
 
 ``--part cost``: what the flush costs where nothing is negligible, interleaved with and without
-it, median CPU seconds of 5 runs each: the book's digits trial of bench_trainer.py (500 samples,
-6x100, SGD, batch 100, 50 epochs) and two epochs of the net above on 20,000 Fashion-MNIST rows.
+it, median CPU seconds of ``--repeats`` runs each (5): the book's digits trial of
+bench_trainer.py (500 samples, 6x100, SGD, batch 100, 50 epochs) and two epochs of the net
+above on 20,000 Fashion-MNIST rows.
 
 Run: ``python tests/benchmarks/bench_subnormal.py [--epochs 12] [--train-size N] [--side flush]``
 (``--side flush`` leaves out the run without the flush), or ``--part cost``. Not a pytest test.
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "--side", choices=["both", "flush"], default="both", help="flush: leave out the reference"
     )
     p.add_argument("--part", choices=["epochs", "cost"], default="epochs")
+    p.add_argument("--repeats", type=int, default=5, help="runs of each side with --part cost")
     args = p.parse_args(argv)
     config = RunConfig(
         data=DataConfig(
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_subnormal: {e}", file=sys.stderr)
         return 2
     if args.part == "cost":
-        part_cost(config)
+        part_cost(config, args.repeats)
         return 0
     print(
         f"Fashion-MNIST, {len(split.y_train):,} training rows, 784-512-256-10 ReLU, Adam lr "
