@@ -126,11 +126,11 @@ class NegligibleFlush:
     the same history bit for bit; a run with no weight below the threshold is unchanged.
 
     When: every ``FLUSH_STEPS`` steps (``__call__``: three passes over the parameters, 0.3 to
-    0.5 ms for the 535,818 of a 784-512-256-10 net; 2% of its training time, 0.8% of the book's
-    digits trial). Some products of a decaying weight's update become subnormal a little above
-    the threshold (Adam's ``(1 - beta2) * g * g`` below ``W`` = 1.1e-15 at decay 0.003, higher
-    at weaker decay), for the few steps until it is zeroed: on the benchmark no epoch took more
-    than 1.14 times the first.
+    0.5 ms for the 535,818 of a 784-512-256-10 net; 1% to 3% of a run's time,
+    ``bench_subnormal.py --part cost``). Some products of a decaying weight's update become
+    subnormal a little above the threshold (Adam's ``(1 - beta2) * g * g`` below ``W`` =
+    1.1e-15 at decay 0.003, higher at weaker decay), for the few steps until it is zeroed: on
+    the benchmark no epoch took more than 1.14 times the first.
 
     Args:
         optimizer: the rule that updates the parameters; ``state_arrays()`` gives its state,
