@@ -18,7 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from hpo.errors import HPOError, RunError, UsageError
+from hpo.errors import HPOError, RunError, SpecError, UsageError
 from hpo.interrupts import INTERRUPTS
 from hpo.names import (
     DEFAULT_CONFIRM_SEEDS,
@@ -355,10 +355,13 @@ class Bar:
     """A tqdm bar on stderr, made at the first ``show`` (quiet: none): things done against a
     total, with an optional postfix."""
 
-    def __init__(self, *, quiet: bool, label: str, unit: str) -> None:
+    def __init__(
+        self, *, quiet: bool, label: str, unit: str, bar_format: str | None = None
+    ) -> None:
         self.quiet, self.label, self.unit, self.bar = quiet, label, unit, None
+        self.bar_format = bar_format
 
-    def show(self, done: int, total: int, postfix: str | None = None) -> None:
+    def show(self, done: float, total: int, postfix: str | None = None) -> None:
         if self.quiet:
             return
         if self.bar is None:
@@ -373,10 +376,11 @@ class Bar:
                 file=sys.stderr,
                 dynamic_ncols=True,
                 smoothing=0.1,
+                bar_format=self.bar_format,
             )
-        self.bar.update(done - self.bar.n)
-        if postfix is not None:
+        if postfix is not None:  # before update(), which may draw the line
             self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(done - self.bar.n)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -385,18 +389,26 @@ class Bar:
 
 
 class ProgressBar(Bar):
-    """Finished trials against the target, with pruned/failed/best."""
+    """Finished trials against the target, with pruned/failed/best; the epochs of the trials
+    in flight count as fractions of a trial (the bar moves per epoch) and are listed."""
 
     def __init__(self, *, quiet: bool, label: str) -> None:
-        super().__init__(quiet=quiet, label=label, unit="trial")
+        super().__init__(
+            quiet=quiet,
+            label=label,
+            unit="trial",
+            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+        )
 
     def __call__(self, counts, target: int) -> None:
         best = "-" if counts.best_value is None else f"{counts.best_value:.4f}"
+        training = sum(done / epochs for _, done, epochs in counts.epochs)
+        flight = ", ".join(f"#{n} {done}/{epochs}" for n, done, epochs in counts.epochs)
         self.show(
-            min(counts.finished, target),
+            min(counts.finished + training, target),
             target,
             f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
-            f"running {counts.running}, best {best}",
+            f"running {counts.running}{f' (epochs: {flight})' if flight else ''}, best {best}",
         )
 
 
@@ -428,7 +440,21 @@ def _spec_with_overrides(args: argparse.Namespace):
     if args.dataset is not None and args.dataset != spec.data.dataset:
         label = Path(args.dataset[4:]).stem if args.dataset.startswith("npz:") else args.dataset
         raw["study"]["name"] = f"{spec.name}-{label}"
+        # The spec's description is of its own dataset (the default's says "Digits").
+        raw["study"]["description"] = (
+            f"The {spec.name} spec's net, training and search space on {args.dataset} "
+            f"(--dataset {args.dataset}; the spec itself trains on {spec.data.dataset})."
+        )
     return spec_from_dict(raw, source=spec.source, default_name=spec.name)
+
+
+def _blamed_on_flags(error: SpecError, args: argparse.Namespace) -> UsageError:
+    """A data error of a dataset the command line chose names the flag, not the spec file."""
+    if error.field == "data.dataset" and args.dataset is not None:
+        return UsageError(f"argument --dataset {args.dataset}: {error.problem}")
+    if error.field == "data.dataset" and args.data_dir is not None:
+        return UsageError(f"argument --data-dir {args.data_dir}: {error.problem}")
+    return error
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -451,6 +477,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             create_only=args.create_only,
             progress=None if args.quiet else bar,
         )
+    except SpecError as e:
+        raise _blamed_on_flags(e, args) from None
     finally:
         bar.close()
     study, stored_spec = load_hpo_study(storage_url=url, study_name=summary.study_name)

@@ -112,6 +112,11 @@ class TrialExecutor(abc.ABC):
     def shutdown(self, *, cancel: bool = False) -> None:
         """Release the workers; ``cancel`` stops the trials in flight at once."""
 
+    def epochs(self) -> dict[int, int]:
+        """The trials training now, by number, and the epochs each has finished: what the
+        progress bar shows between results (empty where the executor cannot see it)."""
+        return {}
+
 
 Queued = tuple[TrialTask, "concurrent.futures.Future[TrialResult]", Callable | None]
 """A submitted task waiting in an executor: the task, its future, its ``before_start``."""
@@ -207,6 +212,10 @@ class LocalProcessExecutor(TrialExecutor):
             worker.send_context(self._spec, self._split)
         return worker
 
+    def epochs(self) -> dict[int, int]:
+        with self._lock:
+            return {w.number: w.epoch for w in self._workers if w.future is not None}
+
     def pids(self) -> list[int]:
         """The worker processes' ids (a worker that died is replaced by another)."""
         with self._lock:
@@ -294,12 +303,14 @@ class LocalProcessExecutor(TrialExecutor):
 
 
 class _Worker:
-    """One worker process, its end of the pipe, and the trial it trains (if any)."""
+    """One worker process, its end of the pipe, and the trial it trains (if any) with the
+    epochs it has finished."""
 
     def __init__(self, process, connection) -> None:
         self.process, self.connection = process, connection
         self.future: concurrent.futures.Future | None = None
         self.number: int | None = None
+        self.epoch = 0
 
     def send_context(self, spec: StudySpec, split: "Split | SharedSplitHandle") -> None:
         try:
@@ -314,23 +325,30 @@ class _Worker:
             ) from e
 
     def assign(self, task: TrialTask, future: concurrent.futures.Future) -> None:
-        self.future, self.number = future, task.number
+        self.future, self.number, self.epoch = future, task.number, 0
         with contextlib.suppress(OSError, EOFError):  # it died: collect() sees the sentinel
             self.connection.send(task)
 
     def collect(self) -> bool:
-        """Resolve the future from the pipe; False when the process is gone (to replace)."""
-        future, self.future = self.future, None
+        """Read the pipe: the epochs the trial finished, then its result (or error), which
+        resolves the future; False when the process is gone (to replace)."""
         try:
-            if self.connection.poll():
+            while self.connection.poll():
                 kind, payload = self.connection.recv()
+                if kind == "epoch":
+                    self.epoch = payload
+                    continue
+                future, self.future = self.future, None
                 if kind == "result":
                     future.set_result(payload)
                 else:
                     future.set_exception(TrialFailed(payload))
                 return True
+            if self.process.is_alive():  # only epochs so far: the trial goes on
+                return True
         except (OSError, EOFError):
             pass
+        future, self.future = self.future, None
         self.process.join(timeout=5)
         if self.process.exitcode == UNGUARDED_SCRIPT_EXIT:
             future.set_exception(UnguardedScript())
@@ -377,7 +395,7 @@ def worker_main(connection, parent_pid: int) -> None:
             if task is None:
                 return
             try:
-                message = ("result", run_task(task, spec, split))
+                message = ("result", run_task(task, spec, split, on_epoch=epoch_sender(connection)))
             except Exception as e:
                 last = traceback.format_exception_only(type(e), e)[-1].strip()
                 message = ("error", last)
@@ -385,6 +403,17 @@ def worker_main(connection, parent_pid: int) -> None:
                 connection.send(message)
             except (OSError, EOFError):
                 return
+
+
+def epoch_sender(connection) -> Callable[[int], None]:
+    """Sends each epoch's end to the orchestrator (its bar moves between results); a closed
+    pipe is the orchestrator's end, noticed when the result is sent."""
+
+    def send(epoch: int) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            connection.send(("epoch", epoch))
+
+    return send
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h

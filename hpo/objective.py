@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.errors import SpecError, UsageError
+from hpo.errors import SpecError
 from hpo.interrupts import INTERRUPTS
 from hpo.pruning import Thresholds
 from hpo.reproduction import ENV_FACT, environment
@@ -118,13 +118,13 @@ def configuration(spec: StudySpec, params: dict[str, Any]) -> RunConfig:
 
 
 def load_study_split(spec: StudySpec) -> Split:
-    """The study's split, Ctrl-C raising while it loads; bad data is a ``UsageError`` that
+    """The study's split, Ctrl-C raising while it loads; bad data is a ``SpecError`` that
     names the spec's file and its ``data`` field."""
     try:
         with INTERRUPTS.raising():
             return spec.data.load()
     except DatasetError as e:
-        raise UsageError(f"{spec.source}: data.{e.field}: {e}") from None
+        raise SpecError(spec.source, f"data.{e.field}", str(e)) from None
 
 
 def load_training_split(spec: StudySpec) -> Split:
@@ -219,18 +219,22 @@ def run_task(
     split: Split,
     *,
     should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> TrialResult:
     """Train ``task``'s configuration on ``split``, pruning by its thresholds; touch no storage.
 
     A pure function of its arguments: the same task, spec and split give the same result, in
     any process with the same NumPy and BLAS (its facts record them: ``hpo.reproduction``).
-    ``should_stop`` is polled between minibatch steps (Ctrl-C in this process).
+    ``should_stop`` is polled between minibatch steps (Ctrl-C in this process); ``on_epoch`` is
+    called with the number of each epoch that ends (progress for the orchestrator's bar).
     """
     start = time.perf_counter()
     values: dict[int, float] = {}
 
     def on_epoch_end(m: EpochMetrics) -> bool:
         values[m.epoch] = m.val_accuracy
+        if on_epoch is not None:
+            on_epoch(m.epoch)
         return task.thresholds.should_prune(values)
 
     seed = np.random.SeedSequence(task.seed)

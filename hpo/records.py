@@ -72,6 +72,9 @@ class Counts:
     waiting: int = 0
     diverged: int = 0
     best_value: float | None = None
+    epochs: tuple[tuple[int, int, int], ...] = ()
+    """The trials training in this command: (number, epochs finished, epochs to run), for the
+    progress bar; ``count_trials`` leaves it empty (the storage knows no epoch in flight)."""
 
     @property
     def finished(self) -> int:

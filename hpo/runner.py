@@ -127,6 +127,7 @@ class Orchestrator:
         self.claim_after = 0.0  # monotonic time before which a claim is known to be refused
         self.poll = WAIT_POLL_SECONDS[0]
         self.beats: Heartbeats | None = None
+        self.shown_epochs: dict[int, int] = {}  # the executor's epochs the last report showed
 
     # -----------------------------------------------------------------------------------------
     # The loop
@@ -188,6 +189,8 @@ class Orchestrator:
                 self.held = self.in_flight.pop(future)
                 self._finish(self.held, future)
                 self.held = None
+            elif self.progress is not None and self.executor.epochs() != self.shown_epochs:
+                self._report()  # an epoch ended in a trial in flight: the bar moves
 
     def _fill(self) -> None:
         """Claim and hand out trials until every worker has one and ``prefetch`` more wait in
@@ -399,4 +402,7 @@ class Orchestrator:
 
     def _report(self) -> None:
         if self.progress is not None:
-            self.progress(self.counts, self.target)
+            self.shown_epochs = self.executor.epochs()
+            epochs = self.spec.training.epochs
+            flight = tuple((n, e, epochs) for n, e in sorted(self.shown_epochs.items()))
+            self.progress(replace(self.counts, epochs=flight), self.target)

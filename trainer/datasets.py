@@ -5,7 +5,9 @@ Sources, by name:
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); no network.
 - ``mnist`` and ``fashion-mnist``: the standard IDX ``.gz`` files, looked up in ``data_dir``,
   then ``$HPO_DATA_DIR``, then the cache directory (``$XDG_CACHE_HOME/hpo/<name>``, default
-  ``~/.cache/hpo/<name>``), downloaded there with SHA-256 verification when the network allows.
+  ``~/.cache/hpo/<name>``), then where a Debian package installs them (Fashion-MNIST's
+  ``dataset-fashion-mnist``: ``/usr/share/datasets/fashion-mnist``; Debian packages no MNIST),
+  else downloaded into the cache with SHA-256 verification when the network allows.
 - ``npz:PATH``: the user's own arrays: ``x`` (N, ...) and ``y`` (N,) integer labels, optionally
   ``x_test`` and ``y_test``. Loaded with ``allow_pickle=False``.
 
@@ -152,7 +154,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _search_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
+def search_dirs(name: str, source: IDXSource, data_dir: str | Path | None) -> list[Path]:
+    """Where the files of ``name`` are looked for, in order: ``data_dir``, ``$HPO_DATA_DIR``, the
+    cache, the directory its Debian package installs (each also with a subdirectory ``name``,
+    except the package's)."""
     dirs = []
     if data_dir is not None:
         dirs.append(Path(data_dir))
@@ -160,19 +165,26 @@ def _search_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
         dirs.append(Path(os.environ["HPO_DATA_DIR"]))
     dirs.append(cache_dir() / name)
     # A directory may hold the files directly or in a subdirectory named after the dataset.
-    return [p for d in dirs for p in (d, d / name)]
+    found = [p for d in dirs for p in (d, d / name)]
+    return found if source.system_dir is None else [*found, Path(source.system_dir)]
 
 
 def download(url: str, sha256: str, dest: Path, *, timeout: float = 30.0) -> None:
     """Download ``url`` to ``dest`` if its SHA-256 is ``sha256``; raise DatasetError otherwise.
 
-    The file is written next to ``dest`` and moved into place only once verified.
+    The file is written next to ``dest`` and moved into place only once verified. A failed
+    download leaves nothing behind: neither the partial file nor the directories it created.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own: several processes may download the same file at once.
-    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".part",
-                                     delete=False) as handle:  # fmt: skip
-        partial = Path(handle.name)
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # A name of its own: several processes may download the same file at once.
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".part",
+                                         delete=False) as handle:  # fmt: skip
+            partial = Path(handle.name)
+    except OSError as e:
+        _remove_empty(created)
+        raise DatasetError(f"cannot write {dest} ({e.strerror or e})") from None
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
@@ -181,20 +193,32 @@ def download(url: str, sha256: str, dest: Path, *, timeout: float = 30.0) -> Non
                 f.write(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         partial.unlink(missing_ok=True)
+        _remove_empty(created)
         raise DatasetError(f"cannot download {url} ({getattr(e, 'reason', e)})") from None
     if digest.hexdigest() != sha256:
         partial.unlink(missing_ok=True)
+        _remove_empty(created)
         raise DatasetError(
             f"{url}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}"
         )
     os.replace(partial, dest)  # atomic: readers see the old state or the whole file
 
 
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (deepest first) where they are empty: another process may be
+    downloading into the same one."""
+    for d in directories:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def load_idx_dataset(
     name: str, source: IDXSource, *, data_dir: str | Path | None = None
 ) -> Dataset:
     """Find (or download into the cache) the four IDX files of ``source`` and load them."""
-    dirs = _search_dirs(name, data_dir)
+    dirs = search_dirs(name, source, data_dir)
     paths = {}
     for remote in source.files:
         found = next((d / remote.name for d in dirs if (d / remote.name).is_file()), None)
@@ -208,10 +232,15 @@ def load_idx_dataset(
                 download(source.base_url + remote.name, remote.sha256, target / remote.name)
         except DatasetError as e:
             names = ", ".join(r.name for r in missing)
+            looked = [d for d in dirs if d.parent not in dirs]  # not the subdirectories too
+            if source.debian_package is None:
+                package = f"Debian packages no {name}; "
+            else:
+                package = f"install Debian's package (apt-get install {source.debian_package}) or "
             raise DatasetError(
-                f"dataset {name!r}: {names} not found in {', '.join(map(str, dirs[::2]))} "
-                f"and the download failed ({e}); put the files from {source.base_url} in "
-                f"{target} or pass --data-dir"
+                f"dataset {name!r}: {names} not found in {', '.join(map(str, looked))} "
+                f"and the download failed ({e}); {package}put the files from "
+                f"{source.base_url} in {target} or pass --data-dir"
             ) from None
     x = read_idx(paths[source.train_images.name])
     y = read_idx(paths[source.train_labels.name])

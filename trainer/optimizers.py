@@ -64,6 +64,12 @@ class Optimizer:
     def _updates(self, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        """The rule's state, each kind (velocities, moments) a list of arrays parallel to the
+        parameters and updated in place; empty before the first update and for a rule without
+        state."""
+        return []
+
     def _zeros_like(self, params: list[np.ndarray]) -> list[np.ndarray]:
         return [np.zeros_like(p) for p in params]
 
@@ -109,6 +115,9 @@ class Momentum(Optimizer):
             v -= self.learning_rate * g
         return self.velocities
 
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.velocities is None else [self.velocities]
+
 
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient in the form of Sutskever et al. (2013).
@@ -143,6 +152,9 @@ class AdaGrad(Optimizer):
             updates.append(-self.learning_rate * g / (np.sqrt(h) + self.eps))
         return updates
 
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.squared_sums is None else [self.squared_sums]
+
 
 class RMSprop(Optimizer):
     """RMSprop (Tieleman & Hinton, 2012, lecture 6e): AdaGrad with a decaying average.
@@ -168,6 +180,9 @@ class RMSprop(Optimizer):
             h += (1.0 - self.rho) * g * g
             updates.append(-self.learning_rate * g / (np.sqrt(h) + self.eps))
         return updates
+
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.square_averages is None else [self.square_averages]
 
 
 class Adam(Optimizer):
@@ -215,6 +230,9 @@ class Adam(Optimizer):
             v += (1.0 - b2) * (g * g)
             updates.append(-step_size * m / (np.sqrt(v) + eps_hat))
         return updates
+
+    def state_arrays(self) -> list[list[np.ndarray]]:
+        return [] if self.first_moments is None else [self.first_moments, self.second_moments]
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -1,26 +1,30 @@
 """Benchmark: MNIST-sized trials. hpo's trainer against PyTorch per epoch, its share of the
 matmul peak, the book's MNIST search through ``python -m hpo run``, and the memory of workers.
 
-No download is possible here, so the benchmark makes an MNIST-shaped set itself, once, as an
-``.npz`` in a temporary folder: 60,000 training and 10,000 test images of 784 uint8 pixels in 10
-classes (each class a random prototype image plus noise: learnable, as MNIST is). Loaded by
-``load_split`` as hpo loads it: 48,000 training and 12,000 validation rows, float32.
+The data: the real Fashion-MNIST when hpo finds it (Debian's ``dataset-fashion-mnist``, or
+``$HPO_DATA_DIR``); else (or with ``--data synthetic``) an MNIST-shaped set the benchmark makes
+itself, once, as an ``.npz`` in a temporary folder: 60,000 training and 10,000 test images of
+784 uint8 pixels in 10 classes (each class a random prototype image plus noise: learnable, as
+MNIST is). Either is loaded by ``load_split`` as hpo loads it: 48,000 training and 12,000
+validation rows, float32.
 
 1. Seconds per epoch (training on 48,000 rows in batches of 100 with SGD, then the loss and
    accuracy on both whole splits, as every hpo epoch measures them) of hpo's trainer and of
-   PyTorch on the CPU (when installed: ``pip install torch==2.13.0``), for the book's 6x100 and
-   a 3x400 ReLU net, each at the faster of 1 and 2 threads; both start from the same weights
-   and see the batches in the same order. The share of the 1-thread float32 matmul peak (2048^3)
-   the trainer reaches.
+   PyTorch on the CPU (when installed: ``pip install torch==2.13.0``), for the book's 6x100, a
+   3x400 and the 512-256 ReLU net of the README's Fashion-MNIST guess, each at the faster of 1
+   and 2 threads; both start from the same weights and see the batches in the same order. The
+   share of the 1-thread float32 matmul peak (2048^3) the trainer reaches.
 2. The book's MNIST search (``studies/book-random.toml``: 500 samples, 6x100, SGD, 50 epochs)
-   through ``python -m hpo run book-random --dataset npz:PATH``, 4 trials on 2 workers.
-3. Memory with 2 workers on the whole set (3x400, one epoch per trial): per worker process its
+   through ``python -m hpo run book-random --dataset fashion-mnist`` (or ``npz:PATH``), 4
+   trials on 2 workers.
+3. Memory with 2 workers on the whole set (512-256, one epoch per trial): per worker process its
    peak resident set (RSS, which counts the shared split's pages in each process), proportional
    set (PSS, shared pages divided among their users) and anonymous memory (its own heap: where
    a copy of the split would be), beside the split's own size: workers that map one shared
    split cost about one split in all, not one each.
 
-Run: ``python tests/benchmarks/bench_mnist.py [--repeats 2] [--part epoch|book|memory|all]``.
+Run: ``python tests/benchmarks/bench_mnist.py [--repeats 2] [--part epoch|book|memory|all]
+[--data auto|synthetic]``.
 Not a pytest test.
 """
 
@@ -51,9 +55,10 @@ from tests.benchmarks.bench_trainer import (  # noqa: E402
     run_torch,
     trial_matmul_flops,
 )
-from trainer.datasets import Split, load_split  # noqa: E402
+from trainer.datasets import DatasetError, Split, load_split  # noqa: E402
 
-NETS = {"6x100": (100,) * 6, "3x400": (400,) * 3}
+NETS = {"6x100": (100,) * 6, "3x400": (400,) * 3, "512-256": (512, 256)}
+MEMORY_NET = (512, 256)
 
 
 def make_mnist_like(path: Path, *, seed: int = 0) -> Path:
@@ -98,7 +103,7 @@ def part_epoch(split: Split, repeats: int) -> None:
         f"evaluation of both splits; median of {repeats}, each side at its faster thread "
         f"setting\n   float32 matmul peak, 1 BLAS thread, 2048^3: {peak_1:.1f} GFLOP/s"
     )
-    header = f"   {'net':6} {'hpo s':>8} {'threads':>7} {'torch s':>8} {'threads':>7} "
+    header = f"   {'net':7} {'hpo s':>8} {'threads':>7} {'torch s':>8} {'threads':>7} "
     print(header + f"{'hpo/torch':>9} {'hpo GFLOP/s':>11} {'share of peak':>13}")
     for name, hidden in NETS.items():
         config = BenchConfig(hidden_sizes=hidden, epochs=1, learning_rate=0.01)
@@ -125,7 +130,7 @@ def part_epoch(split: Split, repeats: int) -> None:
         else:
             torch_text = f"{'-':>8} {'-':>7} {'-':>9}"
         print(
-            f"   {name:6} {hpo_s:8.3f} {hpo_threads:7d} {torch_text} {gflops_1:11.1f} "
+            f"   {name:7} {hpo_s:8.3f} {hpo_threads:7d} {torch_text} {gflops_1:11.1f} "
             f"{100 * gflops_1 / peak_1:12.1f}%"
         )
         if torch is not None:
@@ -145,10 +150,10 @@ def hpo(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpo", *args]
 
 
-def part_book(npz: Path, tmp: Path) -> None:
+def part_book(dataset: str, tmp: Path) -> None:
     url = f"sqlite:///{tmp / 'book.db'}"
     argv = hpo(
-        "run", "book-random", "--dataset", f"npz:{npz}", "--trials", "4", "--workers", "2",
+        "run", "book-random", "--dataset", dataset, "--trials", "4", "--workers", "2",
         "--storage", url, "--no-report", "--quiet",
     )  # fmt: skip
     start = time.perf_counter()
@@ -160,7 +165,7 @@ def part_book(npz: Path, tmp: Path) -> None:
         hpo("best", "--json", "--storage", url), cwd=tmp, capture_output=True, text=True
     )
     print(
-        f"2. the book's MNIST search: python -m hpo run book-random --dataset npz:TMP/mnist.npz "
+        f"2. the book's MNIST search: python -m hpo run book-random --dataset {shown(dataset)} "
         f"--trials 4 --workers 2\n   {seconds:.1f} s for 4 trials of 50 epochs on 400 rows "
         f"(start-up and the split included); best: {best.stdout.strip()[:160]}"
     )
@@ -202,15 +207,19 @@ def children_of(pid: int) -> list[int]:
         return []
 
 
-def part_memory(npz: Path, tmp: Path, split: Split) -> None:
+def shown(dataset: str) -> str:
+    return "npz:TMP/mnist.npz" if dataset.startswith("npz:") else dataset
+
+
+def part_memory(dataset: str, tmp: Path, split: Split) -> None:
     spec = tmp / "mnist.toml"
     spec.write_text(
         f"""[study]
 name = "mnist-memory"
 [data]
-dataset = "npz:{npz}"
+dataset = "{dataset}"
 [model]
-hidden = [400, 400, 400]
+hidden = {list(MEMORY_NET)}
 [training]
 epochs = 1
 batch_size = 100
@@ -252,7 +261,8 @@ optimizer = "sgd"
     size = split_nbytes(split)
     mib = 2**20
     print(
-        f"3. memory: python -m hpo run TMP/mnist.toml --workers 2 (3x400, 1 epoch, 4 trials); "
+        f"3. memory: python -m hpo run TMP/mnist.toml --workers 2 ({shown(dataset)}, "
+        f"{'-'.join(map(str, MEMORY_NET))}, 1 epoch, 4 trials); "
         f"the split's arrays: {size / mib:.0f} MiB\n"
         f"   {'process':22} {'peak RSS':>9} {'peak PSS':>9} {'peak anonymous':>14}  MiB"
     )
@@ -272,22 +282,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--part", choices=["epoch", "book", "memory", "all"], default="all")
+    parser.add_argument(
+        "--data",
+        choices=["auto", "synthetic"],
+        default="auto",
+        help="auto: the real Fashion-MNIST when hpo finds it, else the MNIST-shaped set",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        npz = make_mnist_like(tmp / "mnist.npz")
-        split = load_split(f"npz:{npz}", rng=np.random.default_rng(0))
+        dataset = "fashion-mnist"
+        try:
+            if args.data == "synthetic":
+                raise DatasetError("asked for the synthetic set")
+            split = load_split(dataset, rng=np.random.default_rng(0))
+            what = "the real Fashion-MNIST"
+        except DatasetError:
+            dataset = f"npz:{make_mnist_like(tmp / 'mnist.npz')}"
+            split = load_split(dataset, rng=np.random.default_rng(0))
+            what = "an MNIST-shaped set"
         print(
-            f"bench_mnist: an MNIST-shaped set ({len(split.y_train):,} train, "
+            f"bench_mnist: {what} ({len(split.y_train):,} train, "
             f"{len(split.y_val):,} validation, {len(split.y_test):,} test rows of "
             f"{split.n_features} features), cpu count {os.cpu_count()}"
         )
         if args.part in ("epoch", "all"):
             part_epoch(split, args.repeats)
         if args.part in ("book", "all"):
-            part_book(npz, tmp)
+            part_book(dataset, tmp)
         if args.part in ("memory", "all"):
-            part_memory(npz, tmp, split)
+            part_memory(dataset, tmp, split)
     return 0
 
 

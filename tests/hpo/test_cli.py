@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.cli import main
+from hpo.records import SPEC_ATTR
 from hpo.storage import open_storage
 from tests.hpo.conftest import write_spec
 from trainer.checkpoint import load_checkpoint, predict_raw
@@ -732,3 +733,45 @@ def test_a_stepped_value_is_printed_as_a_person_types_it(tiny_spec, db_url, caps
         argv = capsys.readouterr().out.split()
         dropout = argv[argv.index("--dropout") + 1]
         assert len(dropout) <= 4, dropout  # 0.3, never 0.30000000000000004
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--dataset", "mnist"], "argument --dataset mnist: dataset 'mnist': "),
+        (["--dataset", "npz:/no/such.npz"], "argument --dataset npz:/no/such.npz: /no/such.npz"),
+    ],
+)
+def test_a_dataset_from_the_command_line_is_blamed_on_the_flag_not_the_spec(
+    tiny_spec, tmp_path, monkeypatch, flags, expected, capsys
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("HPO_DATA_DIR", raising=False)
+    db = tmp_path / "x.db"
+    assert main(["run", str(tiny_spec), "--storage", f"sqlite:///{db}", *flags, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and str(tiny_spec) not in err, err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "cache").exists() and not db.exists()
+
+
+def test_another_dataset_replaces_the_specs_description(tiny_spec, tmp_path, db_url, rng):
+    path = tmp_path / "three.npz"
+    np.savez(path, x=rng.standard_normal((300, 4)), y=np.arange(300) % 3)
+    text = tiny_spec.read_text().replace('name = "tiny"', 'name = "tiny"\ndescription = "Digits"')
+    tiny_spec.write_text(text)
+    main(["run", str(tiny_spec), "--storage", db_url, "--dataset", f"npz:{path}", "--create-only"])
+    study = optuna.load_study(study_name="tiny-three", storage=open_storage(db_url))
+    description = study.user_attrs[SPEC_ATTR]["study"]["description"]
+    assert "Digits" not in description and f"npz:{path}" in description
+
+
+def test_the_bar_counts_the_epochs_of_the_trials_in_flight(capsys):
+    from hpo.cli import ProgressBar
+    from hpo.records import Counts
+
+    bar = ProgressBar(quiet=False, label="study")
+    bar(Counts(complete=1, running=2, epochs=((3, 5, 10), (4, 0, 10))), 4)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "1.50/4" in err and "running 2 (epochs: #3 5/10, #4 0/10)" in err, err

@@ -436,3 +436,22 @@ def test_a_booted_worker_ignores_sigint_and_no_longer_blocks_it(shared_executor,
             fields = dict(line.split(":", 1) for line in f)
         assert int(fields["SigIgn"], 16) & bit
         assert not int(fields["SigBlk"], 16) & bit
+
+
+def test_a_worker_reports_each_epoch_of_the_trial_it_trains(shared_executor, spec_and_split):
+    spec, _ = spec_and_split
+    future = shared_executor.submit(task(spec, 7, thresholds=Sleepy(0.4)))
+    seen: list[dict[int, int]] = []
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while not future.done() and time.monotonic() < deadline:
+        epochs = shared_executor.epochs()
+        if epochs and (not seen or seen[-1] != epochs):
+            seen.append(epochs)
+        time.sleep(0.02)
+    assert future.result(timeout=RESULT_TIMEOUT).state == COMPLETE
+    assert seen[-3:] == [{7: 1}, {7: 2}, {7: 3}]  # the tiny spec's 3 epochs, each slept on
+    assert shared_executor.epochs() == {}
+
+
+def test_an_inline_executor_shows_no_epochs(spec_and_split):
+    assert InlineExecutor(*spec_and_split).epochs() == {}

@@ -8,6 +8,7 @@ error chosen by the test, so the order of events is fixed.
 import concurrent.futures
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,6 +183,46 @@ def test_progress_is_reported_until_the_target(setup):
     assert seen[0] == (Counts(), 3)
     assert [c.complete for c, _ in seen] == [0, 1, 2, 3]
     assert seen[-1][0].running == 0 and seen[-1][0].best_value == 0.52
+
+
+class EpochByEpoch(CannedExecutor):
+    """Trains each trial on a thread of its own: 3 epochs of 0.3 s, seen through ``epochs()``,
+    then the result of ``complete``."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda task: None)  # no answer: the future stays pending
+        self.training: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def submit(self, task, *, before_start=None) -> concurrent.futures.Future:
+        future = super().submit(task, before_start=before_start)
+        task = self.tasks[-1]
+
+        def train() -> None:
+            for epoch in range(1, 4):
+                time.sleep(0.3)
+                with self.lock:
+                    self.training[task.number] = epoch
+            with self.lock:
+                del self.training[task.number]
+            future.set_result(complete(task))
+
+        threading.Thread(target=train, daemon=True).start()
+        return future
+
+    def epochs(self) -> dict[int, int]:
+        with self.lock:
+            return dict(self.training)
+
+
+def test_progress_shows_the_epochs_of_the_trials_in_flight(setup):
+    seen: list[Counts] = []
+    orchestrator(setup, EpochByEpoch(), target=1, progress=lambda c, _: seen.append(c)).run()
+    shown = [c.epochs for c in seen if c.epochs]
+    assert shown and all(len(e) == 1 and e[0][0] == 0 and e[0][2] == 3 for e in shown)
+    done = [e[0][1] for e in shown]
+    assert done == sorted(done) and set(done) <= {1, 2, 3} and len(set(done)) >= 2
+    assert seen[-1].complete == 1 and seen[-1].epochs == ()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,66 @@ def test_missing_idx_files_say_which_files_to_put_where(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
+IDX_NAMES = [f.name for f in datasets.IDX_SOURCES["mnist"].files]
+
+
+def offline_source(*, system_dir=None, debian_package=None) -> IDXSource:
+    files = (RemoteFile(n, "0" * 64) for n in IDX_NAMES)
+    return IDXSource("file:///nonexistent/", *files, debian_package, system_dir)
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("HPO_DATA_DIR", raising=False)
+    return tmp_path / "cache"
+
+
+def test_a_debian_packages_directory_is_found_with_no_flag(tiny_idx_dir, empty_cache):
+    source = offline_source(system_dir=str(tiny_idx_dir[0]))
+    assert load_idx_dataset("fashion-mnist", source).x.shape == (30, 16)
+    assert not empty_cache.exists()
+
+
+def test_data_dir_comes_before_the_debian_packages_directory(tiny_idx_dir, empty_cache):
+    mine = tiny_idx_dir[0] / "mine"
+    mine.mkdir()
+    for name in IDX_NAMES:
+        array = read_idx(tiny_idx_dir[0] / name)
+        write_idx(mine / name, array[:12])
+    source = offline_source(system_dir=str(tiny_idx_dir[0]))
+    assert load_idx_dataset("fashion-mnist", source, data_dir=mine).x.shape == (12, 16)
+
+
+def test_fashion_mnist_is_looked_up_where_debian_installs_it():
+    source = datasets.IDX_SOURCES["fashion-mnist"]
+    assert source.system_dir == "/usr/share/datasets/fashion-mnist"
+    assert source.debian_package == "dataset-fashion-mnist"
+    assert datasets.IDX_SOURCES["mnist"].debian_package is None
+
+
+def test_a_missing_dataset_names_the_debian_package_to_install(tmp_path, empty_cache):
+    source = offline_source(system_dir=str(tmp_path / "usr"), debian_package="dataset-x")
+    with pytest.raises(DatasetError) as e:
+        load_idx_dataset("fashion-mnist", source)
+    message = str(e.value)
+    assert "apt-get install dataset-x" in message and str(tmp_path / "usr") in message
+    assert "\n" not in message
+
+
+def test_a_missing_mnist_says_debian_packages_none(empty_cache):
+    with pytest.raises(DatasetError, match="Debian packages no mnist"):
+        load_idx_dataset("mnist", offline_source())
+
+
+@pytest.mark.parametrize("where", ["cache", "data_dir"])
+def test_a_failed_lookup_leaves_no_folder_behind(tmp_path, empty_cache, where):
+    data_dir = tmp_path / "new" / "data" if where == "data_dir" else None
+    with pytest.raises(DatasetError):
+        load_idx_dataset("mnist", offline_source(), data_dir=data_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_download_verifies_sha256(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"hello idx")

@@ -83,6 +83,18 @@ def test_state_shapes_match_parameters(name, rng):
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_arrays_are_every_state_array_and_empty_before_the_first_update(name, rng):
+    params, grads = [rng.standard_normal(5)], [rng.standard_normal(5)]
+    optimizer = make_optimizer(name)
+    assert optimizer.state_arrays() == []
+    optimizer.update(params, grads)
+    states = [a for value in vars(optimizer).values() if isinstance(value, list) for a in value]
+    kinds = optimizer.state_arrays()
+    assert all(len(kind) == len(params) for kind in kinds)
+    assert sorted(id(a) for kind in kinds for a in kind) == sorted(map(id, states))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_keeps_float32_parameters_float32(name, rng):
     p = rng.standard_normal((3, 3)).astype(np.float32)
     g = rng.standard_normal((3, 3)).astype(np.float32)

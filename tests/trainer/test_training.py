@@ -6,7 +6,7 @@ import pytest
 from trainer.datasets import load_split
 from trainer.network import MultiLayerNet
 from trainer.optimizers import make_optimizer
-from trainer.training import evaluate, evaluate_splits, train
+from trainer.training import FLUSH_BELOW, NegligibleFlush, evaluate, evaluate_splits, train
 
 
 def run(
@@ -219,3 +219,71 @@ def test_a_split_larger_than_an_evaluation_batch_is_never_copied():
     assert peak < x.nbytes / 4, (
         f"{peak / 2**20:.1f} MiB allocated for a {x.nbytes / 2**20:.1f} MiB split"
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_flush_zeroes_negligible_weights_and_their_state_and_nothing_else(dtype):
+    tiny, below = np.finfo(dtype).tiny, FLUSH_BELOW[np.dtype(dtype)]
+    values = np.array([tiny / 2, -below / 2, -tiny, 0.0, -0.0, below, 1.0, -3e-3], dtype=dtype)
+    params = values.copy()
+    optimizer = make_optimizer("adam")
+    optimizer.update([params], [np.ones_like(params)])  # a state of nonzero moments
+    params[...] = values
+    (first,), (second,) = ([a.copy() for a in kind] for kind in optimizer.state_arrays())
+    NegligibleFlush(optimizer)([params])
+    zeroed = np.array([True, True, True, False, False, False, False, False])
+    np.testing.assert_array_equal(params, np.where(zeroed, 0, values))
+    np.testing.assert_array_equal(optimizer.state_arrays()[0][0], np.where(zeroed, 0, first))
+    np.testing.assert_array_equal(optimizer.state_arrays()[1][0], np.where(zeroed, 0, second))
+
+
+def test_the_flush_takes_each_parameter_array_with_its_own_state(rng):
+    params = [rng.standard_normal((3, 4)), np.array([1e-200, 2.0])]
+    optimizer = make_optimizer("momentum")
+    optimizer.update(params, [np.ones_like(p) for p in params])
+    params[0][1, 2], params[1][...] = 1e-200, [1e-200, 2.0]
+    before = [v.copy() for v in optimizer.velocities]
+    NegligibleFlush(optimizer)(params)
+    assert params[0][1, 2] == 0 and np.count_nonzero(params[0]) == 11
+    assert params[1].tolist() == [0.0, 2.0]
+    assert optimizer.velocities[0][1, 2] == 0 and optimizer.velocities[1][0] == 0
+    assert optimizer.velocities[1][1] == before[1][1]
+
+
+def decaying_run(*, flush_negligible: bool):
+    """Adam with L2 decay on digits: the first-layer weights of its blank border pixels get
+    nothing but the decay's gradient and shrink geometrically, past float32's smallest normal."""
+    seeds = np.random.SeedSequence(0).spawn(3)
+    split = load_split("digits", rng=np.random.default_rng(seeds[0]), train_size=400)
+    net = MultiLayerNet(
+        input_size=split.n_features,
+        hidden_sizes=(8,),
+        output_size=split.n_classes,
+        weight_decay=0.003,
+        rng=np.random.default_rng(seeds[1]),
+    )
+    result = train(
+        net,
+        make_optimizer("adam"),
+        split.x_train,
+        split.y_train,
+        split.x_val,
+        split.y_val,
+        epochs=60,
+        batch_size=10,
+        rng=np.random.default_rng(seeds[2]),
+        restore_best=False,
+        flush_negligible=flush_negligible,
+    )
+    magnitude = np.abs(net.flat_params)
+    subnormal = np.count_nonzero((magnitude > 0) & (magnitude < np.finfo(np.float32).tiny))
+    return result, subnormal
+
+
+def test_weight_decay_with_adam_makes_subnormal_weights_that_the_flush_prevents():
+    assert decaying_run(flush_negligible=False)[1] > 0
+    first, subnormal = decaying_run(flush_negligible=True)
+    assert subnormal == 0
+    again, _ = decaying_run(flush_negligible=True)
+    assert again.history.as_dict() == first.history.as_dict()
+    assert again.batch_loss == first.batch_loss
