@@ -2,7 +2,8 @@
 
 ``main(argv)`` parses, dispatches to a plain function, and turns the ``HPOError`` family into one
 line on stderr and an exit code: 0 success, 2 bad usage or input, 1 runtime failure, 130
-interrupted. It installs the one SIGINT handler (``hpo.interrupts``) and, however the command
+interrupted (143 SIGTERM, 129 SIGHUP). It installs the one handler of those signals
+(``hpo.interrupts``) and, however the command
 ends, closes every storage it opened (``hpo.storage.close_storages``: the SQLite file then holds
 every trial on its own).
 
@@ -809,12 +810,14 @@ def _main(argv: list[str] | None) -> int:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        how = "interrupted" if INTERRUPTS.exit_code == 130 else "stopped by "
+        how += "" if INTERRUPTS.exit_code == 130 else INTERRUPTS.signal_name
         print(
-            f"\n{parser.prog} {args.command}: interrupted; finished trials are kept, run the "
+            f"\n{parser.prog} {args.command}: {how}; finished trials are kept, run the "
             "same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return INTERRUPTS.exit_code
     finally:
         _close_storages()
         INTERRUPTS.uninstall()

@@ -38,7 +38,7 @@ from hpo.interrupts import INTERRUPTS
 from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.shared_split import SharedSplitHandle, share
 from hpo.spec import StudySpec
-from hpo.worker_boot import boot
+from hpo.worker_boot import STOP_SIGNALS, boot
 from trainer.datasets import Split
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -176,7 +176,8 @@ class LocalProcessExecutor(TrialExecutor):
         process = self._context.Process(
             target=boot, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
         )
-        # The children read these when they import numpy: one BLAS thread each. SIGINT stays
+        # The children read these when they import numpy: one BLAS thread each. SIGINT (SIGTERM,
+        # SIGHUP) stays
         # blocked in this thread while it spawns: the child inherits the mask, so a Ctrl-C to the
         # process group while its interpreter starts stays pending there until ``boot`` ignores
         # it (which discards it); here it is delivered to the main thread, or on unblocking.
@@ -418,8 +419,9 @@ def die_with_parent(parent_pid: int) -> None:
 
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in the calling thread (it is held pending, not lost) for the duration."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Block SIGINT, SIGTERM and SIGHUP in the calling thread (held pending, not lost) for the
+    duration."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
         yield
     finally:

@@ -1,4 +1,5 @@
-"""The first code a spawned trial worker runs: ignore SIGINT, then import the rest.
+"""The first code a spawned trial worker runs: ignore SIGINT (SIGTERM, SIGHUP), then import the
+rest.
 
 A spawned child imports its target's module while it unpickles the target, before the target
 runs; were that module ``hpo.executors`` (NumPy, the trainer: up to a second on a busy machine),
@@ -11,10 +12,15 @@ then unblocks it.
 
 import signal
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def boot(connection, parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # Ctrl-C, and a SIGTERM or SIGHUP sent to the whole process group (systemd, a closed
+    # terminal), are the orchestrator's to handle: it stops its workers, which die with it.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
     from hpo.executors import worker_main
 
     worker_main(connection, parent_pid)
