@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
+ADOPTED_ATTR = "hpo:adopted"
 FAIL_REASON_ATTR = "hpo:fail_reason"
 """Why hpo failed a trial (``interrupted``, the error its training raised, ...). A FAIL trial
 without one of its own was failed by a stale-trial sweep."""
@@ -129,6 +130,7 @@ def sweep_stale_trials(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if optuna_beats:
             optuna.storages.fail_stale_trials(study)
+            adopt_retries_without_heartbeat(study, storage, study_id)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_TRIAL_RETRIES)
         for t in stale_trials(study, optuna_beats=optuna_beats):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -140,6 +142,27 @@ def sweep_stale_trials(
                 retry(study, storage.get_trial(trial_id))
         for t in lost_trials_without_retry(study):
             retry(study, t)
+
+
+def adopt_retries_without_heartbeat(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int
+) -> None:
+    """Give one heartbeat to each retry RUNNING for longer than the grace period that may have
+    none (a claim killed between ``study.ask()`` and its first beat, by an hpo that did not yet
+    beat before the ask): Optuna fails it one grace period later unless its orchestrator
+    beats. Marked with ``ADOPTED_ATTR``, so that each is given one only once."""
+    _, grace = heartbeat_settings()
+    now = datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if (
+            "retry_history" in t.system_attrs
+            and t.system_attrs.get(ADOPTED_ATTR) != t.number
+            and t.datetime_start is not None
+            and now - t.datetime_start > timedelta(seconds=grace)
+        ):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            record_heartbeat(storage, trial_id)
+            storage.set_trial_system_attr(trial_id, ADOPTED_ATTR, t.number)
 
 
 def is_lost(trial: optuna.trial.FrozenTrial) -> bool:

@@ -518,3 +518,22 @@ def test_a_retry_claimed_by_a_process_killed_right_after_ask_is_failed_and_queue
     (retry,) = opened.retries_of(opened.trial(stale_id).number)[1:]
     assert retry.state == TrialState.WAITING
     assert retry.params == opened.trial(stale_id).params
+
+
+def test_a_retry_left_running_without_heartbeat_by_an_older_hpo_is_failed_and_queued_again(
+    sqlite_study,
+):
+    opened = sqlite_study
+    history = {"failed_trial": 0, "retry_history": [0]}
+    orphan_id = opened.add_running(started=datetime.now() - AN_HOUR, system_attrs=history)
+    opened.storage.set_trial_param(
+        orphan_id, "x", 0.25, optuna.distributions.FloatDistribution(0.0, 1.0)
+    )
+    opened.sweep()  # given one heartbeat: Optuna fails it a grace period later
+    assert opened.trial(orphan_id).state == TrialState.RUNNING
+    opened.make_stale(orphan_id)
+    opened.sweep()
+    assert opened.trial(orphan_id).state == TrialState.FAIL
+    (retry,) = [t for t in opened.study.get_trials() if t.state == TrialState.WAITING]
+    number = opened.trial(orphan_id).number
+    assert retry.params == {"x": 0.25} and retry.system_attrs["retry_history"] == [0, number]
