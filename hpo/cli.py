@@ -412,11 +412,19 @@ def _spec_with_overrides(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hpo.finite_space import space_size
     from hpo.records import load_hpo_study
     from hpo.service import run_study
 
     spec = _spec_with_overrides(args)
     url = resolve_url(args.storage)
+    wanted, size = args.trials or spec.search.trials, space_size(spec)
+    if size is not None and size < wanted:
+        print(
+            f"{args.study or spec.name}: the space holds {size} configuration"
+            f"{'s' * (size != 1)}, so the target is {size} trials, not {wanted}",
+            file=sys.stderr,
+        )
     bar = ProgressBar(quiet=args.quiet or args.create_only, label=args.study or spec.name)
     try:
         summary = run_study(

@@ -40,6 +40,7 @@ from optuna.trial import TrialState
 
 from hpo.errors import RunError
 from hpo.executors import ExecutorLost, TrialExecutor, WorkerLost
+from hpo.finite_space import configurations, unseen_configuration
 from hpo.heartbeat import (
     FAIL_REASON_ATTR,
     Heartbeats,
@@ -132,6 +133,8 @@ class Orchestrator:
         self.claim_after = 0.0  # monotonic time before which a claim is known to be refused
         self.poll = WAIT_POLL_SECONDS[0]
         self.beats: Heartbeats | None = None
+        # A finite space's configurations, for the random sampler to draw each once.
+        self.listed = configurations(spec) if spec.search.sampler == "random" else None
 
     # -----------------------------------------------------------------------------------------
     # The loop
@@ -262,6 +265,10 @@ class Orchestrator:
             self.study.sampler = self.make_sampler(next_number)
             if counts.waiting:
                 beat_next_retry(self.study, self.storage, self.study_id)
+            elif self.listed is not None:
+                params = unseen_configuration(self.spec, self.listed, trials, number=next_number)
+                if params is not None:
+                    self.study.enqueue_trial(params)  # what the ask below claims
             with warnings.catch_warnings():
                 # hpo runs its own ask/tell loop and records the heartbeats itself.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
