@@ -627,7 +627,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.records import SPEC_ATTR, companion_name, current_counts, search_studies
+    from hpo.records import SPEC_ATTR, companions, current_counts, search_studies
     from hpo.storage import open_storage
 
     url = resolve_url(args.storage)
@@ -635,11 +635,12 @@ def cmd_studies(args: argparse.Namespace) -> int:
     header = ("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")
     rows = [(*header, "CONFIRM RUNS")]
     all_names = optuna.get_all_study_names(storage)  # summaries would read every trial
-    for name in search_studies(all_names):  # a study's confirmation runs: a column of its row
+    held = companions(storage, all_names)
+    for name in search_studies(storage, all_names):  # confirmation runs: a column of its row
         study = optuna.load_study(study_name=name, storage=storage)
         confirm_runs = "-"
-        if companion_name(name) in all_names:
-            companion = optuna.load_study(study_name=companion_name(name), storage=storage)
+        if name in held:
+            companion = optuna.load_study(study_name=held[name], storage=storage)
             confirm_runs = str(len(companion.get_trials(deepcopy=False)))
         counts, updated = current_counts(study, storage)  # the tally and the trials since
         dataset = study.user_attrs.get(SPEC_ATTR, {}).get("data", {}).get("dataset", "?")
@@ -672,7 +673,7 @@ def _study_name_or_only(url: str, name: str | None) -> str:
     from hpo.storage import open_storage
 
     storage = open_storage(url, write=False)
-    names = search_studies(optuna.get_all_study_names(storage))
+    names = search_studies(storage, optuna.get_all_study_names(storage))
     if len(names) == 1:
         return names[0]
     raise UsageError(

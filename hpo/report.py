@@ -23,10 +23,11 @@ SAFE_NAME_MAX = 120
 
 def _safe(name: str) -> str:
     """``name`` as part of a file name: ASCII letters, digits, ``-_.`` (others become ``_``),
-    and no longer than ``SAFE_NAME_MAX``: a longer name is cut and ends in a hash of the whole,
-    so that two long names still give two files."""
+    and no longer than ``SAFE_NAME_MAX``. A name that had to change (cut, or a character
+    replaced) ends in a hash of the whole, so that two names never share a file (``ééé`` and
+    ``🔥模型`` would both be ``___``)."""
     safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
-    if len(safe) <= SAFE_NAME_MAX:
+    if safe == name and len(safe) <= SAFE_NAME_MAX:
         return safe
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
     return f"{safe[: SAFE_NAME_MAX - 11]}-{digest}"
