@@ -818,6 +818,16 @@ def _main(argv: list[str] | None) -> int:
     except HPOError as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # a database that a full disk or damage left unwritable
+        storage = sys.modules.get("hpo.storage")
+        reason = storage.lasting_reason(e) if storage is not None else None
+        if reason is None:
+            raise
+        print(
+            f"{parser.prog} {args.command}: error: the database cannot be used ({reason})",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         how = "interrupted" if INTERRUPTS.exit_code == 130 else "stopped by "
         how += "" if INTERRUPTS.exit_code == 130 else INTERRUPTS.signal_name

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
-from hpo.paths import check_out_path
+from hpo.paths import check_out_path, written_whole
 from hpo.pruning import Thresholds
 from hpo.records import run_facts
 from hpo.spec import StudySpec
@@ -93,19 +93,18 @@ def retrain_best(
         {"trial": trial.number, "test_accuracy": test_accuracy, "epochs": epochs},
     )
     if export is not None:
-        save_checkpoint(
-            export,
-            net,
-            mean=split.mean,
-            std=split.std,
-            extra={
-                "study": study.study_name,
-                "trial": trial.number,
-                "config": config,
-                "test_accuracy": test_accuracy,
-                "dataset": spec.data.dataset,
-            },
-        )
+        extra = {
+            "study": study.study_name,
+            "trial": trial.number,
+            "config": config,
+            "test_accuracy": test_accuracy,
+            "dataset": spec.data.dataset,
+        }
+        try:  # whole or not at all: a full disk leaves no truncated archive
+            with written_whole(export, suffix=".npz") as temporary:
+                save_checkpoint(temporary, net, mean=split.mean, std=split.std, extra=extra)
+        except OSError as e:
+            raise RunError(f"cannot write --export {export} ({e.strerror or e})") from None
         summary["artifact_id"] = _store_artifact(study, trial, export, storage_url)
     return {**summary, "test_accuracy": test_accuracy}
 

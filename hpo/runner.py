@@ -384,8 +384,11 @@ class Orchestrator:
         self._report()
 
     def _tell(self, trial: optuna.Trial, result: TrialResult) -> None:
-        for step, value in sorted(result.intermediate_values.items()):
-            trial.report(value, step)
+        with warnings.catch_warnings():
+            # A retried tell (the storage was away) reports the steps stored before again.
+            warnings.filterwarnings("ignore", message="The reported value is ignored")
+            for step, value in sorted(result.intermediate_values.items()):
+                trial.report(value, step)
         trial.set_user_attr(RUN_ATTR, result.facts)
         if result.state == COMPLETE:
             self.study.tell(trial, result.value, skip_if_finished=True)

@@ -352,16 +352,45 @@ TRANSIENT_ERRORS = (
 )
 
 
+LASTING_ERRORS = (
+    "disk is full",  # SQLite's SQLITE_FULL
+    "No space left on device",
+    "disk I/O error",  # a file gone or unreadable under SQLite (its -wal deleted, ...)
+    "database disk image is malformed",
+    "file is not a database",
+    "readonly database",
+    "could not extend file",  # PostgreSQL's disk full
+)
+"""Words of a database error that waiting does not mend: the disk is full or the file damaged."""
+
+
+def lasting_reason(error: BaseException) -> str | None:
+    """The database's own message when ``error`` (or what caused it) is one that retrying does
+    not mend (``LASTING_ERRORS``), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(getattr(error, "orig", None) or error).strip()
+        if any(words in text for words in LASTING_ERRORS):
+            return text.splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def retrying(call: Callable[[], T], *, what: str, delays=RETRY_DELAYS) -> T:
     """Run a storage call; when its connection fails, retry after each delay in turn.
 
     A worker that loses the database for a few seconds goes on where it was instead of failing
-    its trial; one that loses it for longer stops with a RunError.
+    its trial; one that loses it for longer stops with a RunError, and so does, at once, one
+    whose database cannot be written (a full disk, a damaged file).
     """
     for delay in (*delays, None):
         try:
             return call()
         except TRANSIENT_ERRORS as e:
+            lasting = lasting_reason(e)
+            if lasting is not None:
+                raise RunError(f"{what}: the database cannot be used ({lasting})") from e
             if delay is None:
                 reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
                 raise RunError(f"{what}: the storage stayed unreachable ({reason})") from e
