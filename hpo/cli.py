@@ -472,6 +472,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    from hpo.locks import Busy, only_one
+    from hpo.records import load_hpo_study
+
+    url = resolve_url(args.storage)
+    name = _study_name_or_only(url, args.study)
+    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    try:  # one confirmation of a study at a time: two would run the same (trial, seed) pairs
+        with only_one(url, f"confirm {name}"):
+            return _confirm(args, url, name, study, spec)
+    except Busy as e:
+        holder = f" (process {e.holder})" if e.holder else ""
+        raise RunError(
+            f"another hpo confirm of study {name!r} is running{holder}; run this one when it ends"
+        ) from None
+
+
+def _confirm(args: argparse.Namespace, url: str, name: str, study, spec) -> int:
     from hpo.confirm import (
         confirmations,
         load_companion,
@@ -480,13 +497,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         stored_runs,
     )
     from hpo.objective import load_study_split
-    from hpo.records import load_hpo_study
     from hpo.service import check_memory, make_executor
     from hpo.storage import open_storage
 
-    url = resolve_url(args.storage)
-    name = _study_name_or_only(url, args.study)
-    study, spec = load_hpo_study(storage_url=url, study_name=name)
     storage = open_storage(url)
     companion = load_companion(storage, name, create=False)
     work = plan(study, companion, top=args.top, seeds=args.seeds)

@@ -9,6 +9,8 @@ trial gets.
 
 import contextlib
 import fcntl
+import hashlib
+import os
 from collections.abc import Iterator
 
 import sqlalchemy
@@ -79,3 +81,61 @@ def storage_lock(url: str, *, create: bool = True) -> Iterator[None]:
                 sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY}
             )
             connection.commit()
+
+
+class Busy(Exception):
+    """``only_one`` found its lock held: ``holder`` is the holding process's id, when known."""
+
+    def __init__(self, holder: int | None) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def only_one(url: str, task: str) -> Iterator[None]:
+    """Hold, for the block, a lock of its own for ``task`` (such as one study's confirmation),
+    without waiting: raise ``Busy`` at once when another process holds it. A file beside a
+    SQLite or journal file (which holds the holder's process id), a PostgreSQL advisory lock
+    keyed by ``task`` on a server; no lock elsewhere."""
+    path = lock_path(url)
+    if path is not None:
+        digest = hashlib.sha256(task.encode()).hexdigest()[:12]
+        task_path = path.with_name(f"{path.name.removesuffix(LOCK_SUFFIX)}.{digest}{LOCK_SUFFIX}")
+        with open(task_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                raise Busy(int(text) if text.isdigit() else None) from None
+            try:
+                handle.truncate(0)
+                handle.write(str(os.getpid()))
+                handle.flush()
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if storage_kind(url) != "postgresql":
+        yield
+        return
+    key = int.from_bytes(hashlib.sha256(task.encode()).digest()[:4], "big", signed=True)
+    engine = sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            args = {"k": ADVISORY_LOCK_KEY, "t": key}
+            held = connection.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_lock(:k, :t)"), args
+            ).scalar()
+            connection.commit()
+            if not held:
+                raise Busy(None)
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k, :t)"), args)
+                connection.commit()
+    finally:
+        engine.dispose()
