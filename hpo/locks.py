@@ -11,10 +11,14 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import sqlalchemy
 
+from hpo.interrupts import INTERRUPTS
 from hpo.urls import engine_url, journal_path, sqlite_path, storage_kind
 
 ADVISORY_LOCK_KEY = 0x68706F  # "hpo"
@@ -63,7 +67,11 @@ def storage_lock(url: str, *, create: bool = True) -> Iterator[None]:
             yield
             return
         with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            _wait_for(
+                lambda: _try_flock(handle),
+                lambda: _flock_holder(path),
+                what=f"the storage lock {path}",
+            )
             try:
                 yield
             finally:
@@ -73,7 +81,29 @@ def storage_lock(url: str, *, create: bool = True) -> Iterator[None]:
         yield
         return
     with _lock_engine(url).connect() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+
+        def take() -> bool:
+            taken = connection.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}
+            ).scalar()
+            connection.commit()
+            return bool(taken)
+
+        def holder() -> str:
+            row = connection.execute(
+                sqlalchemy.text(
+                    "SELECT a.pid, a.client_addr FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.objid = :k AND l.objsubid = 1"
+                ),
+                {"k": ADVISORY_LOCK_KEY},
+            ).first()
+            connection.commit()
+            if row is None:
+                return "another process"
+            return f"the server's process {row[0]} (a client at {row[1] or 'this host'})"
+
+        _wait_for(take, holder, what="the storage's advisory lock")
         try:
             yield
         finally:
@@ -81,6 +111,48 @@ def storage_lock(url: str, *, create: bool = True) -> Iterator[None]:
                 sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY}
             )
             connection.commit()
+
+
+LOCK_NOTICE_SECONDS = 5.0
+"""After this long waiting for a lock, a command says which process it waits for."""
+LOCK_POLL_SECONDS = 0.05
+
+
+def _wait_for(take: Callable[[], bool], holder: Callable[[], str], *, what: str) -> None:
+    """Call ``take`` until it gets the lock. Never silently for long: after
+    ``LOCK_NOTICE_SECONDS`` one line names the holder; and a Ctrl-C (SIGTERM, SIGHUP) while
+    waiting stops the wait (KeyboardInterrupt), which a blocking lock call would not."""
+    notice_at = time.monotonic() + LOCK_NOTICE_SECONDS
+    while not take():
+        INTERRUPTS.check()
+        if notice_at is not None and time.monotonic() >= notice_at:
+            notice_at = None
+            print(f"hpo: waiting for {what}, held by {holder()}", file=sys.stderr, flush=True)
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _try_flock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _flock_holder(path: Path) -> str:
+    """Who holds the flock on ``path``, from Linux's /proc/locks (its process and state)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        inode = path.stat().st_ino
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if fields[1] == "FLOCK" and int(fields[5].split(":")[2]) == inode:
+                    pid = int(fields[4])
+                    with open(f"/proc/{pid}/stat") as stat:
+                        state = stat.read().rsplit(")", 1)[1].split()[0]
+                    stopped = " (stopped: SIGSTOP, a debugger or a suspended job)"
+                    return f"process {pid}{stopped if state in 'Tt' else ''}"
+    return "another process"
 
 
 class Busy(Exception):

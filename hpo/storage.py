@@ -57,6 +57,8 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Backoff, in seconds, before each new attempt at a storage call whose connection failed."""
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
 """Tables every Optuna RDB schema has: a database without them was not made by hpo."""
+COMPLETE_SCHEMA = OPTUNA_TABLES | {"alembic_version"}
+"""A schema Optuna has finished creating and stamping: opening it to read writes nothing."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,15 +67,15 @@ OPTUNA_TABLES = {"studies", "trials", "version_info"}
 
 def check_sqlite_file(
     url: str, *, write: bool, create: bool = True, creating_ok: bool = False
-) -> None:
+) -> set[str]:
     """Refuse, without writing to it, a file that is not a SQLite database, a database of
     another program, a missing one (to read, or with ``create=False``), or a read-only one (to
     write). ``creating_ok``: let a writer pass a schema that has Optuna's first table
     (``studies``) but not all of them yet, which another process may be creating (checked again
-    under the lock)."""
+    under the lock). Returns the tables the file holds (none for a file not made yet)."""
     path = sqlite_path(url)
     if path is None:
-        return
+        return set()
     shown = mask_password(url)
     if not path.exists():
         if not (write and create):
@@ -81,7 +83,7 @@ def check_sqlite_file(
         if not path.parent.is_dir():
             raise UsageError(f"{shown}: directory {path.parent} does not exist")
         _check_writable(shown, path.parent)
-        return
+        return set()
     if path.is_dir():
         raise UsageError(f"{shown}: {path} is a directory (allowed: a SQLite database file)")
     # Ask SQLite itself, read-only: opening and closing the file with a plain file descriptor
@@ -101,6 +103,7 @@ def check_sqlite_file(
         raise UsageError(f"{shown}: {path} is not an hpo (Optuna) database{others}")
     if write:
         _check_writable(shown, path)
+    return tables
 
 
 def _check_writable(shown: str, path: Path) -> None:
@@ -206,6 +209,10 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
         # file that is not an hpo database (a writer; a reader checks under the lock, which a
         # schema being created holds, and so does a writer that finds one half made).
         check_sqlite_file(url, write=write, create=create, creating_ok=True)
+    if not write and path is not None and check_sqlite_file(url, write=False) >= COMPLETE_SCHEMA:
+        # A finished schema: Optuna reads it without a write, so a reader never waits on a
+        # writer's lock (a writer stopped with SIGSTOP, in a debugger, on a suspended laptop).
+        return _open_rdb_storage(url, settings, write)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
     try:
