@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import signal
 import threading
@@ -181,6 +182,9 @@ class LocalProcessExecutor(TrialExecutor):
         # blocked in this thread while it spawns: the child inherits the mask, so a Ctrl-C to the
         # process group while its interpreter starts stays pending there until ``boot`` ignores
         # it (which discards it); here it is delivered to the main thread, or on unblocking.
+        # multiprocessing starts its resource tracker with the first spawn, and unblocks SIGINT
+        # and SIGTERM in this thread once it has: started first, it leaves the block alone.
+        multiprocessing.resource_tracker.ensure_running()
         with (
             environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))),
             sigint_blocked(),
