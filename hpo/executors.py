@@ -164,9 +164,22 @@ class LocalProcessExecutor(TrialExecutor):
         self._closing = False
         self._broken: Exception | None = None
         self._wake = threading.Event()  # set by submit and shutdown for an idle serving thread
-        self._workers = [self._start_worker(send_context=False) for _ in range(workers)]
-        for worker in self._workers:  # sent once all started: their start-ups overlap
-            worker.send_context(spec, self._split)
+        self._workers: list[_Worker] = []
+        try:
+            # A Ctrl-C stops the start-up between two spawns (one interrupted would leave a
+            # child without its start-up data), and inside a send that waits for a child still
+            # importing (hundreds of them take a minute on two cores): every child is killed.
+            for _ in range(workers):
+                INTERRUPTS.check()
+                self._workers.append(self._start_worker(send_context=False))
+            with INTERRUPTS.raising():
+                for worker in self._workers:  # sent once all started: their start-ups overlap
+                    worker.send_context(spec, self._split)
+        except BaseException:
+            _kill_all(self._workers)
+            if self._shared is not None:
+                self._shared.close()
+            raise
         self._thread = threading.Thread(target=self._serve, name="hpo-executor", daemon=True)
         self._thread.start()
 
@@ -178,10 +191,10 @@ class LocalProcessExecutor(TrialExecutor):
             target=boot, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
         )
         # The children read these when they import numpy: one BLAS thread each. SIGINT (SIGTERM,
-        # SIGHUP) stays
-        # blocked in this thread while it spawns: the child inherits the mask, so a Ctrl-C to the
-        # process group while its interpreter starts stays pending there until ``boot`` ignores
-        # it (which discards it); here it is delivered to the main thread, or on unblocking.
+        # SIGHUP) stays blocked in this thread while it spawns: the child inherits the mask, so a
+        # Ctrl-C to the process group while its interpreter starts stays pending there until
+        # ``boot`` ignores it (which discards it); here it is delivered to the main thread, or
+        # on unblocking.
         # multiprocessing starts its resource tracker with the first spawn, and unblocks SIGINT
         # and SIGTERM in this thread once it has: started first, it leaves the block alone.
         multiprocessing.resource_tracker.ensure_running()
@@ -272,6 +285,8 @@ class LocalProcessExecutor(TrialExecutor):
         self._thread.join()
         for _, future, _ in pending:
             future.cancel()
+        if cancel:  # all at once: one by one, each waited for, took a minute for hundreds
+            _kill_all(self._workers)
         for worker in self._workers:
             worker.stop(kill=cancel)
             if worker.future is not None and not worker.future.done():  # stopped mid-trial
@@ -280,6 +295,18 @@ class LocalProcessExecutor(TrialExecutor):
                 )
         if self._shared is not None:
             self._shared.close()
+
+
+def _kill_all(workers: list["_Worker"]) -> None:
+    """SIGKILL every worker's process, then wait for them all."""
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError):
+            worker.process.kill()
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            worker.process.join(timeout=5)
+        with contextlib.suppress(OSError):
+            worker.connection.close()
 
 
 class _Worker:

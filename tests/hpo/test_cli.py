@@ -517,6 +517,34 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment
         assert "RUNNING" not in states and states["COMPLETE"] >= 2 and states["FAIL"] >= 1
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_many_workers_start_stops_them_all_in_one_line(tmp_path, signum):
+    spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)
+    argv = ["run", str(spec), "--storage", f"sqlite:///{tmp_path / 'w.db'}", "--quiet"]
+    proc = hpo_popen(*argv, "--no-report", "--workers", "48", start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children_of(proc.pid)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the start-up is under way
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)  # also waits for any child's stderr
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signum, err
+    assert len(err.strip().splitlines()) == 1, err  # no child's traceback
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("worker processes outlived the command")
+
+
 def test_a_sigint_the_parent_ignored_stays_ignored(tiny_spec, db_url):
     def ignore_sigint():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
