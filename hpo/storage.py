@@ -90,7 +90,8 @@ def check_sqlite_file(
     # would drop the POSIX locks that this process's other connections hold on it, which is
     # how SQLite databases get corrupted.
     try:
-        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        options = "immutable=1" if not write and read_only_place(url) else "mode=ro"
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True)
         try:
             tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
         finally:
@@ -104,6 +105,25 @@ def check_sqlite_file(
     if write:
         _check_writable(shown, path)
     return tables
+
+
+def read_only_place(url: str) -> bool:
+    """Whether a reader must open this SQLite database as immutable: this process can write
+    neither it nor its directory, so SQLite could not make the ``-shm`` file a WAL database
+    needs (``unable to open database file``), and would leave ``-wal`` and ``-shm`` behind
+    where it could. Nobody can be writing it then, unless a ``-wal`` with commits is left from
+    before: that one is refused, since immutable reading would miss its trials."""
+    path = sqlite_path(url)
+    if path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return False
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise UsageError(
+            f"{mask_password(url)}: {wal} holds commits not yet folded into {path.name}, and "
+            "hpo cannot write there to fold them (allowed: a database whose directory this "
+            "user can write, or one copied whole with its -wal file)"
+        )
+    return True
 
 
 def _check_writable(shown: str, path: Path) -> None:
@@ -285,7 +305,11 @@ def _open_rdb_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat:
                 extra.update(_heartbeat_options(heartbeat))
-            storage = optuna.storages.RDBStorage(engine_url(url), engine_kwargs=kwargs, **extra)
+            rendered = engine_url(url)
+            if kind == "sqlite" and not write and read_only_place(url):
+                # Read without locks or side files (see read_only_place).
+                rendered = f"sqlite:///file:{sqlite_path(url).resolve()}?immutable=1&uri=true"
+            storage = optuna.storages.RDBStorage(rendered, engine_kwargs=kwargs, **extra)
     except (ImportError, ModuleNotFoundError) as e:
         raise UsageError(
             f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
