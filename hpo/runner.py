@@ -141,10 +141,10 @@ class Orchestrator:
 
     def run(self) -> int:
         """Run trials until the target or the deadline; return how many finished here."""
-        self.counts = retrying(self._read_counts, what="reading the study")
-        self._report()
         with Heartbeats(self.storage, interval=self.sweep_every) as self.beats:
             try:
+                self.counts = retrying(self._read_counts, what="reading the study")
+                self._report()
                 self._loop()
             except BaseException as e:
                 self.executor.shutdown(cancel=True)
@@ -328,8 +328,10 @@ class Orchestrator:
         # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.
         self.claim_after = 0.0  # a slot is free: the next claim may succeed
         error = future.exception()
-        if isinstance(error, KeyboardInterrupt) or (
-            error is None and future.result().state == INTERRUPTED
+        if (
+            isinstance(error, KeyboardInterrupt)
+            or (error is None and future.result().state == INTERRUPTED)
+            or (isinstance(error, WorkerLost) and INTERRUPTS.requested())  # a group's SIGTERM
         ):
             self._fail(claimed, "interrupted")
             raise KeyboardInterrupt

@@ -1,4 +1,4 @@
-"""The first code a spawned trial worker runs: ignore SIGINT (SIGTERM, SIGHUP), then import the
+"""The first code a spawned trial worker runs: ignore SIGINT (and SIGHUP), then import the
 rest.
 
 A spawned child imports its target's module while it unpickles the target, before the target
@@ -13,12 +13,15 @@ then unblocks it.
 import signal
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Blocked while a worker is spawned (``hpo.executors``)."""
 
 
 def boot(connection, parent_pid: int) -> None:
-    # Ctrl-C, and a SIGTERM or SIGHUP sent to the whole process group (systemd, a closed
-    # terminal), are the orchestrator's to handle: it stops its workers, which die with it.
-    for signum in STOP_SIGNALS:
+    # Ctrl-C, and a SIGHUP sent to the whole process group (a closed terminal), are the
+    # orchestrator's to handle: it stops its workers, which die with it. SIGTERM stays fatal
+    # (multiprocessing's own clean-up terminates with it); the orchestrator counts a worker
+    # that a SIGTERM to the whole group killed as interrupted, not lost.
+    for signum in (signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
     from hpo.executors import worker_main

@@ -476,7 +476,7 @@ def wait_for_finished_trials(path: Path, n: int, timeout: float = 120) -> None:
 @pytest.mark.parametrize(
     ("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")]
 )
-@pytest.mark.parametrize("moment", ["imports", "running"])
+@pytest.mark.parametrize("moment", ["imports", "running", "running, to the group"])
 def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment):
     spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)
     path = tmp_path / "slow.db"
@@ -489,6 +489,7 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment
         "2",
         "--quiet",
         "--no-report",
+        start_new_session=True,
     )
     try:
         if moment == "imports":
@@ -496,7 +497,10 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment
         else:
             wait_for_finished_trials(path, 2)
         workers = children_of(proc.pid)
-        proc.send_signal(signum)
+        if moment.endswith("group"):  # systemd's KillMode=control-group, a closed terminal
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -509,7 +513,7 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment
     while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if alive(pid)]
-    if moment == "running":
+    if moment != "imports":
         assert not path.with_name("slow.db-wal").exists()  # folded: hpo.db alone holds them
         with sqlite3.connect(path) as c:
             states = dict(c.execute("SELECT state, count(*) FROM trials GROUP BY state"))
