@@ -476,7 +476,9 @@ def wait_for_finished_trials(path: Path, n: int, timeout: float = 120) -> None:
 @pytest.mark.parametrize(
     ("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")]
 )
-@pytest.mark.parametrize("moment", ["imports", "running", "running, to the group"])
+@pytest.mark.parametrize(
+    "moment", ["imports", "running", pytest.param("running, to the group", marks=pytest.mark.slow)]
+)
 def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment):
     spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)
     path = tmp_path / "slow.db"
@@ -521,6 +523,7 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment
         assert "RUNNING" not in states and states["COMPLETE"] >= 2 and states["FAIL"] >= 1
 
 
+@pytest.mark.slow  # seconds each: CI runs it (pytest -m slow)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_many_workers_start_stops_them_all_in_one_line(tmp_path, signum):
     spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)

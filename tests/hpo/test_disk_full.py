@@ -49,6 +49,7 @@ def finished(path) -> int:
     return count
 
 
+@pytest.mark.slow  # seconds each: CI runs it (pytest -m slow)
 def test_a_run_on_a_full_disk_ends_in_one_line_with_exit_1(tiny_spec, two_trials, tmp_path):
     out = hpo_limited(
         "run",
@@ -68,6 +69,7 @@ def test_a_run_on_a_full_disk_ends_in_one_line_with_exit_1(tiny_spec, two_trials
     assert finished(two_trials) == 2
 
 
+@pytest.mark.slow  # seconds each: CI runs it (pytest -m slow)
 def test_a_report_on_a_full_disk_is_not_left_truncated(two_trials, tmp_path):
     report = tmp_path / "r.html"
     out = hpo_limited(

@@ -51,7 +51,14 @@ def hpo(*argv: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("argv", [("studies",), ("best", "--json"), ("report", "--out", "OUT")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("studies",),
+        ("best", "--json"),
+        pytest.param(("report", "--out", "OUT"), marks=pytest.mark.slow),
+    ],
+)
 def test_readers_read_a_database_in_a_read_only_directory(frozen, tmp_path, argv):
     directory, url = frozen
     before = sorted(p.name for p in directory.iterdir())

@@ -38,6 +38,7 @@ def test_readers_do_not_wait_for_a_held_storage_lock(locked_study, argv):
     assert "tiny" in out.stdout
 
 
+@pytest.mark.slow  # seconds each: CI runs it (pytest -m slow)
 def test_a_writer_waiting_for_the_lock_names_its_holder_and_stops_on_sigterm(
     locked_study, tiny_spec
 ):
