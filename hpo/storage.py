@@ -97,6 +97,9 @@ def check_sqlite_file(
         finally:
             probe.close()
     except sqlite3.DatabaseError as e:
+        if "disk I/O error" in str(e):  # a file system's failure (its -wal deleted, a full
+            # disk), not a file that is no database: a runtime failure
+            raise RunError(f"{shown}: cannot read {path} ({e})") from None
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
     being_created = creating_ok and write and "studies" in tables
     if (tables or not write) and not tables >= OPTUNA_TABLES and not being_created:

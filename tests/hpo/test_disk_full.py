@@ -134,3 +134,15 @@ def test_damaged_pages_end_in_one_line_with_exit_1(tiny_spec, two_trials, tmp_pa
         .endswith("the database cannot be used (database disk image is malformed)")
     )
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_database_the_file_system_fails_to_read_is_a_runtime_failure(two_trials, tmp_path):
+    # SQLite cannot make the 32 KiB -shm a WAL database needs: "disk I/O error", not "not a
+    # SQLite database" (exit 2, as if the file were bad input).
+    out = hpo_limited("studies", "--storage", f"sqlite:///{two_trials}", limit=16 * 1024,
+                      cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"python -m hpo studies: error: sqlite:///{two_trials}: cannot read {two_trials} "
+        "(disk I/O error)"
+    ]
