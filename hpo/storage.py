@@ -57,8 +57,11 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Backoff, in seconds, before each new attempt at a storage call whose connection failed."""
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
 """Tables every Optuna RDB schema has: a database without them was not made by hpo."""
-COMPLETE_SCHEMA = OPTUNA_TABLES | {"alembic_version"}
-"""A schema Optuna has finished creating and stamping: opening it to read writes nothing."""
+
+# Optuna logs each study it creates at INFO (the report makes 20 in memory): hpo
+# prints its own lines, so only Optuna's warnings pass. Every command that opens a storage
+# imports this module.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +111,10 @@ def check_sqlite_file(
     if write:
         _check_writable(shown, path)
     return tables
+
+
+COMPLETE_SCHEMA = OPTUNA_TABLES | {"alembic_version"}
+"""A schema Optuna has finished creating and stamping: opening it to read writes nothing."""
 
 
 def read_only_place(url: str) -> bool:

@@ -99,8 +99,6 @@ def _importances(study: optuna.Study) -> dict[str, float]:
         return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
 
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per in-memory resample study
-
 BOOTSTRAP_RESAMPLES = 20
 BOOTSTRAP_MAX_TRIALS = 500
 """Importance's spread: recomputed on 20 resamples (with replacement) of the complete trials, of
