@@ -115,7 +115,9 @@ def storage_lock(url: str, *, create: bool = True) -> Iterator[None]:
 
 LOCK_NOTICE_SECONDS = 5.0
 """After this long waiting for a lock, a command says which process it waits for."""
-LOCK_POLL_SECONDS = 0.05
+LOCK_POLL_SECONDS = (0.01, 0.2)
+"""A waiting process looks again after the first delay, doubling it up to the second: a claim
+holds the lock for milliseconds, and a hundred PostgreSQL workers polling stay light."""
 
 
 def _wait_for(take: Callable[[], bool], holder: Callable[[], str], *, what: str) -> None:
@@ -123,12 +125,14 @@ def _wait_for(take: Callable[[], bool], holder: Callable[[], str], *, what: str)
     ``LOCK_NOTICE_SECONDS`` one line names the holder; and a Ctrl-C (SIGTERM, SIGHUP) while
     waiting stops the wait (KeyboardInterrupt), which a blocking lock call would not."""
     notice_at = time.monotonic() + LOCK_NOTICE_SECONDS
+    delay = LOCK_POLL_SECONDS[0]
     while not take():
         INTERRUPTS.check()
         if notice_at is not None and time.monotonic() >= notice_at:
             notice_at = None
             print(f"hpo: waiting for {what}, held by {holder()}", file=sys.stderr, flush=True)
-        time.sleep(LOCK_POLL_SECONDS)
+        time.sleep(delay)
+        delay = min(2 * delay, LOCK_POLL_SECONDS[1])
 
 
 def _try_flock(handle) -> bool:
