@@ -2,7 +2,8 @@
 
 ``main(argv)`` parses, dispatches to a plain function, and turns the ``HPOError`` family into one
 line on stderr and an exit code: 0 success, 2 bad usage or input, 1 runtime failure, 130
-interrupted. It installs the one SIGINT handler (``hpo.interrupts``) and, however the command
+interrupted (143 SIGTERM, 129 SIGHUP). It installs the one handler of those signals
+(``hpo.interrupts``) and, however the command
 ends, closes every storage it opened (``hpo.storage.close_storages``: the SQLite file then holds
 every trial on its own).
 
@@ -458,11 +459,19 @@ def _blamed_on_flags(error: SpecError, args: argparse.Namespace) -> UsageError:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hpo.finite_space import space_size
     from hpo.records import load_hpo_study
     from hpo.service import run_study
 
     spec = _spec_with_overrides(args)
     url = resolve_url(args.storage)
+    wanted, size = args.trials or spec.search.trials, space_size(spec)
+    if size is not None and size < wanted:
+        print(
+            f"{args.study or spec.name}: the space holds {size} configuration"
+            f"{'s' * (size != 1)}, so the target is {size} trials, not {wanted}",
+            file=sys.stderr,
+        )
     bar = ProgressBar(quiet=args.quiet or args.create_only, label=args.study or spec.name)
     try:
         summary = run_study(
@@ -512,6 +521,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    from hpo.locks import Busy, only_one
+    from hpo.records import load_hpo_study
+
+    url = resolve_url(args.storage)
+    name = _study_name_or_only(url, args.study)
+    study, spec = load_hpo_study(storage_url=url, study_name=name)
+    try:  # one confirmation of a study at a time: two would run the same (trial, seed) pairs
+        with only_one(url, f"confirm {name}"):
+            return _confirm(args, url, name, study, spec)
+    except Busy as e:
+        holder = f" (process {e.holder})" if e.holder else ""
+        raise RunError(
+            f"another hpo confirm of study {name!r} is running{holder}; run this one when it ends"
+        ) from None
+
+
+def _confirm(args: argparse.Namespace, url: str, name: str, study, spec) -> int:
     from hpo.confirm import (
         confirmations,
         load_companion,
@@ -520,13 +546,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         stored_runs,
     )
     from hpo.objective import load_training_split
-    from hpo.records import load_hpo_study
     from hpo.service import check_memory, make_executor
     from hpo.storage import open_storage
 
-    url = resolve_url(args.storage)
-    name = _study_name_or_only(url, args.study)
-    study, spec = load_hpo_study(storage_url=url, study_name=name)
     storage = open_storage(url)
     companion = load_companion(storage, name, create=False)
     if args.json and args.seeds is None:  # --json reads; training takes an explicit --seeds
@@ -685,7 +707,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.records import SPEC_ATTR, companion_name, current_counts, search_studies
+    from hpo.records import SPEC_ATTR, companions, current_counts, search_studies
     from hpo.storage import open_storage
 
     url = resolve_url(args.storage)
@@ -693,11 +715,12 @@ def cmd_studies(args: argparse.Namespace) -> int:
     header = ("STUDY", "DATASET", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST", "UPDATED")
     rows = [(*header, "CONFIRM RUNS")]
     all_names = optuna.get_all_study_names(storage)  # summaries would read every trial
-    for name in search_studies(all_names):  # a study's confirmation runs: a column of its row
+    held = companions(storage, all_names)
+    for name in search_studies(storage, all_names):  # confirmation runs: a column of its row
         study = optuna.load_study(study_name=name, storage=storage)
         confirm_runs = "-"
-        if companion_name(name) in all_names:
-            companion = optuna.load_study(study_name=companion_name(name), storage=storage)
+        if name in held:
+            companion = optuna.load_study(study_name=held[name], storage=storage)
             confirm_runs = str(len(companion.get_trials(deepcopy=False)))
         counts, updated = current_counts(study, storage)  # the tally and the trials since
         dataset = study.user_attrs.get(SPEC_ATTR, {}).get("data", {}).get("dataset", "?")
@@ -732,7 +755,7 @@ def _study_name_or_only(url: str, name: str | None) -> str:
     from hpo.storage import open_storage
 
     storage = open_storage(url, write=False)
-    names = search_studies(optuna.get_all_study_names(storage))
+    names = search_studies(storage, optuna.get_all_study_names(storage))
     if len(names) == 1:
         return names[0]
     if not names:
@@ -891,13 +914,25 @@ def _main(argv: list[str] | None) -> int:
     except HPOError as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except Exception as e:  # a database that a full disk or damage left unwritable
+        storage = sys.modules.get("hpo.storage")
+        reason = storage.lasting_reason(e) if storage is not None else None
+        if reason is None:
+            raise
         print(
-            f"\n{parser.prog} {args.command}: interrupted; finished trials are kept, run the "
+            f"{parser.prog} {args.command}: error: the database cannot be used ({reason})",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        how = "interrupted" if INTERRUPTS.exit_code == 130 else "stopped by "
+        how += "" if INTERRUPTS.exit_code == 130 else INTERRUPTS.signal_name
+        print(
+            f"\n{parser.prog} {args.command}: {how}; finished trials are kept, run the "
             "same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return INTERRUPTS.exit_code
     finally:
         _close_storages()
         INTERRUPTS.uninstall()

@@ -141,7 +141,8 @@ def load_companion(
     storage: optuna.storages.BaseStorage, study_name: str, *, create: bool
 ) -> optuna.Study | None:
     """The study of ``study_name``'s confirmation runs in ``storage`` (None when there is none
-    and not ``create``); refuses a study of that name that holds something else."""
+    and not ``create``, or when a study of that name holds something else); to create, refuses
+    a study of that name that holds something else."""
     name = companion_name(study_name)
     try:
         companion = optuna.load_study(study_name=name, storage=storage)
@@ -152,6 +153,8 @@ def load_companion(
         companion.set_user_attr(CONFIRMS_ATTR, study_name)
         return companion
     if companion.user_attrs.get(CONFIRMS_ATTR) != study_name:
+        if not create:
+            return None  # a study of its own that happens to have that name: no runs yet
         raise UsageError(
             f"study {name!r} exists and does not hold the confirmation runs of {study_name!r} "
             "(allowed: rename that study, or confirm another)"

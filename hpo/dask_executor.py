@@ -88,6 +88,29 @@ class SchedulerLost(ExecutorLost):
     """The connection to the scheduler broke while the run was using it."""
 
 
+BANNER_SECONDS = 0.5
+"""How long ``connect`` listens, before Dask's handshake, for a server that speaks first."""
+
+
+def _speaks_first(address: str) -> str | None:
+    """The greeting of a server at a ``tcp://HOST:PORT`` address that is not Dask's (an SSH or
+    mail server's, which speaks first), or None. Dask's client would read it as the length of a
+    message (``Unable to allocate 3 EiB``)."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    if not address.startswith("tcp://") or not port.isdigit() or not host:
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=BANNER_SECONDS) as c:
+            c.settimeout(BANNER_SECONDS)
+            first = c.recv(64)
+    except OSError:  # refused, unreachable, or silent: Dask's client says which
+        return None
+    # Dask's own greeting is a message: its first 8 bytes count its frames (a few).
+    if len(first) < 8 or int.from_bytes(first[:8], "little") < 1 << 16:
+        return None
+    return first.decode("ascii", "replace").strip()[:40]
+
+
 class WorkerDataError(ExecutorLost):
     """A worker cannot compute the study's split, or computes another one (raised there)."""
 
@@ -100,6 +123,13 @@ def connect(address: str, *, timeout: float | None = None) -> distributed.Client
     (dask/distributed#8071). A client that connects after the deadline is closed.
     """
     timeout = CONNECT_SECONDS if timeout is None else timeout
+    banner = _speaks_first(address)
+    if banner is not None:
+        raise SchedulerUnreachable(
+            f"--dask: {address} is not a Dask scheduler (another protocol answers there: "
+            f"{banner!r}; allowed: the address a running `dask scheduler` prints, e.g. "
+            "tcp://HOST:8786)"
+        )
     box: dict[str, object] = {}
     abandoned = threading.Event()
 

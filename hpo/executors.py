@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import signal
 import threading
@@ -38,7 +39,7 @@ from hpo.interrupts import INTERRUPTS
 from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.shared_split import SharedSplitHandle, share
 from hpo.spec import StudySpec
-from hpo.worker_boot import boot
+from hpo.worker_boot import STOP_SIGNALS, boot
 from trainer.datasets import Split
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -184,9 +185,22 @@ class LocalProcessExecutor(TrialExecutor):
         self._closing = False
         self._broken: Exception | None = None
         self._wake = threading.Event()  # set by submit and shutdown for an idle serving thread
-        self._workers = [self._start_worker(send_context=False) for _ in range(workers)]
-        for worker in self._workers:  # sent once all started: their start-ups overlap
-            worker.send_context(spec, self._split)
+        self._workers: list[_Worker] = []
+        try:
+            # A Ctrl-C stops the start-up between two spawns (one interrupted would leave a
+            # child without its start-up data), and inside a send that waits for a child still
+            # importing (hundreds of them take a minute on two cores): every child is killed.
+            for _ in range(workers):
+                INTERRUPTS.check()
+                self._workers.append(self._start_worker(send_context=False))
+            with INTERRUPTS.raising():
+                for worker in self._workers:  # sent once all started: their start-ups overlap
+                    worker.send_context(spec, self._split)
+        except BaseException:
+            _kill_all(self._workers)
+            if self._shared is not None:
+                self._shared.close()
+            raise
         self._thread = threading.Thread(target=self._serve, name="hpo-executor", daemon=True)
         self._thread.start()
 
@@ -197,10 +211,14 @@ class LocalProcessExecutor(TrialExecutor):
         process = self._context.Process(
             target=boot, args=(theirs, os.getpid()), name="hpo-trial-worker", daemon=True
         )
-        # The children read these when they import numpy: one BLAS thread each. SIGINT stays
-        # blocked in this thread while it spawns: the child inherits the mask, so a Ctrl-C to the
-        # process group while its interpreter starts stays pending there until ``boot`` ignores
-        # it (which discards it); here it is delivered to the main thread, or on unblocking.
+        # The children read these when they import numpy: one BLAS thread each. SIGINT (SIGTERM,
+        # SIGHUP) stays blocked in this thread while it spawns: the child inherits the mask, so a
+        # Ctrl-C to the process group while its interpreter starts stays pending there until
+        # ``boot`` ignores it (which discards it); here it is delivered to the main thread, or
+        # on unblocking.
+        # multiprocessing starts its resource tracker with the first spawn, and unblocks SIGINT
+        # and SIGTERM in this thread once it has: started first, it leaves the block alone.
+        multiprocessing.resource_tracker.ensure_running()
         with (
             environment(**dict.fromkeys(BLAS_THREAD_VARIABLES, str(ONE_BLAS_THREAD))),
             sigint_blocked(),
@@ -292,6 +310,8 @@ class LocalProcessExecutor(TrialExecutor):
         self._thread.join()
         for _, future, _ in pending:
             future.cancel()
+        if cancel:  # all at once: one by one, each waited for, took a minute for hundreds
+            _kill_all(self._workers)
         for worker in self._workers:
             worker.stop(kill=cancel)
             if worker.future is not None and not worker.future.done():  # stopped mid-trial
@@ -300,6 +320,18 @@ class LocalProcessExecutor(TrialExecutor):
                 )
         if self._shared is not None:
             self._shared.close()
+
+
+def _kill_all(workers: list["_Worker"]) -> None:
+    """SIGKILL every worker's process, then wait for them all."""
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError):
+            worker.process.kill()
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            worker.process.join(timeout=5)
+        with contextlib.suppress(OSError):
+            worker.connection.close()
 
 
 class _Worker:
@@ -468,8 +500,9 @@ def die_with_parent(parent_pid: int) -> None:
 
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in the calling thread (it is held pending, not lost) for the duration."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Block SIGINT, SIGTERM and SIGHUP in the calling thread (held pending, not lost) for the
+    duration."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
         yield
     finally:

@@ -11,7 +11,13 @@ never fails, a RUNNING trial without a heartbeat (a claim killed before its firs
 
 A stale trial (no heartbeat for the grace period: its orchestrator was killed, its machine
 lost) becomes FAIL and is queued again, as WAITING, with the same parameters, at most
-``MAX_STALE_TRIAL_RETRIES`` times.
+``MAX_STALE_TRIAL_RETRIES`` times. Failing and queueing are two writes, so the sweep is
+idempotent instead: every sweep also queues each lost trial (failed by a sweep, or by its
+worker's death) that no trial retries yet, so a kill between the two loses no retry.
+
+A queued retry already has its parameters when ``study.ask()`` turns it RUNNING; the claim
+records its heartbeat before that ask (``beat_next_retry``), so no instant leaves a RUNNING
+trial with parameters and no heartbeat, which Optuna would never fail.
 """
 
 import contextlib
@@ -26,6 +32,12 @@ from optuna.trial import TrialState
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings
 
 HEARTBEAT_ATTR = "hpo:heartbeat"
+ADOPTED_ATTR = "hpo:adopted"
+FAIL_REASON_ATTR = "hpo:fail_reason"
+"""Why hpo failed a trial (``interrupted``, the error its training raised, ...). A FAIL trial
+without one of its own was failed by a stale-trial sweep."""
+LOST_REASONS = ("WorkerLost",)
+"""Fail reasons of trials whose run was lost rather than wrong: they are queued again."""
 
 
 def has_optuna_heartbeats(storage: optuna.storages.BaseStorage) -> bool:
@@ -118,6 +130,7 @@ def sweep_stale_trials(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if optuna_beats:
             optuna.storages.fail_stale_trials(study)
+            adopt_retries_without_heartbeat(study, storage, study_id)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_TRIAL_RETRIES)
         for t in stale_trials(study, optuna_beats=optuna_beats):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -127,3 +140,61 @@ def sweep_stale_trials(
                 continue  # it finished (or another orchestrator swept it) meanwhile
             if failed:
                 retry(study, storage.get_trial(trial_id))
+        for t in lost_trials_without_retry(study):
+            retry(study, t)
+
+
+def adopt_retries_without_heartbeat(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int
+) -> None:
+    """Give one heartbeat to each retry RUNNING for longer than the grace period that may have
+    none (a claim killed between ``study.ask()`` and its first beat, by an hpo that did not yet
+    beat before the ask): Optuna fails it one grace period later unless its orchestrator
+    beats. Marked with ``ADOPTED_ATTR``, so that each is given one only once."""
+    _, grace = heartbeat_settings()
+    now = datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if (
+            "retry_history" in t.system_attrs
+            and t.system_attrs.get(ADOPTED_ATTR) != t.number
+            and t.datetime_start is not None
+            and now - t.datetime_start > timedelta(seconds=grace)
+        ):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            record_heartbeat(storage, trial_id)
+            storage.set_trial_system_attr(trial_id, ADOPTED_ATTR, t.number)
+
+
+def is_lost(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a FAIL trial's run was lost (so it is to be run again with its parameters): it
+    was failed by a sweep (no reason of its own; a retry inherits only a lost trial's reason)
+    or by its worker's death."""
+    reason = trial.system_attrs.get(FAIL_REASON_ATTR)
+    return trial.state == TrialState.FAIL and (reason is None or reason.startswith(LOST_REASONS))
+
+
+def lost_trials_without_retry(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The lost trials (``is_lost``) that no trial retries yet and that may be retried again,
+    in number order: the sweep's second step, idempotent, so a process killed between failing
+    a trial and queueing its retry loses no retry."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return [
+        t
+        for t in trials
+        if is_lost(t)
+        and t.number not in retried
+        and len(t.system_attrs.get("retry_history", ())) < MAX_STALE_TRIAL_RETRIES
+    ]
+
+
+def beat_next_retry(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int
+) -> None:
+    """Record a heartbeat for the queued retry that ``study.ask()`` turns RUNNING next (the
+    first WAITING trial), before that ask: it has its parameters from the moment it runs, and a
+    claim killed right after the ask must leave a trial that the sweep fails and retries."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        record_heartbeat(storage, trial_id)
+        return

@@ -1,5 +1,10 @@
-"""Checks of the files a command is told to write (``--out``, ``--export``), before any work."""
+"""The files a command is told to write (``--out``, ``--export``): checks before any work, and
+writing them whole or not at all."""
 
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from hpo.errors import UsageError
@@ -34,3 +39,20 @@ def check_out_path(path: Path, *, flag: str, example: str) -> None:
 def cut(text: str, limit: int = 80) -> str:
     """``text`` for a message: at most about ``limit`` characters."""
     return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; renamed to ``path`` when the
+    block ends, removed if it raises: a full disk, a crash or a Ctrl-C never leaves a truncated
+    file at ``path`` (nor replaces a whole one with it). ``suffix`` ends the temporary name (a
+    writer such as ``numpy.savez`` adds its own otherwise)."""
+    path = Path(path)
+    temporary = path.with_name(f".hpo-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise

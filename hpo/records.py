@@ -43,14 +43,25 @@ def companion_name(study_name: str) -> str:
     return study_name + COMPANION_SUFFIX
 
 
-def search_studies(names: list[str]) -> list[str]:
-    """``names`` without the studies that hold confirmation runs of another in ``names``."""
+def companions(storage: optuna.storages.BaseStorage, names: list[str]) -> dict[str, str]:
+    """The studies among ``names`` that hold confirmation runs, by the study they confirm: by
+    the attribute ``hpo confirm`` stores (``CONFIRMS_ATTR``), not by the name alone, so that a
+    search study named ``one:confirm`` stays a search study."""
     present = set(names)
-    return [
-        n
-        for n in names
-        if not (n.endswith(COMPANION_SUFFIX) and n[: -len(COMPANION_SUFFIX)] in present)
-    ]
+    found = {}
+    for n in names:
+        base = n[: -len(COMPANION_SUFFIX)]
+        if n.endswith(COMPANION_SUFFIX) and base in present:
+            attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(n))
+            if attrs.get(CONFIRMS_ATTR) == base:
+                found[base] = n
+    return found
+
+
+def search_studies(storage: optuna.storages.BaseStorage, names: list[str]) -> list[str]:
+    """``names`` without the studies that hold confirmation runs of another in ``names``."""
+    held = set(companions(storage, names).values())
+    return [n for n in names if n not in held]
 
 
 NO_PRUNER = optuna.pruners.NopPruner()

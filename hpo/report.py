@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 
 from hpo.errors import RunError, UsageError
-from hpo.paths import check_out_path
+from hpo.paths import check_out_path, written_whole
 from hpo.spec import StudySpec
 from hpo.study_snapshot import build_snapshot, trials_snapshot
 from hpo.urls import journal_path, sqlite_path
@@ -23,10 +23,11 @@ SAFE_NAME_MAX = 120
 
 def _safe(name: str) -> str:
     """``name`` as part of a file name: ASCII letters, digits, ``-_.`` (others become ``_``),
-    and no longer than ``SAFE_NAME_MAX``: a longer name is cut and ends in a hash of the whole,
-    so that two long names still give two files."""
+    and no longer than ``SAFE_NAME_MAX``. A name that had to change (cut, or a character
+    replaced) ends in a hash of the whole, so that two names never share a file (``ééé`` and
+    ``🔥模型`` would both be ``___``)."""
     safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
-    if len(safe) <= SAFE_NAME_MAX:
+    if safe == name and len(safe) <= SAFE_NAME_MAX:
         return safe
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
     return f"{safe[: SAFE_NAME_MAX - 11]}-{digest}"
@@ -43,10 +44,13 @@ def _check_out(path: Path, storage_url: str) -> None:
         raise UsageError(f"--out: {path} is the study's storage (allowed: another file path)")
 
 
-def _written(path: Path, what: str, write: Callable[[], Path]) -> Path:
-    """``write()`` the page to ``path``; an OS error becomes a one-line RunError."""
+def _written(path: Path, what: str, write: Callable[[Path], Path]) -> Path:
+    """``write(temporary)`` the page, then rename it to ``path`` (whole or not at all); an OS
+    error (a full disk) becomes a one-line RunError."""
     try:
-        return write().resolve()
+        with written_whole(path, suffix=path.suffix) as temporary:
+            write(temporary)
+        return path.resolve()
     except OSError as e:
         raise RunError(f"cannot write the {what} to {path} ({e.strerror or e})") from None
 
@@ -62,7 +66,7 @@ def make_comparison(
     path = Path(out) if out is not None else Path(f"hpo-compare-{_safe('-vs-'.join(names))}.html")
     _check_out(path, storage_url)
     snapshots = [trials_snapshot(study, spec, storage_url) for study, spec in studies]
-    return _written(path, "comparison", lambda: write_comparison(snapshots, path))
+    return _written(path, "comparison", lambda to: write_comparison(snapshots, to))
 
 
 def make_report(
@@ -78,4 +82,4 @@ def make_report(
     path = Path(out) if out is not None else default_report_path(study.study_name)
     _check_out(path, storage_url)
     snapshot = build_snapshot(study, spec, storage_url, split=split)
-    return _written(path, "report", lambda: write_report(snapshot, path, top_k=top_k))
+    return _written(path, "report", lambda to: write_report(snapshot, to, top_k=top_k))

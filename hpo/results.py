@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import RunError, UsageError
-from hpo.paths import check_out_path
+from hpo.paths import check_out_path, written_whole
 from hpo.pruning import Thresholds
 from hpo.records import run_facts
 from hpo.spec import StudySpec
@@ -93,26 +93,32 @@ def retrain_best(
         {"trial": trial.number, "test_accuracy": test_accuracy, "epochs": epochs},
     )
     if export is not None:
-        save_checkpoint(
-            export,
-            net,
-            mean=split.mean,
-            std=split.std,
-            extra={
-                "study": study.study_name,
-                "trial": trial.number,
-                "config": asdict(run),
-                "test_accuracy": test_accuracy,
-                "dataset": spec.data.dataset,
-            },
-            network=None
-            if run.net.network is None
-            else {
+        extra = {
+            "study": study.study_name,
+            "trial": trial.number,
+            "config": asdict(run),
+            "test_accuracy": test_accuracy,
+            "dataset": spec.data.dataset,
+        }
+        network = None
+        if run.net.network is not None:
+            network = {
                 "network": run.net.network,
                 "args": dict(run.net.args),
                 "n_classes": split.n_classes,
-            },
-        )
+            }
+        try:  # whole or not at all: a full disk leaves no truncated archive
+            with written_whole(export, suffix=".npz") as temporary:
+                save_checkpoint(
+                    temporary,
+                    net,
+                    mean=split.mean,
+                    std=split.std,
+                    extra=extra,
+                    network=network,
+                )
+        except OSError as e:
+            raise RunError(f"cannot write --export {export} ({e.strerror or e})") from None
         summary["artifact_id"] = _store_artifact(study, trial, export, storage_url)
     return {**summary, "test_accuracy": test_accuracy}
 

@@ -20,8 +20,8 @@ claims, hand-outs and tells is fixed, so the same spec and seed give the same tr
 
 A trial whose training raised is failed; three in a row end the run, and so does one whose
 executor can train no more (``ExecutorLost``: its cluster went away). A trial whose worker
-process died is failed and queued again with the same parameters (at most
-``MAX_STALE_TRIAL_RETRIES`` times). On a Ctrl-C (``hpo.interrupts``) or any other exit the
+process died is failed and queued again with the same parameters by the next claim's sweep (at
+most ``MAX_STALE_TRIAL_RETRIES`` times). On a Ctrl-C (``hpo.interrupts``) or any other exit the
 executor is stopped and every trial still in flight is failed, never left RUNNING.
 """
 
@@ -40,7 +40,14 @@ from optuna.trial import TrialState
 
 from hpo.errors import RunError
 from hpo.executors import ExecutorLost, TrialExecutor, WorkerLost
-from hpo.heartbeat import Heartbeats, record_heartbeat, sweep_stale_trials
+from hpo.finite_space import configurations, unseen_configuration
+from hpo.heartbeat import (
+    FAIL_REASON_ATTR,
+    Heartbeats,
+    beat_next_retry,
+    record_heartbeat,
+    sweep_stale_trials,
+)
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
 from hpo.objective import (
@@ -55,10 +62,9 @@ from hpo.objective import (
 from hpo.pruning import FinishedTrial, NoPruning, PruningRule
 from hpo.records import RUN_ATTR, Counts, count_trials, write_tally
 from hpo.spec import StudySpec
-from hpo.storage import MAX_STALE_TRIAL_RETRIES, heartbeat_settings, retrying
+from hpo.storage import heartbeat_settings, retrying
 
 MAX_CONSECUTIVE_ERRORS = 3
-FAIL_REASON_ATTR = "hpo:fail_reason"
 WAIT_POLL_SECONDS = (0.05, 1.0)
 """While the rest of the target runs elsewhere, the orchestrator looks again after the first
 delay, doubling it up to the second: quick to notice the end, light on the storage."""
@@ -128,16 +134,18 @@ class Orchestrator:
         self.poll = WAIT_POLL_SECONDS[0]
         self.beats: Heartbeats | None = None
         self.shown_epochs: dict[int, int] = {}  # the executor's epochs the last report showed
+        # A finite space's configurations, for the random sampler to draw each once.
+        self.listed = configurations(spec) if spec.search.sampler == "random" else None
 
     # -----------------------------------------------------------------------------------------
     # The loop
 
     def run(self) -> int:
         """Run trials until the target or the deadline; return how many finished here."""
-        self.counts = retrying(self._read_counts, what="reading the study")
-        self._report()
         with Heartbeats(self.storage, interval=self.sweep_every) as self.beats:
             try:
+                self.counts = retrying(self._read_counts, what="reading the study")
+                self._report()
                 self._loop()
             except BaseException as e:
                 self.executor.shutdown(cancel=True)
@@ -258,6 +266,12 @@ class Orchestrator:
             # The next new trial's number; a queued retry keeps its own (and its parameters).
             next_number = counts.finished + counts.failed + counts.running + counts.waiting
             self.study.sampler = self.make_sampler(next_number)
+            if counts.waiting:
+                beat_next_retry(self.study, self.storage, self.study_id)
+            elif self.listed is not None:
+                params = unseen_configuration(self.spec, self.listed, trials, number=next_number)
+                if params is not None:
+                    self.study.enqueue_trial(params)  # what the ask below claims
             with warnings.catch_warnings():
                 # hpo runs its own ask/tell loop and records the heartbeats itself.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
@@ -317,8 +331,10 @@ class Orchestrator:
         # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.
         self.claim_after = 0.0  # a slot is free: the next claim may succeed
         error = future.exception()
-        if isinstance(error, KeyboardInterrupt) or (
-            error is None and future.result().state == INTERRUPTED
+        if (
+            isinstance(error, KeyboardInterrupt)
+            or (error is None and future.result().state == INTERRUPTED)
+            or (isinstance(error, WorkerLost) and INTERRUPTS.requested())  # a group's SIGTERM
         ):
             self._fail(claimed, "interrupted")
             raise KeyboardInterrupt
@@ -328,7 +344,8 @@ class Orchestrator:
         if error is not None:
             self._fail(claimed, f"{type(error).__name__}: {error}")
             if isinstance(error, WorkerLost):
-                self._retry(claimed)
+                self.last_sweep = -math.inf  # the next claim's sweep queues it again (under
+                # the lock, so that no other orchestrator's sweep queues it twice)
             self.errors += 1
             if self.errors >= MAX_CONSECUTIVE_ERRORS:
                 raise RunError(
@@ -372,8 +389,11 @@ class Orchestrator:
         self._report()
 
     def _tell(self, trial: optuna.Trial, result: TrialResult) -> None:
-        for step, value in sorted(result.intermediate_values.items()):
-            trial.report(value, step)
+        with warnings.catch_warnings():
+            # A retried tell (the storage was away) reports the steps stored before again.
+            warnings.filterwarnings("ignore", message="The reported value is ignored")
+            for step, value in sorted(result.intermediate_values.items()):
+                trial.report(value, step)
         trial.set_user_attr(RUN_ATTR, result.facts)
         if result.state == COMPLETE:
             self.study.tell(trial, result.value, skip_if_finished=True)
@@ -390,15 +410,6 @@ class Orchestrator:
             c = self.counts
             self.counts = replace(c, failed=c.failed + 1, running=max(0, c.running - 1))
         self._report()
-
-    def _retry(self, claimed: Claimed) -> None:
-        """Queue a lost trial again with the same parameters (at most the retry limit)."""
-        with contextlib.suppress(Exception), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_STALE_TRIAL_RETRIES
-            )
-            retry(self.study, self.storage.get_trial(claimed.trial_id))
 
     def _report(self) -> None:
         if self.progress is not None:

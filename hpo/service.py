@@ -21,6 +21,7 @@ import optuna
 
 from hpo.errors import RunError, SpecError, UsageError
 from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, WorkerLost
+from hpo.finite_space import space_size
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
 from hpo.objective import load_training_split, optuna_choices
@@ -404,8 +405,9 @@ def run_study(
     """
     name = study_name or spec.name
     target = spec.search.trials if trials is None else trials
-    if spec.search.sampler == "grid":
-        target = min(target, grid_size(spec))
+    size = space_size(spec)
+    if size is not None:  # more trials could only repeat configurations
+        target = min(target, size)
     timeout = spec.search.timeout if timeout is None else timeout
     split = load_training_split(spec)  # bad data or net fails here, before the study exists
     if create_only:

@@ -70,15 +70,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def check_sqlite_file(
     url: str, *, write: bool, create: bool = True, creating_ok: bool = False
-) -> None:
+) -> set[str]:
     """Refuse, without writing to it, a file that is not a SQLite database, a database of
     another program, a missing one (to read, or with ``create=False``), or a read-only one (to
     write). ``creating_ok``: let a writer pass a schema that has Optuna's first table
     (``studies``) but not all of them yet, which another process may be creating (checked again
-    under the lock)."""
+    under the lock). Returns the tables the file holds (none for a file not made yet)."""
     path = sqlite_path(url)
     if path is None:
-        return
+        return set()
     shown = mask_password(url)
     if not path.exists():
         if not (write and create):
@@ -86,19 +86,23 @@ def check_sqlite_file(
         if not path.parent.is_dir():
             raise UsageError(f"{shown}: directory {path.parent} does not exist")
         _check_writable(shown, path.parent)
-        return
+        return set()
     if path.is_dir():
         raise UsageError(f"{shown}: {path} is a directory (allowed: a SQLite database file)")
     # Ask SQLite itself, read-only: opening and closing the file with a plain file descriptor
     # would drop the POSIX locks that this process's other connections hold on it, which is
     # how SQLite databases get corrupted.
     try:
-        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        options = "immutable=1" if not write and read_only_place(url) else "mode=ro"
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True)
         try:
             tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
         finally:
             probe.close()
     except sqlite3.DatabaseError as e:
+        if "disk I/O error" in str(e):  # a file system's failure (its -wal deleted, a full
+            # disk), not a file that is no database: a runtime failure
+            raise RunError(f"{shown}: cannot read {path} ({e})") from None
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
     being_created = creating_ok and write and "studies" in tables
     if (tables or not write) and not tables >= OPTUNA_TABLES and not being_created:
@@ -106,6 +110,30 @@ def check_sqlite_file(
         raise UsageError(f"{shown}: {path} is not an hpo (Optuna) database{others}")
     if write:
         _check_writable(shown, path)
+    return tables
+
+
+COMPLETE_SCHEMA = OPTUNA_TABLES | {"alembic_version"}
+"""A schema Optuna has finished creating and stamping: opening it to read writes nothing."""
+
+
+def read_only_place(url: str) -> bool:
+    """Whether a reader must open this SQLite database as immutable: this process can write
+    neither it nor its directory, so SQLite could not make the ``-shm`` file a WAL database
+    needs (``unable to open database file``), and would leave ``-wal`` and ``-shm`` behind
+    where it could. Nobody can be writing it then, unless a ``-wal`` with commits is left from
+    before: that one is refused, since immutable reading would miss its trials."""
+    path = sqlite_path(url)
+    if path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return False
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise UsageError(
+            f"{mask_password(url)}: {wal} holds commits not yet folded into {path.name}, and "
+            "hpo cannot write there to fold them (allowed: a database whose directory this "
+            "user can write, or one copied whole with its -wal file)"
+        )
+    return True
 
 
 def _check_writable(shown: str, path: Path) -> None:
@@ -211,6 +239,10 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
         # file that is not an hpo database (a writer; a reader checks under the lock, which a
         # schema being created holds, and so does a writer that finds one half made).
         check_sqlite_file(url, write=write, create=create, creating_ok=True)
+    if not write and path is not None and check_sqlite_file(url, write=False) >= COMPLETE_SCHEMA:
+        # A finished schema: Optuna reads it without a write, so a reader never waits on a
+        # writer's lock (a writer stopped with SIGSTOP, in a debugger, on a suspended laptop).
+        return _open_rdb_storage(url, settings, write)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
     try:
@@ -283,7 +315,11 @@ def _open_rdb_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat:
                 extra.update(_heartbeat_options(heartbeat))
-            storage = optuna.storages.RDBStorage(engine_url(url), engine_kwargs=kwargs, **extra)
+            rendered = engine_url(url)
+            if kind == "sqlite" and not write and read_only_place(url):
+                # Read without locks or side files (see read_only_place).
+                rendered = f"sqlite:///file:{sqlite_path(url).resolve()}?immutable=1&uri=true"
+            storage = optuna.storages.RDBStorage(rendered, engine_kwargs=kwargs, **extra)
     except (ImportError, ModuleNotFoundError) as e:
         raise UsageError(
             f"{shown}: the database driver is missing ({e}); for PostgreSQL: "
@@ -357,16 +393,45 @@ TRANSIENT_ERRORS = (
 )
 
 
+LASTING_ERRORS = (
+    "disk is full",  # SQLite's SQLITE_FULL
+    "No space left on device",
+    "disk I/O error",  # a file gone or unreadable under SQLite (its -wal deleted, ...)
+    "database disk image is malformed",
+    "file is not a database",
+    "readonly database",
+    "could not extend file",  # PostgreSQL's disk full
+)
+"""Words of a database error that waiting does not mend: the disk is full or the file damaged."""
+
+
+def lasting_reason(error: BaseException) -> str | None:
+    """The database's own message when ``error`` (or what caused it) is one that retrying does
+    not mend (``LASTING_ERRORS``), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(getattr(error, "orig", None) or error).strip()
+        if any(words in text for words in LASTING_ERRORS):
+            return text.splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def retrying(call: Callable[[], T], *, what: str, delays=RETRY_DELAYS) -> T:
     """Run a storage call; when its connection fails, retry after each delay in turn.
 
     A worker that loses the database for a few seconds goes on where it was instead of failing
-    its trial; one that loses it for longer stops with a RunError.
+    its trial; one that loses it for longer stops with a RunError, and so does, at once, one
+    whose database cannot be written (a full disk, a damaged file).
     """
     for delay in (*delays, None):
         try:
             return call()
         except TRANSIENT_ERRORS as e:
+            lasting = lasting_reason(e)
+            if lasting is not None:
+                raise RunError(f"{what}: the database cannot be used ({lasting})") from e
             if delay is None:
                 reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
                 raise RunError(f"{what}: the storage stayed unreachable ({reason})") from e

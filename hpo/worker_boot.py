@@ -1,4 +1,5 @@
-"""The first code a spawned trial worker runs: ignore SIGINT, then import the rest.
+"""The first code a spawned trial worker runs: ignore SIGINT (and SIGHUP), then import the
+rest.
 
 A spawned child imports its target's module while it unpickles the target, before the target
 runs; were that module ``hpo.executors`` (NumPy, the trainer: up to a second on a busy machine),
@@ -11,10 +12,18 @@ then unblocks it.
 
 import signal
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Blocked while a worker is spawned (``hpo.executors``)."""
+
 
 def boot(connection, parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # Ctrl-C, and a SIGHUP sent to the whole process group (a closed terminal), are the
+    # orchestrator's to handle: it stops its workers, which die with it. SIGTERM stays fatal
+    # (multiprocessing's own clean-up terminates with it); the orchestrator counts a worker
+    # that a SIGTERM to the whole group killed as interrupted, not lost.
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
     from hpo.executors import worker_main
 
     worker_main(connection, parent_pid)

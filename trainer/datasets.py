@@ -285,6 +285,8 @@ def load_npz(path: str | Path) -> Dataset:
 def _validated_pair(where: str, xname: str, x, yname: str, y) -> tuple[np.ndarray, np.ndarray]:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DatasetError(f"{where}: {xname} has dtype {x.dtype} (allowed: numeric)")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise DatasetError(f"{where}: {xname} has dtype {x.dtype} (allowed: real numbers)")
     if x.ndim < 2:
         raise DatasetError(f"{where}: {xname} has shape {x.shape} (allowed: (N, features...))")
     if not np.issubdtype(y.dtype, np.integer):
@@ -314,6 +316,13 @@ def _validated(name: str, x, y, x_test, y_test) -> Dataset:
     n_classes = int(y.max()) + 1
     if n_classes < 2:
         raise DatasetError(f"{name}: y has a single class (allowed: at least 2 classes)")
+    missing = np.setdiff1d(np.arange(n_classes), y)
+    if len(missing):  # {0, 1, 1000} would make a 1001-class net
+        shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
+        raise DatasetError(
+            f"{name}: y has labels up to {n_classes - 1} but none of {shown} (allowed: labels "
+            "0 to K-1 with every class present; np.unique(y, return_inverse=True)[1] renumbers)"
+        )
     if x_test is not None:
         x_test, y_test = _validated_pair(name, "x_test", x_test, "y_test", y_test)
         if x_test.shape[1] != x.shape[1]:

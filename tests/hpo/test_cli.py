@@ -1,6 +1,7 @@
 """``python -m hpo``: commands in-process through ``main``, and as subprocesses where it matters
 (two processes at once, SIGINT)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -456,6 +457,100 @@ def test_sigint_at_any_moment_exits_130_in_one_line(tmp_path, delay, to_group):
             if "trials" in tables:
                 running = c.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'")
                 assert running.fetchone()[0] == 0
+
+
+def wait_for_finished_trials(path: Path, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        with contextlib.suppress(sqlite3.Error):
+            c = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                row = c.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+            finally:
+                c.close()
+            if row[0] >= n:
+                return
+    pytest.fail("the study did not get going")
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")]
+)
+@pytest.mark.parametrize(
+    "moment", ["imports", "running", pytest.param("running, to the group", marks=pytest.mark.slow)]
+)
+def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment):
+    spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)
+    path = tmp_path / "slow.db"
+    proc = hpo_popen(
+        "run",
+        str(spec),
+        "--storage",
+        f"sqlite:///{path}",
+        "--workers",
+        "2",
+        "--quiet",
+        "--no-report",
+        start_new_session=True,
+    )
+    try:
+        if moment == "imports":
+            time.sleep(0.15)
+        else:
+            wait_for_finished_trials(path, 2)
+        workers = children_of(proc.pid)
+        if moment.endswith("group"):  # systemd's KillMode=control-group, a closed terminal
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"stopped by {name}" in err or (moment == "imports" and "interrupted" in err), err
+    deadline = time.monotonic() + 30  # the resource tracker ends when its pipe closes
+    while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)]
+    if moment != "imports":
+        assert not path.with_name("slow.db-wal").exists()  # folded: hpo.db alone holds them
+        with sqlite3.connect(path) as c:
+            states = dict(c.execute("SELECT state, count(*) FROM trials GROUP BY state"))
+        c.close()
+        assert "RUNNING" not in states and states["COMPLETE"] >= 2 and states["FAIL"] >= 1
+
+
+@pytest.mark.slow  # seconds each: CI runs it (pytest -m slow)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_many_workers_start_stops_them_all_in_one_line(tmp_path, signum):
+    spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)
+    argv = ["run", str(spec), "--storage", f"sqlite:///{tmp_path / 'w.db'}", "--quiet"]
+    proc = hpo_popen(*argv, "--no-report", "--workers", "48", start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children_of(proc.pid)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the start-up is under way
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)  # also waits for any child's stderr
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signum, err
+    assert len(err.strip().splitlines()) == 1, err  # no child's traceback
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("worker processes outlived the command")
 
 
 def test_a_sigint_the_parent_ignored_stays_ignored(tiny_spec, db_url):

@@ -4,6 +4,7 @@ with the study, resumable, unseen by the sampler, and added seeds that never rep
 import contextlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from hpo.confirm import (
     verdict,
 )
 from hpo.executors import InlineExecutor
+from hpo.locks import Busy, only_one
 from hpo.objective import load_study_split
 from hpo.records import companion_name, load_hpo_study
 from hpo.storage import open_storage
@@ -222,3 +224,29 @@ def test_a_bad_cluster_address_stores_nothing(searched, capsys):
     assert main(["confirm", "--storage", url, "--dask", "udp://127.0.0.1:1"]) == 2
     assert "udp://127.0.0.1:1" in capsys.readouterr().err
     assert companion_name("tiny") not in optuna.get_all_study_names(open_storage(url))
+
+
+def test_a_second_confirm_of_a_study_refuses_in_one_line(searched, capsys):
+    _, url = searched
+    capsys.readouterr()
+    with only_one(url, "confirm tiny"):  # as a confirm in another process holds it
+        code = main(["confirm", "--storage", url, "--top", "1", "--seeds", "2", "--in-process"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"python -m hpo confirm: error: another hpo confirm of study 'tiny' is running "
+        f"(process {os.getpid()}); run this one when it ends"
+    ]
+    assert companion_name("tiny") not in optuna.get_all_study_names(open_storage(url))
+    assert main(["confirm", "--storage", url, "--top", "1", "--seeds", "2", "--in-process",
+                 "--quiet", "--json"]) == 0  # fmt: skip
+
+
+def test_the_confirm_lock_on_postgresql_refuses_a_second_holder(postgres_url):
+    with only_one(postgres_url, "confirm tiny"):
+        with pytest.raises(Busy), only_one(postgres_url, "confirm tiny"):
+            pytest.fail("a second holder must not enter")
+        with only_one(postgres_url, "confirm other"):
+            pass  # another study's confirm goes on
+    with only_one(postgres_url, "confirm tiny"):
+        pass  # free again

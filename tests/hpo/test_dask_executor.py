@@ -5,12 +5,14 @@ starts in about a second); the tests that kill a worker or the scheduler start t
 those with a ``dask scheduler`` and ``dask worker`` processes of their own are marked slow.
 """
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -232,6 +234,34 @@ def test_an_unreachable_scheduler_is_one_line_naming_it_and_stores_nothing(
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert f"cannot reach a Dask scheduler at {address}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_a_port_where_another_protocol_answers_is_refused_in_one_line(tmp_path, capsys):
+    # An SSH server greets first; Dask's client read that as a 3 EiB message length.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+        def greet() -> None:
+            with contextlib.suppress(OSError):
+                connection, _ = server.accept()
+                with connection:
+                    connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                    connection.recv(1)
+
+        threading.Thread(target=greet, daemon=True).start()
+        spec = write_spec(tmp_path / "tiny.toml")
+        argv = ["run", str(spec), "--storage", f"sqlite:///{tmp_path / 'db'}", "--dask", address]
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"python -m hpo run: error: --dask: {address} is not a Dask scheduler (another protocol "
+        "answers there: 'SSH-2.0-OpenSSH_9.6'; allowed: the address a running `dask scheduler` "
+        "prints, e.g. tcp://HOST:8786)"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 

@@ -21,8 +21,10 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.heartbeat import (
+    FAIL_REASON_ATTR,
     HEARTBEAT_ATTR,
     Heartbeats,
+    beat_next_retry,
     has_optuna_heartbeats,
     record_heartbeat,
     stale_trials,
@@ -447,3 +449,91 @@ def test_the_retry_is_what_the_next_ask_claims(opened):
         claimed = opened.study.ask()
     assert claimed.suggest_float("x", 0.0, 1.0) == stale.params["x"]
     assert claimed.number == opened.retries_of(stale.number)[0].number
+
+
+# ---------------------------------------------------------------------------------------------
+# A kill at any instant of the sweep or of a retry's claim
+
+
+def test_a_lost_trial_whose_retry_was_never_queued_is_queued_by_the_next_sweep(opened):
+    # A process killed between a sweep's FAIL and its retry: the FAIL is committed, no retry.
+    lost_id = opened.ask()
+    opened.storage.set_trial_state_values(lost_id, state=TrialState.FAIL)
+    lost = opened.trial(lost_id)
+    opened.sweep()
+    (retry,) = opened.retries_of(lost.number)
+    assert retry.state == TrialState.WAITING and retry.params == lost.params
+    opened.sweep()
+    assert len(opened.retries_of(lost.number)) == 1
+
+
+def test_a_trial_failed_for_a_reason_of_its_own_is_not_queued_again(opened):
+    for reason in ("interrupted", "ValueError: a bug"):
+        trial_id = opened.ask()
+        opened.storage.set_trial_system_attr(trial_id, FAIL_REASON_ATTR, reason)
+        opened.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    opened.sweep()
+    assert [t.state for t in opened.study.get_trials()] == [TrialState.FAIL] * 2
+
+
+def test_a_trial_whose_worker_died_is_queued_again_by_the_sweep(opened):
+    trial_id = opened.ask()
+    opened.storage.set_trial_system_attr(trial_id, FAIL_REASON_ATTR, "WorkerLost: died")
+    opened.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    opened.sweep()
+    assert len(opened.retries_of(opened.trial(trial_id).number)) == 1
+
+
+def test_a_lost_trial_retried_too_often_is_not_queued_again(opened):
+    history = list(range(MAX_STALE_TRIAL_RETRIES))
+    trial_id = opened.add_running(
+        started=datetime.now(), system_attrs={"failed_trial": 0, "retry_history": history}
+    )
+    opened.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    opened.sweep()
+    assert len(opened.study.get_trials()) == 1
+
+
+def test_a_retry_claimed_by_a_process_killed_right_after_ask_is_failed_and_queued_again(
+    sqlite_study,
+):
+    # study.ask() turns a queued retry RUNNING with its parameters; a claim killed before it
+    # records a heartbeat must still leave a trial the sweep fails (Optuna never fails a trial
+    # without a heartbeat, and hpo's own sweep leaves trials with parameters to Optuna).
+    opened = sqlite_study
+    stale_id = opened.ask()
+    opened.make_stale(stale_id)
+    opened.sweep()
+    beat_next_retry(opened.study, opened.storage, opened.study_id)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        claimed = opened.study.ask()  # ... and the process dies here
+    claimed_id = opened.trial_id(claimed.number)
+    assert optuna_heartbeat(opened, claimed_id) is not None
+    with sqlite3.connect(opened.path, timeout=10) as c:
+        c.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')")
+    c.close()
+    opened.sweep()
+    assert opened.trial(claimed_id).state == TrialState.FAIL
+    (retry,) = opened.retries_of(opened.trial(stale_id).number)[1:]
+    assert retry.state == TrialState.WAITING
+    assert retry.params == opened.trial(stale_id).params
+
+
+def test_a_retry_left_running_without_heartbeat_by_an_older_hpo_is_failed_and_queued_again(
+    sqlite_study,
+):
+    opened = sqlite_study
+    history = {"failed_trial": 0, "retry_history": [0]}
+    orphan_id = opened.add_running(started=datetime.now() - AN_HOUR, system_attrs=history)
+    opened.storage.set_trial_param(
+        orphan_id, "x", 0.25, optuna.distributions.FloatDistribution(0.0, 1.0)
+    )
+    opened.sweep()  # given one heartbeat: Optuna fails it a grace period later
+    assert opened.trial(orphan_id).state == TrialState.RUNNING
+    opened.make_stale(orphan_id)
+    opened.sweep()
+    assert opened.trial(orphan_id).state == TrialState.FAIL
+    (retry,) = [t for t in opened.study.get_trials() if t.state == TrialState.WAITING]
+    number = opened.trial(orphan_id).number
+    assert retry.params == {"x": 0.25} and retry.system_attrs["retry_history"] == [0, number]

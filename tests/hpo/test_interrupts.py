@@ -86,3 +86,20 @@ def test_an_ignored_sigint_stays_ignored():
         timeout=30,
     )
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_sigterm_and_sighup_stop_like_ctrl_c_with_their_exit_code(interrupts, signum, code):
+    os.kill(os.getpid(), signum)
+    assert interrupts.requested() and interrupts.exit_code == code
+    assert interrupts.signal_name == signal.Signals(signum).name
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+
+
+def test_uninstall_restores_every_signal_handler(interrupts):
+    interrupts.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,15 @@ from optuna.trial import TrialState, create_trial
 from hpo.errors import RunError
 from hpo.executors import InlineExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
-from hpo.objective import COMPLETE, INTERRUPTED, PRUNED, TrialResult, load_study_split, run_task
+from hpo.objective import (
+    COMPLETE,
+    INTERRUPTED,
+    PRUNED,
+    TrialResult,
+    TrialTask,
+    load_study_split,
+    run_task,
+)
 from hpo.pruning import NoPruning, PruningRule, Thresholds
 from hpo.records import RUN_ATTR, Counts, count_trials
 from hpo.runner import FAIL_REASON_ATTR, MAX_CONSECUTIVE_ERRORS, Orchestrator
@@ -477,3 +486,23 @@ def test_count_trials_best_value_is_the_largest_even_below_zero():
 def test_count_trials_of_no_trials_is_all_zero_and_no_best():
     assert count_trials([]) == Counts()
     assert count_trials([create_trial(state=TrialState.FAIL)]).best_value is None
+
+
+def test_a_retried_tell_reports_the_stored_steps_again_without_warnings(setup):
+    # A storage lost in the middle of a tell: the retry reports the steps stored before again.
+    orch = orchestrator(setup, CannedExecutor(complete), target=1)
+    claimed = orch._claim_once()
+    result = complete(
+        TrialTask(
+            number=0,
+            config={},
+            seed=(STUDY_SEED, 0),
+            thresholds=NoPruning().thresholds(trial_number=0, finished=()),
+        )
+    )
+    claimed.trial.report(result.intermediate_values[1], 1)  # the first attempt got this far
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        orch._tell(claimed.trial, result)
+    (trial,) = stored(setup)
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {1: 0.25, 2: 0.5}

@@ -196,6 +196,8 @@ def test_npz_loads_with_and_without_test_set(tmp_path, rng):
         ({"x": np.zeros((4, 2)), "y": np.array([0, -1, 0, 1])}, "labels >= 0"),
         ({"x": np.zeros((4, 2)), "y": np.zeros(4, dtype=int)}, "2 classes"),
         ({"x": np.full((2, 2), np.nan), "y": np.array([0, 1])}, "NaN"),
+        ({"x": np.ones((2, 2), dtype=complex), "y": np.array([0, 1])}, "real numbers"),
+        ({"x": np.zeros((3, 2)), "y": np.array([0, 1, 1000])}, "none of 2, 3, 4, ..."),
         ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "w": np.zeros(2)}, "unknown array 'w'"),
         ({"x": np.zeros((2, 2)), "y": np.array([0, 1]), "x_test": np.zeros((1, 2))}, "together"),
         (
