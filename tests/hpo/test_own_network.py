@@ -526,3 +526,24 @@ def test_a_file_in_a_package_imports_with_its_relative_imports(tmp_path):
     )
     cls = load_network(f"{package / 'classifiers' / 'fc_net.py'}:Net")
     assert cls.scale == 3
+
+
+def test_a_finite_space_of_integer_ranges_and_list_choices_is_counted_and_drawn_once(tmp_path):
+    from hpo.finite_space import configurations, space_size
+
+    path = own_spec(
+        tmp_path,
+        "nets.py:Net",
+        space="model.args.width = { low = 10, high = 30, step = 10 }\n"
+        "model.args.dims = { choices = [[8], [8, 8]] }",
+    )
+    path.write_text(
+        path.read_text().replace(
+            "learning_rate = { low = 3e-3, high = 3e-2, log = true }", "learning_rate = 0.01"
+        )
+    )
+    spec = load_spec(str(path))
+    assert space_size(spec) == 3 * 2
+    listed = configurations(spec)
+    assert {c["model.args.width"] for c in listed} == {10, 20, 30}
+    assert {c["model.args.dims"] for c in listed} == {"[8]", "[8, 8]"}
