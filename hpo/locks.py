@@ -145,18 +145,29 @@ def _try_flock(handle) -> bool:
 
 def _flock_holder(path: Path) -> str:
     """Who holds the flock on ``path``, from Linux's /proc/locks (its process and state)."""
+    return lock_holder(path, kind="FLOCK") or "another process"
+
+
+def lock_holder(path: Path, *, kind: str, mode: str | None = None) -> str | None:
+    """Who else holds a ``kind`` lock (``FLOCK``, ``POSIX``; ``mode`` ``WRITE`` or ``READ``:
+    either) on ``path``, from Linux's /proc/locks: its process and whether it is stopped; None
+    when no other process does, or /proc/locks cannot be read."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         inode = path.stat().st_ino
         with open("/proc/locks") as f:
             for line in f:
                 fields = line.split()
-                if fields[1] == "FLOCK" and int(fields[5].split(":")[2]) == inode:
-                    pid = int(fields[4])
+                if fields[1] == "->":  # a waiter's line: "-> POSIX ..."
+                    continue
+                if fields[1] != kind or (mode is not None and fields[3] != mode):
+                    continue
+                pid = int(fields[4])
+                if int(fields[5].split(":")[2]) == inode and pid != os.getpid():
                     with open(f"/proc/{pid}/stat") as stat:
                         state = stat.read().rsplit(")", 1)[1].split()[0]
                     stopped = " (stopped: SIGSTOP, a debugger or a suspended job)"
                     return f"process {pid}{stopped if state in 'Tt' else ''}"
-    return "another process"
+    return None
 
 
 class Busy(Exception):

@@ -22,6 +22,8 @@ import functools
 import json
 import os
 import sqlite3
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from optuna.storages import BaseStorage
 from sqlalchemy.engine import make_url
 
 from hpo.errors import RunError, UsageError
-from hpo.locks import dispose_lock_engines, storage_lock
+from hpo.locks import LOCK_NOTICE_SECONDS, dispose_lock_engines, lock_holder, storage_lock
 from hpo.urls import (
     URL_FORMS,
     engine_url,
@@ -337,8 +339,61 @@ def _open_rdb_storage(
     if kind == "sqlite" and write:
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite)
         storage.engine.dispose()  # reconnect, so that every pooled connection is tuned
+        WAITS.watch(storage.engine, sqlite_path(url))
     _OPENED.append((url, storage))
     return storage
+
+
+class StatementWaits:
+    """Says when a SQLite statement waits on another process's write transaction.
+
+    SQLite's busy timeout (60 s) makes a writer wait, silently, while another process is inside
+    a write transaction: for milliseconds normally, for as long as it likes when that process is
+    stopped (SIGSTOP, a debugger, a suspended laptop). Every statement's start and end are noted
+    (SQLAlchemy's cursor events); a daemon thread looks once a second, and a statement running
+    for ``LOCK_NOTICE_SECONDS`` while another process holds the database's write lock (from
+    /proc/locks: a WRITE lock on its -shm file) gets one line naming that process and whether
+    it is stopped. A statement that is merely slow, with no other writer, says nothing.
+    """
+
+    def __init__(self) -> None:
+        self.running: dict[int, tuple[float, Path]] = {}  # thread -> (start, database)
+        self.said: set[tuple[int, float]] = set()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, engine: sqlalchemy.Engine, path: Path) -> None:
+        def before(*_):
+            self.running[threading.get_ident()] = (time.monotonic(), path)
+
+        def after(*_):
+            self.running.pop(threading.get_ident(), None)
+
+        sqlalchemy.event.listen(engine, "before_cursor_execute", before)
+        sqlalchemy.event.listen(engine, "after_cursor_execute", after)
+        sqlalchemy.event.listen(engine, "handle_error", after)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._look, name="hpo-waits", daemon=True)
+            self.thread.start()
+
+    def _look(self) -> None:
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            for ident, (start, path) in list(self.running.items()):
+                if now - start >= LOCK_NOTICE_SECONDS and (ident, start) not in self.said:
+                    self.said.add((ident, start))
+                    shm = path.with_name(path.name + "-shm")
+                    holder = lock_holder(shm, kind="POSIX", mode="WRITE")
+                    if holder is None:
+                        continue
+                    print(
+                        f"hpo: waiting for the database {path}: {holder} holds a write transaction",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+
+WAITS = StatementWaits()
 
 
 def close_storages() -> None:

@@ -249,3 +249,38 @@ def test_an_unreachable_server_raises_sqlalchemy_error():
     url = "postgresql://ann:pw@127.0.0.1:1/hpo?connect_timeout=2"  # nothing listens on port 1
     with pytest.raises(sqlalchemy.exc.OperationalError), storage_lock(url):
         pytest.fail("the block must not run")
+
+
+@pytest.mark.slow
+def test_a_writer_waiting_on_another_process_write_transaction_says_so(tmp_path):
+    """Item 4 of the faults issue: SQLite's busy wait is silent; a statement waiting 5 s on
+    another process's write transaction gets one line naming it, then goes on."""
+    import subprocess
+    import sys
+
+    from tests.hpo.conftest import write_spec
+
+    spec = write_spec(tmp_path / "tiny.toml", trials=1, epochs=1)
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    argv = [sys.executable, "-m", "hpo", "run", str(spec), "--storage", url, "--quiet"]
+    argv += ["--no-report", "--in-process"]
+    assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(tmp_path / 'w.db')!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "c.execute('UPDATE studies SET study_name = study_name')\n"
+            "print('holding', flush=True); time.sleep(8); c.execute('COMMIT')\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    done = subprocess.run([*argv, "--trials", "2"], capture_output=True, text=True, timeout=120)
+    holder.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "holds a write transaction" in done.stderr
+    assert f"process {holder.pid}" in done.stderr
