@@ -19,12 +19,50 @@ from optuna.trial import TrialState
 
 from hpo.heartbeat import FAIL_REASON_ATTR
 from hpo.storage import MAX_STALE_TRIAL_RETRIES, close_storages, open_storage
-from tests.hpo.conftest import write_spec
 
 KILLS = 32
 TARGET = 40
 STORM_SEED = 24
 FAST_HEARTBEAT = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "3"}
+
+
+SLEEPY_NET = """
+import time
+
+import numpy as np
+
+
+class Sleepy:
+    def __init__(self, input_size, output_size, x=0.0):
+        self.params = {"W": np.zeros((input_size, output_size))}
+
+    def predict(self, x):
+        return x @ self.params["W"]
+
+    def gradient(self, x, t):
+        time.sleep(0.03)
+        return {"W": np.zeros_like(self.params["W"])}
+"""
+
+STORM_SPEC = """
+[study]
+name = "tiny"
+[data]
+dataset = "digits"
+train_size = 200
+[model]
+network = "sleepy.py:Sleepy"
+[training]
+epochs = 4
+batch_size = 40
+[search]
+sampler = "random"
+pruner = "none"
+trials = {trials}
+[space]
+learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
+model.args.x = {{ low = 0.0, high = 1.0 }}
+"""
 
 
 def group_alive(pgid: int) -> bool:
@@ -37,7 +75,11 @@ def group_alive(pgid: int) -> bool:
 
 @pytest.mark.slow
 def test_a_storm_of_sigkills_loses_no_trial_and_repeats_no_parameter_set(tmp_path):
-    spec = write_spec(tmp_path / "storm.toml", epochs=4, trials=TARGET, sampler="random")
+    # Trials of wall time, not CPU: a learner's net whose step sleeps (0.5 s a trial), so that
+    # the storm hits trials in flight on an idle machine as on a busy one.
+    (tmp_path / "sleepy.py").write_text(SLEEPY_NET)
+    spec = tmp_path / "storm.toml"
+    spec.write_text(STORM_SPEC.format(trials=TARGET))
     url = f"sqlite:///{tmp_path / 'storm.db'}"
     argv = [sys.executable, "-m", "hpo", "run", str(spec), "--storage", url, "--workers", "2"]
     env = {**os.environ, **FAST_HEARTBEAT}
