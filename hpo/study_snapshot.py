@@ -7,6 +7,7 @@ activations at initialization and after training. ``reports`` then draws and ren
 """
 
 import dataclasses
+import math
 import warnings
 from datetime import datetime
 
@@ -28,9 +29,11 @@ from hpo.names import MAX_CONFIRM_TOP
 from hpo.objective import (
     ACTIVATION_SAMPLES,
     HISTOGRAM_BINS,
+    configuration,
     hidden_activations,
     load_study_split,
     trial_net,
+    trial_seed,
 )
 from hpo.records import run_facts
 from hpo.results import TEST_ACCURACY_ATTR
@@ -39,12 +42,15 @@ from hpo.storage import open_storage
 from hpo.urls import command_line, mask_password
 from reports.snapshot import (
     ConfirmedRecord,
+    FirstLayer,
     LayerHistograms,
     ParamInfo,
+    SanityChecks,
     StudySnapshot,
     TrialRecord,
 )
 from trainer.datasets import Split
+from trainer.training import evaluate
 
 
 def _param_infos(trials: list[optuna.trial.FrozenTrial]) -> tuple[ParamInfo, ...]:
@@ -140,9 +146,10 @@ def importance_spread(
 
 def activation_histograms(
     spec: StudySpec, trial: optuna.trial.FrozenTrial, split: Split
-) -> tuple[LayerHistograms, ...]:
+) -> tuple[tuple[LayerHistograms, ...], FirstLayer | None]:
     """Retrain ``trial``'s configuration with its seed; histogram each hidden layer's
-    activations on validation inputs at initialization and after training."""
+    activations on validation inputs at initialization and after training; and the trained
+    net's first-layer weights as images (``first_layer``)."""
     run, net, rng = trial_net(spec, trial.params, trial.number, split)
     before = hidden_activations(net, split)
     run.fit(net, split, rng)  # the loop silences a diverging net's overflow itself
@@ -150,7 +157,62 @@ def activation_histograms(
     layers = []
     for i, (a, b) in enumerate(zip(before, after, strict=True), start=1):
         layers.append(layer_histograms(i, a, b))
-    return tuple(layers)
+    return tuple(layers), first_layer(trial.number, net)
+
+
+FIRST_LAYER_UNITS = 36
+"""Hidden units whose incoming weights the report draws (a 6 x 6 grid)."""
+
+
+def first_layer(trial: int, net) -> FirstLayer | None:
+    """The first ``FIRST_LAYER_UNITS`` units' incoming weights of the built-in net's first
+    layer as square images; None when the inputs are not a square image (8x8 digits and 28x28
+    MNIST are)."""
+    W = net.affines[0].params["W"]  # (D, H)
+    side = math.isqrt(W.shape[0])
+    if side * side != W.shape[0] or side < 4:
+        return None
+    units = W[:, :FIRST_LAYER_UNITS].T.astype(np.float64)  # (units, D)
+    return FirstLayer(trial, side, tuple(tuple(float(v) for v in u) for u in units))
+
+
+OVERFIT_SAMPLES = 20
+OVERFIT_EPOCHS = 100
+
+
+def sanity_checks(spec: StudySpec, trial: optuna.trial.FrozenTrial, split: Split) -> SanityChecks:
+    """cs231n's sanity checks on ``trial``'s configuration with weight decay and dropout off:
+    the untrained net's loss on the training rows (about ln(classes) when the weights start
+    small), and whether it overfits ``OVERFIT_SAMPLES`` training rows in ``OVERFIT_EPOCHS``
+    epochs (it should reach 100%: else a bug, too small a net or too small a learning rate)."""
+    run = configuration(spec, trial.params)
+    run = dataclasses.replace(
+        run,
+        net=dataclasses.replace(run.net, weight_decay=0.0, dropout_ratio=0.0),
+        training=dataclasses.replace(
+            run.training, epochs=OVERFIT_EPOCHS, patience=None, lr_decay=1.0
+        ),
+    )
+    net, rng = run.build(split, trial_seed(spec.search.seed, trial.number))
+    with np.errstate(all="ignore"):
+        initial_loss = evaluate(net, split.x_train, split.y_train)[0]
+    rows = np.sort(
+        np.random.default_rng(spec.data.seed).choice(
+            len(split.y_train), size=min(OVERFIT_SAMPLES, len(split.y_train)), replace=False
+        )
+    )
+    x, y = split.x_train[rows], split.y_train[rows]
+    tiny = dataclasses.replace(split, x_val=x, y_val=y)  # no full-split evaluation per epoch
+    result = run.fit(net, tiny, rng, x_train=x, y_train=y, restore_best=False)
+    accuracy = result.history.train_accuracy[-1] if result.history.train_accuracy else 0.0
+    return SanityChecks(
+        trial=trial.number,
+        classes=split.n_classes,
+        initial_loss=float(initial_loss),
+        overfit_samples=len(rows),
+        overfit_epochs=result.epochs_run,
+        overfit_accuracy=float(accuracy),
+    )
 
 
 def layer_histograms(layer: int, initial: np.ndarray, trained: np.ndarray) -> LayerHistograms:
@@ -197,7 +259,7 @@ def build_snapshot(
     if split is None:
         split = load_study_split(spec)
     confirmed = confirmed_fields(study, storage_url)
-    activations, activation_note = (), ""
+    activations, activation_note, first, sanity = (), "", None, None
     if spec.user_network:
         activation_note = (
             "Activation histograms are drawn for the built-in net only: the report reads "
@@ -207,7 +269,8 @@ def build_snapshot(
         best = max(complete, key=lambda t: (t.value, -t.number))
         if confirmed["confirmed"]:  # the report is about the confirmed best
             best = trials[confirmed["confirmed"][0].trial]
-        activations = activation_histograms(spec, best, split)
+        activations, first = activation_histograms(spec, best, split)
+        sanity = sanity_checks(spec, best, split)
         which = "the confirmed best, " if confirmed["confirmed"] else ""
         activation_note = (
             f"Trial #{best.number} ({which}trained again with its seed): each hidden layer's "
@@ -229,6 +292,8 @@ def build_snapshot(
         test_accuracy=study.user_attrs.get(TEST_ACCURACY_ATTR),
         activations=activations,
         activation_note=activation_note,
+        first_layer=first,
+        sanity=sanity,
         experiment=experiment_data(spec, trials, split),
     )
 

@@ -183,6 +183,17 @@ KINDS: tuple[FigureKind, ...] = (
         lambda snapshot, top_k: figures.gap_data(snapshot),
         figures.plot_gap,
     ),
+    FigureKind(
+        "first-layer",
+        "First-layer weights",
+        "First-layer weights of the best configuration, trained again with its seed: each "
+        "square is one hidden unit's incoming weights laid out as the input image (red "
+        "positive, blue negative, each on its own scale). A well-trained net shows smooth "
+        "strokes and blobs; pure noise means it learned little, and many near-identical or "
+        "empty squares mean dead or redundant units (cs231n's visual check).",
+        lambda snapshot, top_k: figures.first_layer_data(snapshot),
+        figures.plot_first_layer,
+    ),
 )
 """Every kind of figure the report may hold, in its order."""
 

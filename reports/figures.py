@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.colors
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
@@ -671,5 +672,42 @@ def plot_confirmed(data: dict) -> Figure:
     ax.set_xlim(min(points) - 0.08 * span, max(points) + 0.08 * span)
     ax.set_xlabel("validation accuracy (mean and 95% interval over seeds)")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# cs231n's debugging views
+
+
+def first_layer_data(snapshot: StudySnapshot) -> dict | None:
+    """The best net's first-layer weights as images, each unit on its own symmetric scale."""
+    first = snapshot.first_layer
+    if first is None or not first.units:
+        return None
+    return {
+        "trial": first.trial,
+        "side": first.side,
+        "units": [list(u) for u in first.units],
+    }
+
+
+@styled
+def plot_first_layer(data: dict) -> Figure:
+    units = data["units"]
+    cols = min(6, len(units))
+    rows = math.ceil(len(units) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows + 0.3), squeeze=False)
+    side = data["side"]
+    for ax, weights in itertools.zip_longest(axes.flat, units):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if weights is None:
+            ax.set_visible(False)
+            continue
+        image = np.asarray(weights).reshape(side, side)
+        limit = float(np.abs(image).max()) or 1.0
+        ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.suptitle(f"trial #{data['trial']}: first-layer weights", fontsize=9)
     fig.tight_layout()
     return fig

@@ -107,6 +107,7 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
         counts=summary.counts(snapshot),
         time=summary.compute_time(snapshot),
         findings=summary.findings(snapshot),
+        sanity=summary.sanity_lines(snapshot),
         noise=summary.uncertainty(snapshot, top_k),
         description=spec.description,
         rows=rows,

@@ -63,6 +63,30 @@ class LayerHistograms:
 
 
 @dataclass(frozen=True)
+class FirstLayer:
+    """The trained best net's first-layer weights as images: per hidden unit (the first
+    ``len(units)``), its ``side`` x ``side`` incoming weights, row by row."""
+
+    trial: int
+    side: int
+    units: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class SanityChecks:
+    """cs231n's two checks on the best configuration, with weight decay and dropout off: the
+    loss of the untrained net on the training rows against ln(classes), and the training
+    accuracy it reaches on ``overfit_samples`` rows in ``overfit_epochs`` epochs."""
+
+    trial: int
+    classes: int
+    initial_loss: float
+    overfit_samples: int
+    overfit_epochs: int
+    overfit_accuracy: float
+
+
+@dataclass(frozen=True)
 class ConfirmedRecord:
     """A configuration retrained over seeds (``hpo confirm``): its runs' mean and 95% interval
     (NaN bounds with one run), its rank by mean, and the paired test against the first."""
@@ -96,6 +120,8 @@ class StudySnapshot:
     test_accuracy: dict[str, Any] | None = None  # {"trial", "test_accuracy", "epochs"}
     activations: tuple[LayerHistograms, ...] = ()
     activation_note: str = ""
+    first_layer: "FirstLayer | None" = None  # the best net's first-layer weights, as images
+    sanity: "SanityChecks | None" = None
     experiment: dict[str, Any] | None = None  # the spec's experiment's extra data, by name
     generated: datetime | None = None
     confirmed: tuple[ConfirmedRecord, ...] = ()  # by confirmed rank; empty: none ran

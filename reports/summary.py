@@ -133,6 +133,34 @@ def unheard_choices(snapshot: StudySnapshot, name: str) -> str:
     return text
 
 
+def sanity_lines(snapshot: StudySnapshot) -> list[str]:
+    """cs231n's sanity checks of the best configuration, each with what it means."""
+    s = snapshot.sanity
+    if s is None:
+        return []
+    chance = math.log(s.classes)
+    near = abs(s.initial_loss - chance) <= 0.1 * chance
+    overfits = s.overfit_accuracy >= 1.0
+    return [
+        f"Initial loss {s.initial_loss:.3f} against ln({s.classes}) = {chance:.3f} (trial "
+        f"#{s.trial}'s net untrained, weight decay off): "
+        + (
+            "as expected, the net starts with no preference among the classes."
+            if near
+            else "off: the initial weights are large enough that the untrained net is already "
+            "confident (a smaller init scale starts it near chance)."
+        ),
+        f"On {s.overfit_samples} training samples with weight decay and dropout off, "
+        f"{s.overfit_epochs} epochs reach training accuracy {s.overfit_accuracy:.0%}: "
+        + (
+            "the net and its training can fit data, as they must."
+            if overfits
+            else "a net that cannot fit 20 samples has a bug, too little capacity or too small "
+            "a learning rate."
+        ),
+    ]
+
+
 def overfitting(snapshot: StudySnapshot) -> dict | None:
     best = snapshot.best_trial()
     if best is None or best.train_accuracy is None:

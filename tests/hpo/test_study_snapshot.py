@@ -1,6 +1,8 @@
 """A study's snapshot, read from a real study's storage: every trial, the search space, the
 importances with their spread, the activation histograms."""
 
+import math
+
 import numpy as np
 import optuna
 import pytest
@@ -61,3 +63,15 @@ def test_layer_histograms_count_zeros_apart():
     h = layer_histograms(1, initial, trained)
     assert h.initial_zeros == 0.5 and h.trained_zeros == 0.75
     assert sum(h.initial) == 2 and sum(h.trained) == 1
+
+
+def test_snapshot_has_the_first_layer_weights_and_the_sanity_checks(study_url):
+    study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
+    snapshot = build_snapshot(study, spec, study_url)
+    first = snapshot.first_layer
+    assert first.side == 8 and len(first.units) == 16  # digits are 8x8; one layer of 16 units
+    assert all(len(u) == 64 for u in first.units)
+    sanity = snapshot.sanity
+    assert sanity.classes == 10 and sanity.overfit_samples == 20
+    assert abs(sanity.initial_loss - math.log(10)) < 1.0  # He init on standardized digits
+    assert 0.0 <= sanity.overfit_accuracy <= 1.0

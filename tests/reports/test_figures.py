@@ -9,7 +9,7 @@ import pytest
 
 from hpo.spec import StudySpec
 from reports import catalog, figures
-from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
+from reports.snapshot import FirstLayer, LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
 from trainer.config import TrainConfig
 
 PARAMS = (
@@ -98,6 +98,8 @@ STUDY = snapshot(
     importances={"learning_rate": 0.5, "weight_decay": 0.125, "dropout_ratio": 0.25,
                  "optimizer": 0.125},
     activations=LAYERS,
+    first_layer=FirstLayer(2, 4, tuple(tuple(float(i * j % 5 - 2) for i in range(16))
+                                       for j in range(1, 8))),
 )  # fmt: skip
 
 EMPTY = snapshot([])
@@ -445,6 +447,7 @@ ONE_TRIAL = snapshot(
     [complete(0, 0.9, hyper(1e-2, 1e-4, 0.2, "adam"))],
     importances={"learning_rate": 1.0},
     activations=LAYERS[:1],
+    first_layer=FirstLayer(0, 4, ((0.0,) * 16,)),  # all zero: a scale of its own still
 )
 
 
@@ -514,3 +517,9 @@ def test_importance_data_carries_the_bootstrap_spread_in_the_bars_order():
     assert data["names"] == ["weight_decay", "learning_rate"]
     assert data["spread"] == [[0.1, 0.45], [0.5, 0.9]]
     save(figures.plot_importance(data))
+
+
+def test_first_layer_data_lists_each_units_weights_as_an_image():
+    data = figures.first_layer_data(STUDY)
+    assert data["trial"] == 2 and data["side"] == 4
+    assert len(data["units"]) == 7 and all(len(u) == 16 for u in data["units"])

@@ -408,3 +408,16 @@ def test_a_choice_whose_trials_were_all_pruned_is_named_not_ranked():
     assert "among those that completed a trial: adam" in found
     assert "sgd (2 trials: 2 pruned at epochs 1-2); rmsprop (never tried)" in found
     assert "raise [search] warmup_epochs" in found
+
+
+def test_sanity_lines_say_what_each_check_means():
+    from reports.snapshot import SanityChecks
+
+    good = SanityChecks(3, 10, 2.31, 20, 100, 1.0)
+    s = dataclasses.replace(snapshot([complete(3, 0.9)]), sanity=good)
+    first, second = summary.sanity_lines(s)
+    assert "Initial loss 2.310 against ln(10) = 2.303" in first and "no preference" in first
+    assert "reach training accuracy 100%" in second and "as they must" in second
+    bad = dataclasses.replace(s, sanity=SanityChecks(3, 10, 9.5, 20, 100, 0.55))
+    first, second = summary.sanity_lines(bad)
+    assert "already confident" in first and "has a bug, too little capacity" in second
