@@ -6,9 +6,11 @@ and ``journal:///PATH``. Passwords never reach a message: ``mask_password`` rend
 or connects to anything.
 """
 
+import functools
 import os
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpo.errors import UsageError
@@ -58,8 +60,48 @@ def resolve_dask(address: str | None) -> str | None:
     return address
 
 
-def mask_password(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and reports."""
+@dataclass(frozen=True)
+class StorageLocation:
+    """A storage URL read once: what kind of storage it names (``"sqlite"``, ``"postgresql"``,
+    ``"journal"`` or ``"other"``, another SQLAlchemy URL), its file (a SQLite database or a
+    journal; None for a server or in-memory SQLite) and how it is shown (password masked).
+    ``location`` makes one per URL and process; the storage, the lock and the checks read it."""
+
+    url: str
+    kind: str
+    path: Path | None
+    shown: str
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        return self.path if self.kind == "sqlite" else None
+
+    @property
+    def journal_path(self) -> Path | None:
+        return self.path if self.kind == "journal" else None
+
+
+@functools.cache
+def location(url: str) -> StorageLocation:
+    """The one parse of ``url`` (cached: every later reader gets the same value)."""
+    kind = _kind(url)
+    path = None
+    if kind == "sqlite":
+        database = make_url(url).database
+        path = Path(database) if database and database != ":memory:" else None
+    elif kind == "journal":
+        rest = url[len("journal:") :]
+        path = Path(
+            rest[2:]
+            if rest.startswith("///")
+            else rest.lstrip("/")
+            if rest.startswith("//")
+            else rest
+        )
+    return StorageLocation(url, kind, path, _masked_url(url))
+
+
+def _masked_url(url: str) -> str:
     if url.startswith("journal:"):
         return url
     if url.count("@") > 1:  # a raw @ in the password: hide everything up to the last one
@@ -73,8 +115,7 @@ def mask_password(url: str) -> str:
     return parsed.render_as_string(hide_password=True)  # renders the password as ***
 
 
-def storage_kind(url: str) -> str:
-    """``"sqlite"``, ``"postgresql"``, ``"journal"`` or ``"other"`` (another SQLAlchemy URL)."""
+def _kind(url: str) -> str:
     if url.startswith("journal:"):
         return "journal"
     try:
@@ -84,24 +125,24 @@ def storage_kind(url: str) -> str:
     return backend if backend in ("sqlite", "postgresql") else "other"
 
 
+def mask_password(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and reports."""
+    return location(url).shown
+
+
+def storage_kind(url: str) -> str:
+    """``"sqlite"``, ``"postgresql"``, ``"journal"`` or ``"other"`` (another SQLAlchemy URL)."""
+    return location(url).kind
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL; None for other URLs or in-memory SQLite."""
-    if storage_kind(url) != "sqlite":
-        return None
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        return None
-    return Path(database)
+    return location(url).sqlite_path
 
 
 def journal_path(url: str) -> Path | None:
     """The file of a ``journal:///PATH`` URL (``journal:PATH`` for a relative path)."""
-    if not url.startswith("journal:"):
-        return None
-    rest = url[len("journal:") :]
-    return Path(
-        rest[2:] if rest.startswith("///") else rest.lstrip("/") if rest.startswith("//") else rest
-    )
+    return location(url).journal_path
 
 
 def engine_url(url: str) -> str:
@@ -115,7 +156,7 @@ def engine_url(url: str) -> str:
 def artifact_dir(url: str) -> Path:
     """Where the study's artifacts (exported weights) live: beside a SQLite database or journal,
     else ``./hpo-artifacts``. The dashboard serves them from there."""
-    path = sqlite_path(url) or journal_path(url)
+    path = location(url).path
     if path is None:
         return Path("hpo-artifacts")
     return path.with_name(path.stem + "-artifacts")
