@@ -123,7 +123,7 @@ def run_executor_alone(folder: Path, args: argparse.Namespace) -> float:
 
     from hpo.executors import LocalProcessExecutor
     from hpo.objective import TrialTask, configuration, load_training_split
-    from hpo.pruning import NoPruning
+    from hpo.pruning import NeverPrune
     from hpo.spec import load_spec
 
     spec = load_spec(str(folder / "study.toml"))
@@ -135,13 +135,16 @@ def run_executor_alone(folder: Path, args: argparse.Namespace) -> float:
         pending = set()
         for number in range(args.trials):
             params = {"learning_rate": float(10 ** rng.uniform(-3, -1)), "model.args.x": 0.5}
-            task = TrialTask(number, configuration(spec, params), (0, number), NoPruning())
+            task = TrialTask(number, configuration(spec, params), (0, number), NeverPrune())
             pending.add(executor.submit(task))
             if len(pending) >= 2 * args.workers:
-                _, pending = concurrent.futures.wait(
+                done, pending = concurrent.futures.wait(
                     pending, return_when=concurrent.futures.FIRST_COMPLETED
                 )
-        concurrent.futures.wait(pending)
+                for future in done:
+                    future.result()  # a trial that failed fails the measurement
+        for future in concurrent.futures.as_completed(pending):
+            future.result()
     finally:
         executor.shutdown()
     return time.perf_counter() - start
