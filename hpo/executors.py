@@ -40,9 +40,9 @@ from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.shared_split import SharedSplitHandle, share
 from hpo.spec import StudySpec
 from hpo.worker_boot import STOP_SIGNALS, boot
+from trainer.console import BLAS_THREAD_VARIABLES
 from trainer.datasets import Split
 
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ONE_BLAS_THREAD = 1
 """Trials train with one BLAS thread each: a trial's 100-wide matmuls gain nothing measurable
 from a second thread on an idle machine and lose up to 3x when the cores are busy (measured by

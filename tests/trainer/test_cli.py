@@ -110,3 +110,16 @@ def test_negative_seed_exits_2(capsys):
         main(["--seed", "-1"])
     assert e.value.code == 2
     assert "--seed: '-1' (allowed: a whole number >= 0" in capsys.readouterr().err
+
+
+def test_the_trainer_takes_one_blas_thread_unless_the_environment_says_otherwise():
+    from trainer.console import default_blas_threads
+
+    environ = {}
+    default_blas_threads(environ)
+    assert environ == dict.fromkeys(
+        ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"), "1"
+    )
+    chosen = {"OPENBLAS_NUM_THREADS": "2"}
+    default_blas_threads(chosen)
+    assert chosen == {"OPENBLAS_NUM_THREADS": "2"}
