@@ -788,3 +788,21 @@ def test_a_new_optimizers_hyperparameters_become_searchable_from_its_class(monke
     rules = spec_module._optimizer_params()
     assert rules["beta1"].when == ("adam", "lion") and rules["gamma"].when == ("lion",)
     assert list(rules) == ["momentum", "rho", "beta1", "beta2", "gamma"]
+
+
+def test_the_fashion_mnist_study_searches_what_matters_at_that_size_within_two_hours():
+    spec = load_spec("fashion-mnist")
+    assert spec.data.dataset == "fashion-mnist" and spec.data.train_size is None  # all 60,000
+    searched = {p.name for p in spec.space if p.kind != "fixed"}
+    assert {
+        "model.width",
+        "model.depth",
+        "learning_rate",
+        "weight_decay",
+        "dropout_ratio",
+        "training.batch_size",
+        "training.lr_decay",
+        "optimizer",
+        "batchnorm",
+    } <= searched
+    assert spec.search.pruner == "hyperband" and spec.search.timeout <= 2 * 3600
