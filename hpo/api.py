@@ -193,6 +193,7 @@ class _session:
         self.owner = not INTERRUPTS.installed  # a caller's own session stays theirs
         if self.owner:
             INTERRUPTS.install()
+            INTERRUPTS.exit_on_second = False  # a second interrupt raises: a kernel lives on
 
     def __exit__(self, *exc) -> None:
         from hpo.storage import close_storages
@@ -200,3 +201,4 @@ class _session:
         close_storages()
         if self.owner:
             INTERRUPTS.uninstall()
+            INTERRUPTS.exit_on_second = True

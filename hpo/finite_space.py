@@ -122,7 +122,7 @@ def unseen_configuration(
     if not left:
         return None
     rng = np.random.default_rng([spec.search.seed, number])
-    for name in listed[0]:
+    for name in dict.fromkeys(n for c in listed for n in c):  # every name, suggestion order
         options = []
         for c in left:
             if c.get(name, _ABSENT) not in options:

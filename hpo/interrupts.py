@@ -22,6 +22,7 @@ SIGHUP under ``nohup``.
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -39,6 +40,7 @@ class Interrupts:
         self.first: int | None = None
         self.installed: dict[int, object] = {}  # signal -> the handler it had before
         self._raising = 0
+        self.exit_on_second = True  # a command line's; a Python session's raises instead
 
     def install(self) -> None:
         """Take over SIGINT, SIGTERM and SIGHUP for this process (main thread only; each one
@@ -64,10 +66,10 @@ class Interrupts:
         self.count += 1
         if self.first is None:
             self.first = signum
-        if self.count >= 2:
+        if self.count >= 2 and self.exit_on_second:
             os.write(2, SECOND_INTERRUPT_MESSAGE)
             os._exit(self.exit_code)
-        if self._raising:
+        if self._raising or self.count >= 2:
             raise KeyboardInterrupt
 
     @property
@@ -94,10 +96,25 @@ class Interrupts:
         """A block that writes nothing: a Ctrl-C inside it raises KeyboardInterrupt at once."""
         self.check()
         self._raising += 1
+        # A signal that lands in a garbage collector's or a weak reference's callback raises
+        # there, where Python prints it as "Exception ignored" and goes on: silence that print
+        # here, and stop once the block ends instead.
+        hook = sys.unraisablehook
+        sys.unraisablehook = _quiet_interrupt(hook)
         try:
             yield
         finally:
             self._raising -= 1
+            sys.unraisablehook = hook
+        self.check()
+
+
+def _quiet_interrupt(hook):
+    def unraisable(info) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            hook(info)
+
+    return unraisable
 
 
 INTERRUPTS = Interrupts()

@@ -362,8 +362,10 @@ class StatementWaits:
         self.thread: threading.Thread | None = None
 
     def watch(self, engine: sqlalchemy.Engine, path: Path) -> None:
-        def before(*_):
-            self.running[threading.get_ident()] = (time.monotonic(), path)
+        def before(conn, cursor, statement, *_):
+            # Only a write waits on another writer: WAL readers never block.
+            if statement.lstrip()[:6].upper() in WRITES:
+                self.running[threading.get_ident()] = (time.monotonic(), path)
 
         def after(*_):
             self.running.pop(threading.get_ident(), None)
@@ -393,6 +395,7 @@ class StatementWaits:
                     )
 
 
+WRITES = ("INSERT", "UPDATE", "DELETE")
 WAITS = StatementWaits()
 
 

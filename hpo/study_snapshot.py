@@ -212,6 +212,7 @@ def sanity_checks(spec: StudySpec, trial: optuna.trial.FrozenTrial, split: Split
         overfit_samples=len(rows),
         overfit_epochs=result.epochs_run,
         overfit_accuracy=float(accuracy),
+        overfit_diverged=result.diverged,
     )
 
 

@@ -84,6 +84,7 @@ class SanityChecks:
     overfit_samples: int
     overfit_epochs: int
     overfit_accuracy: float
+    overfit_diverged: bool = False
 
 
 @dataclass(frozen=True)

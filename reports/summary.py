@@ -150,7 +150,13 @@ def sanity_lines(snapshot: StudySnapshot) -> list[str]:
             else "off: the initial weights are large enough that the untrained net is already "
             "confident (a smaller init scale starts it near chance)."
         ),
-        f"On {s.overfit_samples} training samples with weight decay and dropout off, "
+        (
+            f"On {s.overfit_samples} training samples with weight decay and dropout off, the "
+            f"training diverged after {s.overfit_epochs} epochs: without the regularization "
+            "this learning rate is too large to fit them (not a verdict on the net)."
+        )
+        if s.overfit_diverged
+        else f"On {s.overfit_samples} training samples with weight decay and dropout off, "
         f"{s.overfit_epochs} epochs reach training accuracy {s.overfit_accuracy:.0%}: "
         + (
             "the net and its training can fit data, as they must."

@@ -89,3 +89,17 @@ def test_importing_hpo_imports_neither_optuna_nor_the_api():
     code = "import sys, hpo; print('optuna' in sys.modules, 'hpo.api' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_second_interrupt_in_a_python_session_raises_instead_of_ending_the_process():
+    import signal
+
+    from hpo.api import _session
+    from hpo.interrupts import INTERRUPTS
+
+    with _session():
+        assert not INTERRUPTS.exit_on_second
+        INTERRUPTS._on_signal(signal.SIGINT, None)  # the first: recorded, stops at a safe point
+        with pytest.raises(KeyboardInterrupt):
+            INTERRUPTS._on_signal(signal.SIGINT, None)  # the second: raises, no os._exit
+    assert INTERRUPTS.exit_on_second and not INTERRUPTS.installed

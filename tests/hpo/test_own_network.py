@@ -547,3 +547,19 @@ def test_a_finite_space_of_integer_ranges_and_list_choices_is_counted_and_drawn_
     listed = configurations(spec)
     assert {c["model.args.width"] for c in listed} == {10, 20, 30}
     assert {c["model.args.dims"] for c in listed} == {"[8]", "[8, 8]"}
+
+
+def test_the_random_sampler_draws_an_optimizers_own_parameter_too(tmp_path):
+    """A finite space whose first configuration lacks a conditional parameter (sgd has no
+    momentum) still draws that parameter's values at random."""
+    from hpo.finite_space import configurations, unseen_configuration
+
+    path = tmp_path / "fin.toml"
+    path.write_text(
+        "[search]\nsampler = 'random'\n[space]\nlearning_rate = 0.01\n"
+        "optimizer = { choices = ['sgd', 'momentum'] }\nmomentum = { choices = [0.5, 0.9] }\n"
+    )
+    spec = load_spec(str(path))
+    listed = configurations(spec)
+    drawn = [unseen_configuration(spec, listed, [], number=n).get("momentum") for n in range(200)]
+    assert 0.5 in drawn and 0.9 in drawn and None in drawn

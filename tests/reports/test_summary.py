@@ -421,3 +421,11 @@ def test_sanity_lines_say_what_each_check_means():
     bad = dataclasses.replace(s, sanity=SanityChecks(3, 10, 9.5, 20, 100, 0.55))
     first, second = summary.sanity_lines(bad)
     assert "already confident" in first and "has a bug, too little capacity" in second
+
+
+def test_a_diverged_overfit_check_blames_the_learning_rate_not_the_net():
+    from reports.snapshot import SanityChecks
+
+    diverged = SanityChecks(3, 10, 2.3, 20, 4, 0.0, overfit_diverged=True)
+    s = dataclasses.replace(snapshot([complete(3, 0.9)]), sanity=diverged)
+    assert "diverged after 4 epochs" in summary.sanity_lines(s)[1]
