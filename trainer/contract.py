@@ -152,16 +152,28 @@ class AdaptedNet:
             getattr(net, "load_state", None)
         )
 
-    def gradient(self, x: np.ndarray, labels: np.ndarray) -> float:
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray) -> tuple[Any, dict]:
+        """The net's own loss and gradients of one batch, in either shape (raises
+        ``NetworkError`` when it returns something of another form)."""
         if self.shape == CS231N:
-            loss, grads = self.net.loss(x, labels)
-        else:
-            grads = self.net.gradient(x, labels)
-            loss = (
-                self.net.loss(x, labels)
-                if self.has_loss
-                else cross_entropy(self.predict(x), labels)
+            out = self.net.loss(x, labels)
+            if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+                raise NetworkError(
+                    f"loss(X, y) returned {_describe(out)} (allowed: a tuple (loss, grads) with "
+                    "grads a dict like params)"
+                )
+            return out
+        grads = self.net.gradient(x, labels)
+        if not isinstance(grads, dict):
+            raise NetworkError(
+                f"gradient(x, t) returned {_describe(grads)} (allowed: a dict of arrays with "
+                "the keys of params)"
             )
+        loss = self.net.loss(x, labels) if self.has_loss else cross_entropy(self.predict(x), labels)
+        return loss, grads
+
+    def gradient(self, x: np.ndarray, labels: np.ndarray) -> float:
+        loss, grads = self.loss_and_grads(x, labels)
         self.grads = [grads[k] for k in self.keys]
         return float(loss)
 
@@ -402,22 +414,14 @@ def check_network(net: AdaptedNet, x: np.ndarray, labels: np.ndarray, n_classes:
     try:
         if own:
             net.load_state(net.state())
-        if net.shape == CS231N:
-            out = net.net.loss(x, labels)
-            if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
-                raise NetworkError(
-                    f"loss(X, y) returned {_describe(out)} (allowed: a tuple (loss, grads) with "
-                    "grads a dict like params)"
-                )
-            loss, grads = out
-        else:
-            grads = net.net.gradient(x, labels)
-            if not isinstance(grads, dict):
-                raise NetworkError(
-                    f"gradient(x, t) returned {_describe(grads)} (allowed: a dict of arrays "
-                    "with the keys of params)"
-                )
-            loss = net.net.loss(x, labels) if net.has_loss else 0.0
+        scores = net.predict(x)
+        if not isinstance(scores, np.ndarray) or scores.shape != (len(x), n_classes):
+            got = scores.shape if isinstance(scores, np.ndarray) else _describe(scores)
+            raise NetworkError(
+                f"its scores for {len(x)} inputs have shape {got} (allowed: ({len(x)}, "
+                f"{n_classes}), one column per class)"
+            )
+        loss, grads = net.loss_and_grads(x, labels)
         if set(grads) != set(params):
             missing = sorted(set(params) - set(grads))
             extra = sorted(set(grads) - set(params))
@@ -436,13 +440,6 @@ def check_network(net: AdaptedNet, x: np.ndarray, labels: np.ndarray, n_classes:
             float(loss)
         except (TypeError, ValueError):
             raise NetworkError(f"its loss is {_describe(loss)} (allowed: a number)") from None
-        scores = net.predict(x)
-        if not isinstance(scores, np.ndarray) or scores.shape != (len(x), n_classes):
-            got = scores.shape if isinstance(scores, np.ndarray) else _describe(scores)
-            raise NetworkError(
-                f"its scores for {len(x)} inputs have shape {got} (allowed: ({len(x)}, "
-                f"{n_classes}), one column per class)"
-            )
     except (NetworkError, KeyboardInterrupt):
         raise
     except BaseException as e:
