@@ -148,16 +148,11 @@ def retrain(study: "optuna.Study", trial: int | None = None) -> tuple["Trainable
     from hpo.executors import ONE_BLAS_THREAD
     from hpo.objective import load_training_split
     from hpo.records import run_facts
-    from hpo.results import finished_trial, retraining_facts
+    from hpo.results import finished_trial, retraining_run
 
     spec = spec_of(study)
     chosen = finished_trial(study, trial)
-    _, pruned_at = retraining_facts(chosen)
-    run = configuration(study, chosen.number)
-    if pruned_at is not None:  # stopped where the pruner stopped it
-        from dataclasses import replace
-
-        run = replace(run, training=replace(run.training, epochs=pruned_at))
+    run = retraining_run(spec, chosen)  # stopped where the pruner stopped it
     import numpy as np
 
     with _session():

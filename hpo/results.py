@@ -5,7 +5,7 @@ import math
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -16,6 +16,9 @@ from hpo.pruning import Thresholds
 from hpo.records import run_facts
 from hpo.spec import StudySpec
 from hpo.urls import artifact_dir
+
+if TYPE_CHECKING:
+    from trainer.config import RunConfig
 
 TEST_ACCURACY_ATTR = "hpo:test_accuracy"
 
@@ -298,6 +301,18 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
 
 
+def retraining_run(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> "RunConfig":
+    """The run that trains ``trial`` again: its configuration, stopped at the epoch it was
+    pruned at (what ``best --command`` prints and ``hpo.retrain`` trains)."""
+    from hpo.objective import configuration
+
+    _, pruned_at = retraining_facts(trial)
+    run = configuration(spec, trial.params)
+    if pruned_at is None:
+        return run
+    return replace(run, training=replace(run.training, epochs=pruned_at))
+
+
 def trainer_command(
     study: optuna.Study, spec: StudySpec, number: int | None = None
 ) -> dict[str, Any]:
@@ -308,14 +323,10 @@ def trainer_command(
     highest epoch value, 0 when it diverged in its first) and ``argv``; the line's
     ``best_val_accuracy`` equals ``value``.
     """
-    from hpo.objective import configuration
-
     trial = finished_trial(study, number)
-    facts, pruned_at = retraining_facts(trial)
-    run = configuration(spec, trial.params)
+    facts, _ = retraining_facts(trial)
+    run = retraining_run(spec, trial)
     pruned = trial.state == TrialState.PRUNED
-    if pruned_at is not None:
-        run = replace(run, training=replace(run.training, epochs=pruned_at))
     values = dict(trial.intermediate_values)
     if facts.get("diverged"):  # the 0 stored where it diverged is no epoch's accuracy
         values.pop(int(facts["epochs_run"]) + 1, None)

@@ -234,12 +234,12 @@ def check_memory(
     if available is None or spec.user_network:  # a learner's net's size is its own
         return
     n_rows = len(split.y_train) + len(split.y_val)
-    batch_size = largest(spec, "training.batch_size", spec.training.batch_size)
+    batch_size = spec.largest("training.batch_size", spec.training.batch_size)
     rows = max(min(batch_size, len(split.y_train)), min(EVAL_BATCH, n_rows))
     hidden = spec.model.hidden_sizes
     if spec.param("model.width") or spec.param("model.depth"):
-        width = largest(spec, "model.width", hidden[0])
-        hidden = (width,) * largest(spec, "model.depth", len(hidden))
+        width = spec.largest("model.width", hidden[0])
+        hidden = (width,) * spec.largest("model.depth", len(hidden))
     per_trial = training_memory(split.n_features, hidden, split.n_classes, batch_rows=rows)
     needed = per_trial * max(1, workers)
     if needed <= available:
@@ -252,16 +252,6 @@ def check_memory(
         f"{_gib(per_trial)} a trial{times}, more than the {_gib(available)} {where} "
         "(allowed: narrower or fewer layers, a smaller batch, or fewer --workers)",
     )
-
-
-def largest(spec: StudySpec, name: str, default: int) -> int:
-    """The largest value the space gives the integer setting ``name``, else ``default``."""
-    p = spec.param(name)
-    if p is None:
-        return default
-    return {"fixed": lambda: p.value, "choice": lambda: max(p.choices)}.get(
-        p.kind, lambda: p.high
-    )()
 
 
 def _gib(n: int) -> str:

@@ -277,7 +277,11 @@ class StudySpec:
 
     def max_epochs(self) -> int:
         """The most epochs a trial may run (``training.epochs``, or the space's largest)."""
-        return max(_epoch_values(self.training.epochs, self.space))
+        return self.largest("training.epochs", self.training.epochs)
+
+    def largest(self, name: str, default: Any) -> Any:
+        """The largest value the space lets the setting ``name`` take, else ``default``."""
+        return max(extremes(self.space, name, default))
 
     def activation_text(self) -> str:
         """The nets' activation as a report states it: fixed (in [space] or [model]), or the
@@ -494,7 +498,7 @@ def spec_from_dict(
 
     model_keys = set(raw.get("model", {}))
     space = _read_space(_Table(source, "space", raw.get("space", {})), model_keys, model)
-    fewest = min(_epoch_values(training.epochs, space))
+    fewest = min(extremes(space, "training.epochs", training.epochs))
     if search.pruner in ("hyperband", "sha") and search.warmup_epochs >= fewest:
         fewest_of = " at the fewest the space gives" if fewest != training.epochs else ""
         raise SpecError(
@@ -683,10 +687,10 @@ def _read_space(t: _Table, model_keys: set[str], model: NetConfig) -> tuple[Para
     return tuple(params)
 
 
-def _epoch_values(default: int, space: tuple[Param, ...]) -> list[int]:
-    """Every number of epochs a trial may run: ``[training] epochs``, or what the space gives
-    ``training.epochs``."""
-    p = next((p for p in space if p.name == "training.epochs"), None)
+def extremes(space: tuple[Param, ...], name: str, default: Any) -> list:
+    """The values of the setting ``name`` that bound what a trial may run: ``default`` (its
+    table's value) unless the space fixes it, lists its choices or ranges it (low and high)."""
+    p = next((p for p in space if p.name == name), None)
     if p is None:
         return [default]
     if p.kind == "fixed":

@@ -36,8 +36,8 @@ Caption = str | Callable[..., str]  # or (data, snapshot, **variant) -> str
 
 @dataclass(frozen=True)
 class FigureKind:
-    """One kind of figure: ``key`` and ``title`` are formatted with the variant's fields and
-    ``top`` (the curves and parallel coordinates shown)."""
+    """One kind of figure: ``key`` and ``title`` are formatted with the variant's fields,
+    ``top`` (the configurations shown) and ``curves`` (the learning-curve panels drawn)."""
 
     key: str
     title: str
@@ -103,7 +103,7 @@ KINDS: tuple[FigureKind, ...] = (
     ),
     FigureKind(
         "curves",
-        "Learning curves of the top {top}",
+        "Learning curves of the top {curves}",
         "Training (blue) and validation (red) accuracy per epoch; the dotted line marks the "
         "best epoch, whose weights the trial keeps. The accuracy axis starts at the lowest value "
         "after the first epoch, so that the top trials' differences show.",
@@ -204,9 +204,7 @@ def instances(snapshot: StudySnapshot, top_k: int = 10) -> list[FigureInstance]:
     out = []
     for kind in KINDS:
         for variant in kind.variants(snapshot):
-            fields = {"top": min(shown, figures.MAX_CURVE_PANELS), **variant}
-            if kind.key == "parallel":
-                fields["top"] = shown
+            fields = {"top": shown, "curves": min(shown, figures.MAX_CURVE_PANELS), **variant}
             title = kind.title.format(**{k: str(v).replace("_", " ") for k, v in fields.items()})
             out.append(
                 FigureInstance(
