@@ -231,16 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 BUILT_IN_NET_FLAGS = (
-    ("--hidden", "hidden"),
-    ("--activation", "activation"),
-    ("--batchnorm", "batchnorm"),
-    ("--dropout", "dropout"),
-    ("--weight-decay", "weight_decay"),
-    ("--weight-decay-type", "weight_decay_type"),
-    ("--init", "init"),
-    ("--init-scale", "init_scale"),
+    ("--hidden", "hidden", NetConfig.hidden_sizes),
+    ("--activation", "activation", NetConfig.activation),
+    ("--batchnorm", "batchnorm", NetConfig.batchnorm),
+    ("--dropout", "dropout", NetConfig.dropout_ratio),
+    ("--weight-decay", "weight_decay", NetConfig.weight_decay),
+    ("--weight-decay-type", "weight_decay_type", NetConfig.weight_decay_type),
+    ("--init", "init", NetConfig.init),
+    ("--init-scale", "init_scale", NetConfig.init_scale),
 )
-"""The flags of the built-in net, which a --network run does not use."""
+"""The flags of the built-in net (flag, its name in the arguments, its default: the
+``NetConfig`` field's), which a --network run does not use."""
 
 
 def check_ranges(args: argparse.Namespace) -> None:
@@ -255,9 +256,8 @@ def check_ranges(args: argparse.Namespace) -> None:
             "--net-arg with --network)"
         )
     if args.network is not None:
-        defaults = build_parser().parse_args([])
-        for flag, name in BUILT_IN_NET_FLAGS:
-            if getattr(args, name) != getattr(defaults, name):
+        for flag, name, default in BUILT_IN_NET_FLAGS:
+            if getattr(args, name) != default:
                 raise UsageError(
                     f"argument {flag}: applies to the built-in net, not to --network "
                     f"{args.network} (allowed: --net-arg NAME=VALUE for your net's keywords)"
