@@ -46,6 +46,8 @@ from reports.snapshot import (
     LayerHistograms,
     ParamInfo,
     SanityChecks,
+    SpaceEntry,
+    SpecFacts,
     StudySnapshot,
     TrialRecord,
 )
@@ -340,6 +342,27 @@ def confirmed_fields(study: optuna.Study, storage_url: str) -> dict:
     }
 
 
+def spec_facts(spec: StudySpec) -> SpecFacts:
+    """What the report states about ``spec``: ``reports`` reads these plain facts, never the
+    spec itself."""
+    return SpecFacts(
+        description=spec.description,
+        dataset=spec.data.dataset,
+        model=spec.model_text(),
+        activation=spec.model.activation,
+        epochs=spec.max_epochs(),
+        batch_size=spec.training.batch_size,
+        user_network=spec.user_network,
+        sampler=spec.search.sampler,
+        pruner=spec.search.pruner,
+        seed=spec.search.seed,
+        warmup_epochs=spec.search.warmup_epochs,
+        space=tuple(SpaceEntry(**dataclasses.asdict(p)) for p in spec.space),
+        definition=spec.to_dict(),
+        fingerprint=spec.objective_fingerprint(),
+    )
+
+
 def trials_snapshot(
     study: optuna.Study,
     spec: StudySpec,
@@ -353,7 +376,7 @@ def trials_snapshot(
     return StudySnapshot(
         name=study.study_name,
         storage=mask_password(storage_url),
-        spec=spec,
+        spec=spec_facts(spec),
         split_sizes={},
         trials=tuple(_record(t) for t in trials),
         params=_param_infos(trials),

@@ -41,8 +41,8 @@ def _study_curve(s: StudySnapshot) -> dict:
         elapsed.append(seconds)
     return {
         "name": s.name,
-        "sampler": s.spec.search.sampler,
-        "pruner": s.spec.search.pruner,
+        "sampler": s.spec.sampler,
+        "pruner": s.spec.pruner,
         "trials": len(finished),
         "best": best if best > -math.inf else None,
         "best_so_far": best_so_far,
@@ -120,7 +120,7 @@ def render_comparison(snapshots: list[StudySnapshot], *, generated: datetime | N
         sentences=reach_sentences(data),
         figure=png_base64(plot_comparison(data)),
         storage=snapshots[0].storage if snapshots else "",
-        fingerprints_differ=len({s.spec.objective_fingerprint() for s in snapshots}) > 1,
+        fingerprints_differ=len({s.spec.fingerprint for s in snapshots}) > 1,
         generated=generated or datetime.now(),
     )
 

@@ -372,7 +372,7 @@ def init_loss_data(snapshot: StudySnapshot) -> list[dict] | None:
         if not t.batch_loss or ("init" not in t.params and "init_scale" not in t.params):
             continue
         spec = snapshot.spec
-        activation = t.params.get("activation", spec.fixed("activation", spec.model.activation))
+        activation = t.params.get("activation", spec.fixed("activation", spec.activation))
         init = t.params.get("init", spec.fixed("init"))
         scale = t.params.get("init_scale", spec.fixed("init_scale", 1.0))
         panels.setdefault(activation, []).append(
@@ -404,7 +404,7 @@ def activation_order(snapshot: StudySnapshot) -> list[str]:
     p = spec.param("activation")
     if p is not None and p.kind == "choice":
         return [str(c) for c in p.choices]
-    return [str(spec.fixed("activation", spec.model.activation))]
+    return [str(spec.fixed("activation", spec.activation))]
 
 
 def init_loss_caption(panels: list[dict]) -> str:

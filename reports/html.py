@@ -100,10 +100,9 @@ def render(snapshot: StudySnapshot, *, top_k: int = 10) -> str:
         missing_importance=(
             snapshot.importance_note if figures.importance_data(snapshot) is None else ""
         ),
-        dataset=spec.data.dataset,
-        search=spec.search,
+        dataset=spec.dataset,
         space=spec.space,
-        spec_json=json.dumps(spec.to_dict(), indent=2, sort_keys=True),
+        spec_json=json.dumps(spec.definition, indent=2, sort_keys=True),
         counts=summary.counts(snapshot),
         time=summary.compute_time(snapshot),
         findings=summary.findings(snapshot),

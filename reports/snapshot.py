@@ -2,14 +2,13 @@
 
 ``hpo.study_snapshot`` fills a ``StudySnapshot`` from the storage; everything in ``reports``
 reads only this, so figures and the summary are pure functions of plain data and can be tested
-by equality.
+by equality. ``reports`` imports nothing from ``hpo``: the study's definition reaches it as
+``SpecFacts``, the few things a report states about it.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-from hpo.spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -22,6 +21,52 @@ class ParamInfo:
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class SpaceEntry:
+    """One entry of the study's search space as its file gives it: ``kind`` is ``"float"`` or
+    ``"int"`` (``low``..``high``, ``log``, ``step``), ``"choice"`` (``choices``) or ``"fixed"``
+    (``value``)."""
+
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class SpecFacts:
+    """What a report states about the study's definition (its stored spec): ``model`` is the
+    nets in words, ``epochs`` the most a trial may run, ``definition`` the spec in the layout of
+    a study file and ``fingerprint`` the hash of what decides a trial's value."""
+
+    description: str = ""
+    dataset: str = "digits"
+    model: str = ""
+    activation: str = "relu"  # [model]'s, where the space does not fix or search it
+    epochs: int = 30
+    batch_size: int = 100
+    user_network: bool = False
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    warmup_epochs: int = 5
+    space: tuple[SpaceEntry, ...] = ()
+    definition: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def param(self, name: str) -> SpaceEntry | None:
+        return next((p for p in self.space if p.name == name), None)
+
+    def fixed(self, name: str, default: Any = None) -> Any:
+        """The value the space fixes ``name`` to, else ``default`` (searched or not named)."""
+        p = self.param(name)
+        return p.value if p is not None and p.kind == "fixed" else default
 
 
 @dataclass(frozen=True)
@@ -110,7 +155,7 @@ class ConfirmedRecord:
 class StudySnapshot:
     name: str
     storage: str  # password masked
-    spec: StudySpec  # as stored with the study, read back through hpo.spec
+    spec: SpecFacts  # of the spec stored with the study
     split_sizes: dict[str, int]  # train, validation, test
     trials: tuple[TrialRecord, ...]
     params: tuple[ParamInfo, ...]
@@ -133,7 +178,7 @@ class StudySnapshot:
     @property
     def epochs(self) -> int:
         """The most epochs a trial may run (the space may search them)."""
-        return self.spec.max_epochs()
+        return self.spec.epochs
 
     def by_state(self, state: str) -> list[TrialRecord]:
         return [t for t in self.trials if t.state == state]

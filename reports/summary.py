@@ -124,7 +124,7 @@ def unheard_choices(snapshot: StudySnapshot, name: str) -> str:
         return ""
     text = f"Not ranked, as no trial of theirs completed: {'; '.join(parts)}."
     if any(row["pruned_at"] and not row["complete"] for row in pruning_by_choice(snapshot, name)):
-        warmup = snapshot.spec.search.warmup_epochs
+        warmup = snapshot.spec.warmup_epochs
         text += (
             f" A pruned trial was judged on its first epochs (warm-up: "
             f"{_plural(warmup, 'epoch')}), which favours fast starters over slow ones: to give "

@@ -26,10 +26,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hpo.spec import Param, SearchSpec, StudySpec  # noqa: E402
 from reports.html import render  # noqa: E402
-from reports.snapshot import LayerHistograms, ParamInfo, StudySnapshot, TrialRecord  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
+from reports.snapshot import (  # noqa: E402
+    LayerHistograms,
+    ParamInfo,
+    SpaceEntry,
+    SpecFacts,
+    StudySnapshot,
+    TrialRecord,
+)
 
 TARGET_SECONDS = 60.0
 """A 5,000-trial report should render within this many seconds..."""
@@ -105,11 +110,12 @@ def synthetic_snapshot(n_trials: int, *, epochs: int = 30, seed: int = 0) -> Stu
     return StudySnapshot(
         name=f"synthetic-{n_trials}",
         storage="sqlite:///synthetic.db",
-        spec=StudySpec(
-            name=f"synthetic-{n_trials}",
+        spec=SpecFacts(
             description="A synthetic study.",
-            training=TrainConfig(epochs=epochs, batch_size=50),
-            search=SearchSpec(sampler="tpe", pruner="median", seed=seed),
+            model="hidden [100, 100, 100], relu",
+            epochs=epochs,
+            batch_size=50,
+            seed=seed,
             space=tuple(_space_entry(p) for p in PARAMS),
         ),
         split_sizes={"train": 1078, "validation": 359, "test": 360},
@@ -131,10 +137,10 @@ def synthetic_snapshot(n_trials: int, *, epochs: int = 30, seed: int = 0) -> Stu
     )
 
 
-def _space_entry(p: ParamInfo) -> Param:
+def _space_entry(p: ParamInfo) -> SpaceEntry:
     if p.kind == "categorical":
-        return Param(p.name, "choice", choices=tuple(p.choices))
-    return Param(p.name, "float", low=p.low, high=p.high, log=p.log)
+        return SpaceEntry(p.name, "choice", choices=tuple(p.choices))
+    return SpaceEntry(p.name, "float", low=p.low, high=p.high, log=p.log)
 
 
 def measure(n_trials: int, *, seed: int) -> dict:

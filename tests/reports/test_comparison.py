@@ -6,10 +6,8 @@ from datetime import datetime, timedelta
 
 import matplotlib.pyplot as plt
 
-from hpo.spec import SearchSpec, StudySpec
 from reports.comparison import comparison_data, plot_comparison, reach_sentences, render_comparison
-from reports.snapshot import StudySnapshot, TrialRecord
-from trainer.config import DataConfig
+from reports.snapshot import SpecFacts, StudySnapshot, TrialRecord
 
 T0 = datetime(2026, 1, 1)
 
@@ -29,7 +27,7 @@ def study(name, sampler, trials):
     return StudySnapshot(
         name=name,
         storage="sqlite:///x.db",
-        spec=StudySpec(name=name, search=SearchSpec(sampler=sampler, pruner="none")),
+        spec=SpecFacts(sampler=sampler, pruner="none", fingerprint="digits"),
         split_sizes={},
         trials=tuple(trials),
         params=(),
@@ -112,6 +110,6 @@ def test_plot_and_page_render():
 def test_page_warns_when_the_objectives_differ():
     other = study("o", "tpe", [record(0, "COMPLETE", 0.4, 1.0)])
     other = dataclasses.replace(
-        other, spec=dataclasses.replace(other.spec, data=DataConfig(dataset="mnist"))
+        other, spec=dataclasses.replace(other.spec, dataset="mnist", fingerprint="mnist")
     )
     assert "do not share one objective" in render_comparison([RANDOM, other])

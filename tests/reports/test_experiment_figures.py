@@ -7,11 +7,9 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
-from hpo.spec import Param, StudySpec
 from reports import experiment_figures as ex
 from reports.html import build_figures
-from reports.snapshot import StudySnapshot, TrialRecord
-from trainer.config import TrainConfig
+from reports.snapshot import SpaceEntry, SpecFacts, StudySnapshot, TrialRecord
 
 
 def trial(number, params, *, value=None, state="COMPLETE", train=None, val=None, **fields):
@@ -32,7 +30,7 @@ def snapshot(trials, *, experiment=None, spec=None):
     return StudySnapshot(
         name="exp",
         storage="sqlite:///exp.db",
-        spec=spec or StudySpec(name="exp", training=TrainConfig(epochs=2)),
+        spec=spec or SpecFacts(epochs=2),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=(),
@@ -207,9 +205,8 @@ def test_init_loss_groups_by_activation_with_the_diverged_marked(monkeypatch):
             batch_loss=[2.3, 2.3],
         ),
     ]
-    chapter = StudySpec(
-        name="exp",
-        space=(Param("activation", "choice", choices=("sigmoid", "tanh", "relu")),),
+    chapter = SpecFacts(
+        space=(SpaceEntry("activation", "choice", choices=("sigmoid", "tanh", "relu")),),
     )
     panels = ex.init_loss_data(snapshot(trials, spec=chapter))
     assert [p["activation"] for p in panels] == ["sigmoid", "relu"]  # the space's order
@@ -278,11 +275,10 @@ def test_overfit_orders_none_decay_dropout_both_and_measures_the_late_gap(monkey
 
 
 def test_overfit_reads_fixed_values_from_the_spec():
-    spec = StudySpec(
-        name="exp",
+    spec = SpecFacts(
         space=(
-            Param("weight_decay", "fixed", value=0.1),
-            Param("dropout_ratio", "choice", choices=(0.0, 0.5)),
+            SpaceEntry("weight_decay", "fixed", value=0.1),
+            SpaceEntry("dropout_ratio", "choice", choices=(0.0, 0.5)),
         ),
     )
     trials = [trial(0, {"dropout_ratio": 0.5}, value=0.5, train=[0.5], val=[0.4])]

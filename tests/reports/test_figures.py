@@ -7,10 +7,15 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 
-from hpo.spec import StudySpec
 from reports import catalog, figures
-from reports.snapshot import FirstLayer, LayerHistograms, ParamInfo, StudySnapshot, TrialRecord
-from trainer.config import TrainConfig
+from reports.snapshot import (
+    FirstLayer,
+    LayerHistograms,
+    ParamInfo,
+    SpecFacts,
+    StudySnapshot,
+    TrialRecord,
+)
 
 PARAMS = (
     ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1),
@@ -59,7 +64,7 @@ def snapshot(trials, params=PARAMS, **fields):
     return StudySnapshot(
         name="study",
         storage="sqlite:///study.db",
-        spec=StudySpec(name="study", training=TrainConfig(epochs=3)),
+        spec=SpecFacts(epochs=3),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,

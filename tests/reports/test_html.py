@@ -11,16 +11,16 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from hpo.spec import Param, SearchSpec, StudySpec
 from reports import figures, html
 from reports.snapshot import (
     ConfirmedRecord,
     LayerHistograms,
     ParamInfo,
+    SpaceEntry,
+    SpecFacts,
     StudySnapshot,
     TrialRecord,
 )
-from trainer.config import NetConfig, TrainConfig
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
@@ -67,9 +67,9 @@ def running(number, params):
 
 def space_of(params):
     return tuple(
-        Param(p.name, "choice", choices=tuple(p.choices))
+        SpaceEntry(p.name, "choice", choices=tuple(p.choices))
         if p.kind == "categorical"
-        else Param(p.name, "float", low=p.low, high=p.high, log=p.log)
+        else SpaceEntry(p.name, "float", low=p.low, high=p.high, log=p.log)
         for p in params
     )
 
@@ -80,12 +80,11 @@ def snapshot(
     return StudySnapshot(
         name=name,
         storage="sqlite:///study.db",
-        spec=StudySpec(
-            name=name,
+        spec=SpecFacts(
             description=description,
-            model=NetConfig(hidden_sizes=(16,)),
-            training=TrainConfig(epochs=epochs, batch_size=50),
-            search=SearchSpec(sampler="tpe", pruner="median", seed=0),
+            model="hidden [16], relu",
+            epochs=epochs,
+            batch_size=50,
             space=space_of(params),
         ),
         split_sizes={"train": 8, "validation": 2, "test": 2},

@@ -6,10 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from hpo.spec import Param, StudySpec
 from reports import summary
-from reports.snapshot import ParamInfo, StudySnapshot, TrialRecord
-from trainer.config import TrainConfig
+from reports.snapshot import ParamInfo, SpaceEntry, SpecFacts, StudySnapshot, TrialRecord
 
 LR = ParamInfo("learning_rate", "float", log=True, low=1e-4, high=1e-1)
 DROPOUT = ParamInfo("dropout_ratio", "float", low=0.0, high=0.5)
@@ -51,7 +49,7 @@ def snapshot(trials, params=(LR, DROPOUT, OPTIMIZER), *, epochs=10):
     return StudySnapshot(
         name="study",
         storage="sqlite:///study.db",
-        spec=StudySpec(name="study", training=TrainConfig(epochs=epochs)),
+        spec=SpecFacts(epochs=epochs),
         split_sizes={"train": 8, "validation": 2, "test": 2},
         trials=tuple(trials),
         params=params,
@@ -398,7 +396,7 @@ def test_a_choice_whose_trials_were_all_pruned_is_named_not_ranked():
         s,
         spec=dataclasses.replace(
             s.spec,
-            space=(Param("optimizer", "choice", choices=("sgd", "adam", "rmsprop")),),
+            space=(SpaceEntry("optimizer", "choice", choices=("sgd", "adam", "rmsprop")),),
         ),
     )
     rows = {r["choice"]: r for r in summary.pruning_by_choice(s, "optimizer")}
