@@ -39,7 +39,7 @@ from hpo.executors import TrialExecutor
 from hpo.interrupts import INTERRUPTS
 from hpo.objective import INTERRUPTED, TrialResult, TrialTask, configuration
 from hpo.pruning import NoPruning
-from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name
+from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name, ranked
 from hpo.spec import StudySpec
 from reports.summary import mean_interval
 
@@ -124,10 +124,8 @@ class Confirmed:
 def top_configurations(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     """The ``k`` completed search trials of highest value with distinct parameters, best first
     (ties: the earlier trial); a later trial that repeats a parameter set is left out."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    done.sort(key=lambda t: (-t.value, t.number))
     seen, top = set(), []
-    for t in done:
+    for t in ranked(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         key = tuple(sorted(t.params.items()))
         if key not in seen:
             seen.add(key)

@@ -92,6 +92,14 @@ class Counts:
         return self.complete + self.pruned
 
 
+def ranked(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The completed ``trials``, best first (ties: the earlier trial): the one order hpo ranks
+    trials in (``best``, ``confirm``'s top configurations, the report's best);
+    ``reports.snapshot.StudySnapshot.ranked`` orders its plain records the same way."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return sorted(done, key=lambda t: (-t.value, t.number))
+
+
 def count_trials(trials: list[optuna.trial.FrozenTrial]) -> Counts:
     """Trial counts by state, the diverged ones among the pruned, and the best value."""
     by_state = dict.fromkeys(TrialState, 0)

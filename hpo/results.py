@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.paths import check_out_path, written_whole
 from hpo.pruning import Thresholds
-from hpo.records import run_facts
+from hpo.records import ranked, run_facts
 from hpo.spec import StudySpec
 from hpo.urls import artifact_dir
 
@@ -25,8 +25,7 @@ TEST_ACCURACY_ATTR = "hpo:test_accuracy"
 
 def top_trials(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     """The ``k`` completed trials of highest value, best first (ties: the earlier trial)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    done.sort(key=lambda t: (-t.value, t.number))
+    done = ranked(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return [
         {
             "trial": t.number,

@@ -35,7 +35,7 @@ from hpo.objective import (
     trial_net,
     trial_seed,
 )
-from hpo.records import run_facts
+from hpo.records import ranked, run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
@@ -269,7 +269,7 @@ def build_snapshot(
             "stored results and never runs your network's code."
         )
     elif with_activations and complete:
-        best = max(complete, key=lambda t: (t.value, -t.number))
+        best = ranked(complete)[0]
         if confirmed["confirmed"]:  # the report is about the confirmed best
             best = trials[confirmed["confirmed"][0].trial]
         activations, first = activation_histograms(spec, best, split)

@@ -3,7 +3,15 @@
 import optuna
 import pytest
 
-from hpo.records import RUN_ATTR, TALLY_ATTR, count_trials, current_counts, run_facts, tally
+from hpo.records import (
+    RUN_ATTR,
+    TALLY_ATTR,
+    count_trials,
+    current_counts,
+    ranked,
+    run_facts,
+    tally,
+)
 from hpo.service import run_study
 from hpo.spec import load_spec
 from hpo.storage import open_storage
@@ -15,6 +23,22 @@ def test_run_facts_read_one_attribute_and_the_separate_ones_of_older_studies():
     before = optuna.trial.create_trial(value=0.5, user_attrs=facts)
     assert run_facts(now) == run_facts(before) == facts
     assert run_facts(optuna.trial.create_trial(value=0.5)) == {}
+
+
+def test_ranked_puts_the_best_first_and_the_earlier_of_a_tie_before_the_later():
+    def trial(number, value, state=optuna.trial.TrialState.COMPLETE):
+        t = optuna.trial.create_trial(value=value, state=state)
+        t.number = number
+        return t
+
+    trials = [
+        trial(0, 0.5),
+        trial(1, 0.9),
+        trial(2, None, optuna.trial.TrialState.FAIL),
+        trial(3, 0.9),
+        trial(4, 0.7),
+    ]
+    assert [t.number for t in ranked(trials)] == [1, 3, 4, 0]
 
 
 def full_counts(study):
