@@ -538,59 +538,42 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _confirm(args: argparse.Namespace, url: str, name: str, study, spec) -> int:
-    from hpo.confirm import (
-        confirmations,
-        load_companion,
-        plan,
-        run_confirmation,
-        stored_runs,
-    )
-    from hpo.objective import load_training_split
-    from hpo.service import check_memory, make_executor
+    from hpo.confirm import confirm_study, confirmations, load_companion, stored_runs
     from hpo.storage import open_storage
 
-    storage = open_storage(url)
-    companion = load_companion(storage, name, create=False)
     if args.json and args.seeds is None:  # --json reads; training takes an explicit --seeds
-        if not stored_runs(companion):
+        runs = stored_runs(load_companion(open_storage(url), name, create=False))
+        if not runs:
             raise UsageError(
                 f"study {name!r} has no confirmation runs yet (allowed: --json --seeds S to "
                 "train S seeds of each configuration first)"
             )
-        for item in confirmations(study, stored_runs(companion), args.top):
+        for item in confirmations(study, runs, args.top):
             print(json.dumps(item.as_dict()))
         return 0
-    work = plan(study, companion, top=args.top, seeds=args.seeds or DEFAULT_CONFIRM_SEEDS)
-    split = load_training_split(spec)
     start = time.monotonic()
-    if work.missing:  # bad data, memory or cluster fail here, before anything is stored
-        if args.dask is None:
-            check_memory(spec, split, workers=1 if args.in_process else args.workers or 1)
-        executor = make_executor(
+    bar = Bar(quiet=args.quiet or args.json, label=f"{name} confirm", unit="run")
+    try:
+        done = confirm_study(
+            study,
             spec,
-            split,
+            storage_url=url,
+            top=args.top,
+            seeds=args.seeds or DEFAULT_CONFIRM_SEEDS,
             workers=args.workers,
             in_process=args.in_process,
             dask=resolve_dask(args.dask),
-            label=f"{name} confirm",
+            progress=bar.show,
         )
-        try:
-            if companion is None:
-                companion = load_companion(storage, name, create=True)
-        except BaseException:
-            executor.shutdown(cancel=True)
-            raise
-        bar = Bar(quiet=args.quiet or args.json, label=f"{name} confirm", unit="run")
-        try:  # run_confirmation stops the executor, however it ends
-            run_confirmation(spec, companion, work, executor=executor, progress=bar.show)
-        finally:
-            bar.close()
-    items = confirmations(study, stored_runs(companion), args.top)
+    finally:
+        bar.close()
     if args.json:
-        for item in items:
+        for item in done.items:
             print(json.dumps(item.as_dict()))
         return 0
-    _print_confirmation(study, items, work, len(split.y_val), time.monotonic() - start)
+    _print_confirmation(
+        study, done.items, done.work, done.validation_rows, time.monotonic() - start
+    )
     if not args.no_report:  # the report's banner, ranking and best follow the confirmation
         from hpo.report import make_report
 
@@ -745,37 +728,20 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def _study_name_or_only(url: str, name: str | None) -> str:
-    """``--study``, else the storage's only search study, else its most recently updated one
-    (a trial started or finished last), named on stderr with the others."""
+    """``--study``, else the storage's default study (``hpo.records.default_study``), named
+    on stderr when the storage holds others."""
     if name:
         return name
-    import optuna
+    from hpo.records import default_study
 
-    from hpo.records import current_counts, search_studies
-    from hpo.storage import open_storage
-
-    storage = open_storage(url, write=False)
-    names = search_studies(storage, optuna.get_all_study_names(storage))
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise UsageError(
-            f"{mask_password(url)}: no study yet (allowed: create one with python -m hpo run)"
+    chosen, others = default_study(url)
+    if others:
+        print(
+            f"study {chosen!r}: the most recently updated of {len(others) + 1} in "
+            f"{mask_password(url)} (--study NAME for another: {', '.join(others)})",
+            file=sys.stderr,
         )
-
-    def updated(study_name: str) -> tuple:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        stamp = current_counts(study, storage)[1]
-        return (stamp is not None, stamp.timestamp() if stamp else 0.0, study_name)
-
-    latest = max(names, key=updated)
-    others = ", ".join(n for n in names if n != latest)
-    print(
-        f"study {latest!r}: the most recently updated of {len(names)} in "
-        f"{mask_password(url)} (--study NAME for another: {others})",
-        file=sys.stderr,
-    )
-    return latest
+    return chosen
 
 
 def cmd_best(args: argparse.Namespace) -> int:

@@ -37,10 +37,18 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.executors import TrialExecutor
 from hpo.interrupts import INTERRUPTS
-from hpo.objective import INTERRUPTED, TrialResult, TrialTask, configuration
+from hpo.objective import (
+    INTERRUPTED,
+    TrialResult,
+    TrialTask,
+    configuration,
+    load_training_split,
+)
 from hpo.pruning import NoPruning
 from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name, ranked
+from hpo.service import ExecutorStart
 from hpo.spec import StudySpec
+from hpo.storage import open_storage
 from reports.summary import mean_interval
 
 SEEDS_ATTR = "hpo:confirm_seeds"
@@ -237,6 +245,54 @@ def plan(study: optuna.Study, companion: optuna.Study | None, *, top: int, seeds
     if left:
         return Plan(stored, 0, left)
     return Plan(stored + seeds, seeds, missing(stored + seeds))
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What one ``hpo confirm`` did: its plan, the configurations with every stored run, and
+    the validation rows each run was scored on."""
+
+    work: Plan
+    items: list[Confirmed]
+    validation_rows: int
+
+
+def confirm_study(
+    study: optuna.Study,
+    spec: StudySpec,
+    *,
+    storage_url: str,
+    top: int,
+    seeds: int,
+    workers: int | None = None,
+    in_process: bool = False,
+    dask: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Confirmation:
+    """Retrain the ``top`` configurations of ``study`` until each has ``seeds`` more runs, or
+    first the runs an interrupted confirmation left (``plan``), storing each run as it ends.
+
+    Bad data, memory or an unreachable cluster fail before anything is stored. The caller holds
+    ``hpo.locks.only_one`` for the study: two confirmations would run the same seeds.
+    """
+    storage = open_storage(storage_url)
+    companion = load_companion(storage, study.study_name, create=False)
+    work = plan(study, companion, top=top, seeds=seeds)
+    split = load_training_split(spec)
+    if work.missing:
+        with ExecutorStart(
+            spec,
+            split,
+            workers=workers,
+            in_process=in_process,
+            dask=dask,
+            label=f"{study.study_name} confirm",
+        ) as executors:
+            executor = executors.start()
+            if companion is None:
+                companion = load_companion(storage, study.study_name, create=True)
+        run_confirmation(spec, companion, work, executor=executor, progress=progress)
+    return Confirmation(work, confirmations(study, stored_runs(companion), top), len(split.y_val))
 
 
 def run_confirmation(

@@ -64,6 +64,26 @@ def search_studies(storage: optuna.storages.BaseStorage, names: list[str]) -> li
     return [n for n in names if n not in held]
 
 
+def default_study(storage_url: str) -> tuple[str, list[str]]:
+    """The study a command reads when none is named: the storage's only search study, else its
+    most recently updated one (a trial started or finished last); with the others' names."""
+    storage = open_storage(storage_url, write=False)
+    names = search_studies(storage, optuna.get_all_study_names(storage))
+    if not names:
+        raise UsageError(
+            f"{mask_password(storage_url)}: no study yet (allowed: create one with "
+            "python -m hpo run)"
+        )
+
+    def updated(study_name: str) -> tuple:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        stamp = current_counts(study, storage)[1]
+        return (stamp is not None, stamp.timestamp() if stamp else 0.0, study_name)
+
+    latest = names[0] if len(names) == 1 else max(names, key=updated)
+    return latest, [n for n in names if n != latest]
+
+
 NO_PRUNER = optuna.pruners.NopPruner()
 """The study object's own pruner: hpo's pruning rules decide, in the trial (``hpo.pruning``)."""
 

@@ -301,6 +301,50 @@ def make_executor(
         raise RunError(f"cannot start the worker processes: {e}") from None
 
 
+class ExecutorStart:
+    """Where a command's trials will train, checked before anything is stored.
+
+    A Dask cluster is reached at once, its workers' memory checked: one unreachable or too
+    small stores nothing. Local workers are checked against this machine's memory at once and
+    spawned by ``start()``, so that a command opens its storage first and a bad one fails
+    before the seconds of spawning. As a context manager it stops the executor when the block
+    raises; after a block that ends well, whoever runs the trials shuts the executor down.
+
+    Args: as ``make_executor``'s.
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        split: Split,
+        *,
+        workers: int | None,
+        in_process: bool = False,
+        dask: str | None = None,
+        label: str = "study",
+    ) -> None:
+        self._options = {"workers": workers, "in_process": in_process, "dask": dask, "label": label}
+        self._spec, self._split = spec, split
+        self.executor: TrialExecutor | None = None
+        if dask is None:
+            check_memory(spec, split, workers=1 if in_process else workers or 1)
+        else:
+            self.executor = make_executor(spec, split, **self._options)
+
+    def start(self) -> TrialExecutor:
+        """The executor, its local workers spawned now if they were not yet."""
+        if self.executor is None:
+            self.executor = make_executor(self._spec, self._split, **self._options)
+        return self.executor
+
+    def __enter__(self) -> "ExecutorStart":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is not None and self.executor is not None:
+            self.executor.shutdown(cancel=True)
+
+
 def _dask_executor(
     spec: StudySpec, split: Split, *, address: str, workers: int | None, label: str
 ) -> TrialExecutor:
@@ -402,23 +446,14 @@ def run_study(
     split = load_training_split(spec)  # bad data or net fails here, before the study exists
     if create_only:
         dask = None
-    options = {"workers": workers, "in_process": in_process, "dask": dask, "label": name}
-    executor = None
-    if dask is None:
-        check_memory(spec, split, workers=1 if in_process else workers or 1)
-    else:  # the cluster before the study: one unreachable, or too small, stores nothing
-        executor = make_executor(spec, split, **options)
-    try:
+    with ExecutorStart(
+        spec, split, workers=workers, in_process=in_process, dask=dask, label=name
+    ) as executors:
         study = create_or_load_study(spec, storage_url=storage_url, study_name=name, target=target)
         INTERRUPTS.check()
         if create_only:
             return RunSummary(name, storage_url, study_counts(study), 0, 0.0)
-        if executor is None:  # local processes after the study: a bad storage fails at once
-            executor = make_executor(spec, split, **options)
-    except BaseException:
-        if executor is not None:
-            executor.shutdown(cancel=True)
-        raise
+        executor = executors.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     return _orchestrate(
         study,
@@ -444,11 +479,10 @@ def run_worker(
     study, spec = load_hpo_study(storage_url=storage_url, study_name=study_name)
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
     split = load_training_split(spec)
-    if dask is None:
-        check_memory(spec, split, workers=1 if in_process else workers or 1)
-    executor = make_executor(
+    with ExecutorStart(
         spec, split, workers=workers, in_process=in_process, dask=dask, label=study_name
-    )
+    ) as executors:
+        executor = executors.start()
     return _orchestrate(
         study,
         spec,
