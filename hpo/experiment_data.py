@@ -18,12 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo.objective import (
-    ACTIVATION_SAMPLES,
-    HISTOGRAM_BINS,
-    hidden_activations,
-    trial_net,
-)
+from hpo.activations import ACTIVATION_SAMPLES, HISTOGRAM_BINS, hidden_activations, trial_net
 from hpo.spec import StudySpec
 from trainer.datasets import Split
 from trainer.network import ACTIVATIONS

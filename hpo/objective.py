@@ -32,7 +32,7 @@ from hpo.spec import (
     rule_for,
 )
 from trainer.config import RunConfig, TrainConfig
-from trainer.contract import NetworkError, Trainable
+from trainer.contract import NetworkError
 from trainer.datasets import DatasetError, Split
 from trainer.training import EpochMetrics, TrainResult
 
@@ -154,28 +154,6 @@ def check_study_network(spec: StudySpec, split: Split) -> None:
         raise SpecError(
             spec.source, "model.network", f"{network_display(spec.model.network)}: {e}"
         ) from None
-
-
-ACTIVATION_SAMPLES = 500
-"""Validation inputs whose hidden activations the report's histograms count."""
-HISTOGRAM_BINS = 30
-
-
-def trial_net(
-    spec: StudySpec, params: dict[str, Any], number: int, split: Split
-) -> tuple[RunConfig, Trainable, np.random.Generator]:
-    """Trial ``number``'s run, its net with the very weights it started from (its
-    configuration, its seed) and the generator of its batches, to train it again."""
-    run = configuration(spec, params)
-    net, rng = run.build(split, trial_seed(spec.search.seed, number))
-    return run, net, rng
-
-
-def hidden_activations(net: Trainable, split: Split) -> list[np.ndarray]:
-    """Each hidden layer's activations on the first ``ACTIVATION_SAMPLES`` validation inputs
-    (a badly scaled net overflows: its values are what the histograms show, not warnings)."""
-    with np.errstate(all="ignore"):
-        return net.hidden_activations(split.x_val[:ACTIVATION_SAMPLES])
 
 
 COMPLETE, PRUNED, INTERRUPTED = "complete", "pruned", "interrupted"

@@ -16,6 +16,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hpo.activations import ACTIVATION_SAMPLES, HISTOGRAM_BINS, hidden_activations, trial_net
 from hpo.confirm import (
     SEED_ATTR,
     SOURCE_ATTR,
@@ -26,15 +27,7 @@ from hpo.confirm import (
 )
 from hpo.experiment_data import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
-from hpo.objective import (
-    ACTIVATION_SAMPLES,
-    HISTOGRAM_BINS,
-    configuration,
-    hidden_activations,
-    load_study_split,
-    trial_net,
-    trial_seed,
-)
+from hpo.objective import configuration, load_study_split, trial_seed
 from hpo.records import ranked, run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
