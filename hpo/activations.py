@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from hpo.objective import configuration, trial_seed
 from hpo.spec import StudySpec
+from hpo.trial import configuration, trial_seed
 from trainer.config import RunConfig
 from trainer.contract import Trainable
 from trainer.datasets import Split

@@ -133,8 +133,8 @@ def spec_of(study: "optuna.Study") -> StudySpec:
 def configuration(study: "optuna.Study", trial: int | None = None) -> "RunConfig":
     """Trial ``trial``'s run (default: the best's) as the trainer's typed ``RunConfig``: its
     data, net and training, which ``python -m trainer`` and ``retrain`` train."""
-    from hpo.objective import configuration as run_of
     from hpo.results import finished_trial
+    from hpo.trial import configuration as run_of
 
     return run_of(spec_of(study), finished_trial(study, trial).params)
 
@@ -146,9 +146,9 @@ def retrain(study: "optuna.Study", trial: int | None = None) -> tuple["Trainable
     from threadpoolctl import threadpool_limits
 
     from hpo.executors import ONE_BLAS_THREAD
-    from hpo.objective import load_training_split
     from hpo.records import run_facts
     from hpo.results import finished_trial, retraining_run
+    from hpo.trial import load_training_split
 
     spec = spec_of(study)
     chosen = finished_trial(study, trial)

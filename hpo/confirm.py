@@ -37,18 +37,18 @@ from optuna.trial import TrialState
 from hpo.errors import RunError, UsageError
 from hpo.executors import TrialExecutor
 from hpo.interrupts import INTERRUPTS
-from hpo.objective import (
+from hpo.pruning import NoPruning
+from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name, ranked
+from hpo.service import ExecutorStart
+from hpo.spec import StudySpec
+from hpo.storage import open_storage
+from hpo.trial import (
     INTERRUPTED,
     TrialResult,
     TrialTask,
     configuration,
     load_training_split,
 )
-from hpo.pruning import NoPruning
-from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name, ranked
-from hpo.service import ExecutorStart
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
 from reports.summary import mean_interval
 
 SEEDS_ATTR = "hpo:confirm_seeds"

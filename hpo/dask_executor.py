@@ -59,8 +59,8 @@ from hpo.executors import (
     next_to_start,
     tune_malloc,
 )
-from hpo.objective import TrialResult, TrialTask, check_study_network, run_task
 from hpo.spec import StudySpec
+from hpo.trial import TrialResult, TrialTask, check_study_network, run_task
 from trainer.datasets import DatasetError, Split
 
 CONNECT_SECONDS = 10.0

@@ -36,9 +36,9 @@ from threadpoolctl import threadpool_limits
 
 from hpo.errors import RunError
 from hpo.interrupts import INTERRUPTS
-from hpo.objective import TrialResult, TrialTask, run_task
 from hpo.shared_split import SharedSplitHandle, share
 from hpo.spec import StudySpec
+from hpo.trial import TrialResult, TrialTask, run_task
 from hpo.worker_boot import STOP_SIGNALS, boot
 from trainer.console import BLAS_THREAD_VARIABLES
 from trainer.datasets import Split

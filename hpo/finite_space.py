@@ -18,8 +18,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo.objective import applies, optuna_choices
 from hpo.spec import Param, StudySpec
+from hpo.trial import applies, optuna_choices
 from trainer.config import TrainConfig
 
 MAX_LISTED = 100_000

@@ -3,7 +3,7 @@
 A study's user attributes hold the spec it was created with (``SPEC_ATTR``), the fingerprint of
 its objective (``FINGERPRINT_ATTR``), its trial target (``TARGET_ATTR``) and the digest of a
 learner's network file (``NETWORK_ATTR``); a finished trial's one user attribute ``RUN_ATTR``
-holds the facts of its run (``hpo.objective.result_facts``).
+holds the facts of its run (``hpo.trial.result_facts``).
 Light to import (no trainer, no executors): the commands that only read start fast.
 """
 

@@ -1,6 +1,6 @@
 """What a trial's values depend on besides its configuration and seed, stored with each trial.
 
-A trial is a pure function of its task, the split and the arithmetic underneath (``hpo.objective
+A trial is a pure function of its task, the split and the arithmetic underneath (``hpo.trial
 .run_task``), so bit-for-bit reproduction needs the same split (``Split.digest``), the same NumPy
 and the same BLAS kernels (OpenBLAS picks its kernels by CPU at run time: the architecture is
 part of the answer). Every trial records these facts as its worker saw them (``ENV_FACT`` among

@@ -68,7 +68,7 @@ def retrain_best(
     """
     import numpy as np  # retraining only: reading the best trial imports no trainer
 
-    from hpo.objective import configuration, load_training_split, trial_seed
+    from hpo.trial import configuration, load_training_split, trial_seed
     from trainer.checkpoint import save_checkpoint
     from trainer.training import evaluate
 
@@ -232,8 +232,8 @@ def verify_trial(study: optuna.Study, spec: StudySpec, number: int | None = None
     from threadpoolctl import threadpool_limits
 
     from hpo.executors import ONE_BLAS_THREAD
-    from hpo.objective import TrialTask, configuration, load_training_split, run_task
     from hpo.reproduction import ENV_FACT, differences, environment
+    from hpo.trial import TrialTask, configuration, load_training_split, run_task
 
     trial = finished_trial(study, number)
     facts, pruned_at = retraining_facts(trial)
@@ -303,7 +303,7 @@ def _ranges(numbers: list[int]) -> str:
 def retraining_run(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> "RunConfig":
     """The run that trains ``trial`` again: its configuration, stopped at the epoch it was
     pruned at (what ``best --command`` prints and ``hpo.retrain`` trains)."""
-    from hpo.objective import configuration
+    from hpo.trial import configuration
 
     _, pruned_at = retraining_facts(trial)
     run = configuration(spec, trial.params)

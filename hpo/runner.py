@@ -50,7 +50,11 @@ from hpo.heartbeat import (
 )
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
-from hpo.objective import (
+from hpo.pruning import FinishedTrial, NoPruning, PruningRule
+from hpo.records import RUN_ATTR, Counts, count_trials, write_tally
+from hpo.spec import StudySpec
+from hpo.storage import heartbeat_settings, retrying
+from hpo.trial import (
     COMPLETE,
     INTERRUPTED,
     TrialResult,
@@ -59,10 +63,6 @@ from hpo.objective import (
     suggest,
     trial_seed,
 )
-from hpo.pruning import FinishedTrial, NoPruning, PruningRule
-from hpo.records import RUN_ATTR, Counts, count_trials, write_tally
-from hpo.spec import StudySpec
-from hpo.storage import heartbeat_settings, retrying
 
 MAX_CONSECUTIVE_ERRORS = 3
 WAIT_POLL_SECONDS = (0.05, 1.0)

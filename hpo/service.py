@@ -24,7 +24,6 @@ from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, W
 from hpo.finite_space import space_size
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
-from hpo.objective import load_training_split, optuna_choices
 from hpo.pruning import (
     HyperbandRule,
     NoPruning,
@@ -45,6 +44,7 @@ from hpo.records import (
 from hpo.runner import Orchestrator
 from hpo.spec import StudySpec, network_display
 from hpo.storage import open_storage
+from hpo.trial import load_training_split, optuna_choices
 from hpo.urls import mask_password
 from trainer.contract import is_file_reference, loaded_digest
 from trainer.datasets import Split

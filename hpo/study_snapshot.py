@@ -27,11 +27,11 @@ from hpo.confirm import (
 )
 from hpo.experiment_data import experiment_data
 from hpo.names import MAX_CONFIRM_TOP
-from hpo.objective import configuration, load_study_split, trial_seed
 from hpo.records import ranked, run_facts
 from hpo.results import TEST_ACCURACY_ATTR
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
+from hpo.trial import configuration, load_study_split, trial_seed
 from hpo.urls import command_line, mask_password
 from reports.snapshot import (
     ConfirmedRecord,

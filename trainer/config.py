@@ -3,7 +3,7 @@
 A run is its data (``DataConfig``: which set, how it is split, with which seed), its net
 (``NetConfig``) and its training (``TrainConfig``: the optimizer with its hyperparameters, epochs,
 batches, early stopping). ``RunConfig`` holds the three. ``python -m trainer`` builds one from its
-flags and ``hpo`` from a study's spec and a trial's parameters (``hpo.objective.configuration``),
+flags and ``hpo`` from a study's spec and a trial's parameters (``hpo.trial.configuration``),
 and both train it through ``RunConfig.train``, so a trial and the command line that
 ``RunConfig.flags`` writes for it train the same net on the same batches.
 

@@ -122,9 +122,9 @@ def run_executor_alone(folder: Path, args: argparse.Namespace) -> float:
     import numpy as np
 
     from hpo.executors import LocalProcessExecutor
-    from hpo.objective import TrialTask, configuration, load_training_split
     from hpo.pruning import NeverPrune
     from hpo.spec import load_spec
+    from hpo.trial import TrialTask, configuration, load_training_split
 
     spec = load_spec(str(folder / "study.toml"))
     split = load_training_split(spec)

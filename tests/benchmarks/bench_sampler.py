@@ -5,12 +5,12 @@ CMA-ES, a study of the packaged default spec is filled with N finished trials (1
 10,000; parameters drawn at random in the spec's space, values from a smooth function of them
 plus noise, a third of them pruned with their epochs), then asked for new trials as hpo's
 orchestrator asks: ``study.ask()`` with the sampler ``hpo.service.make_sampler`` builds for the
-next number, then ``hpo.objective.suggest``. Each ask is told FAIL, so the study keeps N finished
+next number, then ``hpo.trial.suggest``. Each ask is told FAIL, so the study keeps N finished
 trials. The studies live in Optuna's in-memory storage: the figure is the sampler's cost, not
 SQLite's (a long-running orchestrator reads finished trials from Optuna's cache, once).
 
 The reference, measured in the same run: the median training time of the default study's
-trials (``hpo.objective.run_task`` in this process, one BLAS thread, random configurations of the
+trials (``hpo.trial.run_task`` in this process, one BLAS thread, random configurations of the
 space, no pruning). Reported: milliseconds per ask and its share of the median trial.
 
 Run: ``python tests/benchmarks/bench_sampler.py [--asks 5]`` (a few minutes: TPE's asks at
@@ -35,7 +35,10 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from hpo.objective import (  # noqa: E402
+from hpo.pruning import NoPruning  # noqa: E402
+from hpo.service import make_sampler  # noqa: E402
+from hpo.spec import load_spec  # noqa: E402
+from hpo.trial import (  # noqa: E402
     TrialTask,
     configuration,
     load_study_split,
@@ -43,9 +46,6 @@ from hpo.objective import (  # noqa: E402
     suggest,
     trial_seed,
 )
-from hpo.pruning import NoPruning  # noqa: E402
-from hpo.service import make_sampler  # noqa: E402
-from hpo.spec import load_spec  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)
 SAMPLERS = ("tpe", "random", "cmaes")

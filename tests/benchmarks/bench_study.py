@@ -536,9 +536,9 @@ def part_overhead(tmp: Path, repeats: int) -> None:
 BARE_TRAINING = """
 import os, sys, time
 os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
-from hpo.objective import TrialTask, configuration, run_task, trial_seed
+from hpo.trial import TrialTask, configuration, run_task, trial_seed
 from hpo.pruning import NoPruning
-from hpo.objective import load_study_split
+from hpo.trial import load_study_split
 from hpo.spec import load_spec
 spec = load_spec("default")
 split = load_study_split(spec)

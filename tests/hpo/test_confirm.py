@@ -30,9 +30,9 @@ from hpo.confirm import (
 )
 from hpo.executors import InlineExecutor
 from hpo.locks import Busy, only_one
-from hpo.objective import load_study_split
 from hpo.records import companion_name, load_hpo_study
 from hpo.storage import open_storage
+from hpo.trial import load_study_split
 from tests.hpo.conftest import write_spec
 
 

@@ -34,13 +34,13 @@ from hpo.dask_executor import (  # noqa: E402
 )
 from hpo.errors import UsageError  # noqa: E402
 from hpo.executors import TrialFailed, WorkerLost  # noqa: E402
-from hpo.objective import (  # noqa: E402
+from hpo.service import run_study  # noqa: E402
+from hpo.spec import load_spec, spec_from_dict  # noqa: E402
+from hpo.trial import (  # noqa: E402
     INTERRUPTED,
     load_study_split,
     run_task,
 )
-from hpo.service import run_study  # noqa: E402
-from hpo.spec import load_spec, spec_from_dict  # noqa: E402
 from tests.hpo.conftest import write_spec  # noqa: E402
 from tests.hpo.test_executors import (  # noqa: E402
     RESULT_TIMEOUT,

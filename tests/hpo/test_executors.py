@@ -27,9 +27,9 @@ from hpo.executors import (
     environment,
     sigint_blocked,
 )
-from hpo.objective import COMPLETE, PRUNED, TrialTask, configuration, load_study_split, run_task
 from hpo.pruning import NeverPrune, Thresholds
 from hpo.spec import load_spec
+from hpo.trial import COMPLETE, PRUNED, TrialTask, configuration, load_study_split, run_task
 from tests.hpo.conftest import write_spec
 
 RESULT_TIMEOUT = 30  # seconds: far more than any trial here needs, on a busy machine too

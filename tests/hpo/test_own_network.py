@@ -16,9 +16,9 @@ import pytest
 
 from hpo.cli import main
 from hpo.errors import SpecError
-from hpo.objective import configuration
 from hpo.service import grid_size
 from hpo.spec import SETTINGS, load_spec, packaged_specs, spec_from_dict
+from hpo.trial import configuration
 from tests.hpo.test_cli import hpo
 
 ROOT = Path(__file__).parent.parent.parent

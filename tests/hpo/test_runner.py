@@ -21,7 +21,13 @@ from optuna.trial import TrialState, create_trial
 from hpo.errors import RunError
 from hpo.executors import InlineExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
-from hpo.objective import (
+from hpo.pruning import NoPruning, PruningRule, Thresholds
+from hpo.records import RUN_ATTR, Counts, count_trials
+from hpo.runner import FAIL_REASON_ATTR, MAX_CONSECUTIVE_ERRORS, Orchestrator
+from hpo.service import create_or_load_study, make_sampler
+from hpo.spec import load_spec
+from hpo.storage import close_storages, open_storage
+from hpo.trial import (
     COMPLETE,
     INTERRUPTED,
     PRUNED,
@@ -30,12 +36,6 @@ from hpo.objective import (
     load_study_split,
     run_task,
 )
-from hpo.pruning import NoPruning, PruningRule, Thresholds
-from hpo.records import RUN_ATTR, Counts, count_trials
-from hpo.runner import FAIL_REASON_ATTR, MAX_CONSECUTIVE_ERRORS, Orchestrator
-from hpo.service import create_or_load_study, make_sampler
-from hpo.spec import load_spec
-from hpo.storage import close_storages, open_storage
 from tests.hpo.conftest import write_spec
 
 STUDY_SEED = 7  # not 0: a seed (7, n) cannot pass for a trial number

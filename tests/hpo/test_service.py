@@ -10,10 +10,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.errors import UsageError
-from hpo.objective import load_study_split
 from hpo.records import load_hpo_study, run_facts
 from hpo.service import check_memory, run_study, study_counts
 from hpo.spec import load_spec
+from hpo.trial import load_study_split
 from tests.hpo.conftest import write_spec
 from trainer.network import training_memory
 
@@ -293,7 +293,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
 
     import numpy as np
 
-    from hpo.objective import configuration
+    from hpo.trial import configuration
 
     spec = wide_spec(tmp_path, "[1500, 1500]", batch_size=500)
     split = load_study_split(spec)

@@ -10,10 +10,10 @@ import pytest
 
 from hpo import shared_split
 from hpo.executors import LocalProcessExecutor
-from hpo.objective import TrialTask, configuration, load_study_split, run_task
 from hpo.pruning import NoPruning
 from hpo.shared_split import SharedSplit, share, split_nbytes
 from hpo.spec import load_spec
+from hpo.trial import TrialTask, configuration, load_study_split, run_task
 from tests.hpo.conftest import write_spec
 
 RESULT_TIMEOUT = 120

@@ -32,10 +32,10 @@ from optuna.trial import TrialState
 
 from hpo.cli import main
 from hpo.dashboard import make_dashboard_server
-from hpo.objective import trial_seed
 from hpo.records import RUN_ATTR, run_facts
 from hpo.spec import load_spec
 from hpo.storage import close_storages, open_storage
+from hpo.trial import trial_seed
 from hpo.urls import mask_password
 from tests.hpo.conftest import write_spec
 

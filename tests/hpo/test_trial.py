@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from hpo.objective import (
+from hpo.pruning import NoPruning, Thresholds
+from hpo.spec import load_spec
+from hpo.trial import (
     COMPLETE,
     INTERRUPTED,
     PRUNED,
@@ -15,8 +17,6 @@ from hpo.objective import (
     load_study_split,
     run_task,
 )
-from hpo.pruning import NoPruning, Thresholds
-from hpo.spec import load_spec
 from tests.hpo.conftest import write_spec
 
 
@@ -77,7 +77,7 @@ def test_should_stop_interrupts_the_task_between_steps(spec_and_split):
 
 
 def test_the_task_module_imports_no_optuna():
-    code = "import sys, hpo.objective, hpo.executors; print('optuna' in sys.modules)"
+    code = "import sys, hpo.trial, hpo.executors; print('optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
