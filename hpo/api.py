@@ -163,8 +163,8 @@ def retrain(study: "optuna.Study", trial: int | None = None) -> tuple["Trainable
 
 def make_report(study: "optuna.Study", out: str | Path | None = None, *, top_k: int = 10) -> Path:
     """Write the study's HTML report (default: ``hpo-report-STUDY.html`` here); its path.
-    (``hpo.report`` is the module that writes it.)"""
-    from hpo.report import make_report as write
+    (``hpo.pages`` is the module that writes it.)"""
+    from hpo.pages import make_report as write
 
     with _session():
         return write(study, spec_of(study), _url(study), out=out, top_k=top_k)

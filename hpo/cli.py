@@ -500,7 +500,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     _print_summary(study, summary.counts, url)
     if not args.no_report:
-        from hpo.report import make_report
+        from hpo.pages import make_report
 
         with INTERRUPTS.raising():
             path = make_report(study, stored_spec, url)
@@ -509,8 +509,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.pages import make_report
     from hpo.records import load_hpo_study
-    from hpo.report import make_report
 
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
@@ -575,7 +575,7 @@ def _confirm(args: argparse.Namespace, url: str, name: str, study, spec) -> int:
         study, done.items, done.work, done.validation_rows, time.monotonic() - start
     )
     if not args.no_report:  # the report's banner, ranking and best follow the confirmation
-        from hpo.report import make_report
+        from hpo.pages import make_report
 
         with INTERRUPTS.raising():
             path = make_report(study, spec, url)
@@ -623,8 +623,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(
             f"STUDY: {' '.join(args.studies)} (allowed: two or more different study names)"
         )
+    from hpo.pages import make_comparison
     from hpo.records import load_hpo_study
-    from hpo.report import make_comparison
 
     url = resolve_url(args.storage)
     studies = [

@@ -3,7 +3,7 @@
 This is where the Optuna objects end: importance is computed here (Optuna 5's default
 evaluator, PED-ANOVA), and the best configuration is trained again with its own seed to show its
 activations at initialization and after training. ``reports`` then draws and renders
-(``hpo.report`` writes the pages).
+(``hpo.pages`` writes the pages).
 """
 
 import dataclasses

@@ -12,8 +12,8 @@ import pytest
 from hpo import experiment_data
 from hpo.activations import ACTIVATION_SAMPLES
 from hpo.cli import main
+from hpo.pages import make_report
 from hpo.records import load_hpo_study, run_facts
-from hpo.report import make_report
 from hpo.service import grid_size, run_study
 from hpo.spec import EXPERIMENTS, load_spec, packaged_specs
 from hpo.trial import configuration, load_study_split, trial_seed

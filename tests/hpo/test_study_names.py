@@ -4,7 +4,7 @@ that a file name cannot spell."""
 import pytest
 
 from hpo.cli import main
-from hpo.report import default_report_path
+from hpo.pages import default_report_path
 from hpo.service import run_study
 from hpo.spec import load_spec
 
