@@ -117,7 +117,7 @@ def load(study: str, *, storage: str | None = None) -> "optuna.Study":
 def best(study: "optuna.Study") -> dict[str, Any]:
     """The best trial: ``study``, ``trial``, ``value``, ``params``, ``best_epoch`` (and
     ``test_accuracy`` once ``hpo best --retrain`` measured it), as ``hpo best --json``."""
-    from hpo.results import best_trial_summary
+    from hpo.best_trial import best_trial_summary
 
     return best_trial_summary(study)
 
@@ -133,7 +133,7 @@ def spec_of(study: "optuna.Study") -> StudySpec:
 def configuration(study: "optuna.Study", trial: int | None = None) -> "RunConfig":
     """Trial ``trial``'s run (default: the best's) as the trainer's typed ``RunConfig``: its
     data, net and training, which ``python -m trainer`` and ``retrain`` train."""
-    from hpo.results import finished_trial
+    from hpo.best_trial import finished_trial
     from hpo.trial import configuration as run_of
 
     return run_of(spec_of(study), finished_trial(study, trial).params)
@@ -145,9 +145,9 @@ def retrain(study: "optuna.Study", trial: int | None = None) -> tuple["Trainable
     the stored one bit for bit (``hpo best --verify`` checks that)."""
     from threadpoolctl import threadpool_limits
 
+    from hpo.best_trial import finished_trial, retraining_run
     from hpo.executors import ONE_BLAS_THREAD
     from hpo.records import run_facts
-    from hpo.results import finished_trial, retraining_run
     from hpo.trial import load_training_split
 
     spec = spec_of(study)

@@ -745,8 +745,8 @@ def _study_name_or_only(url: str, name: str | None) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
+    from hpo.best_trial import best_trial_summary, retrain_best
     from hpo.records import load_hpo_study
-    from hpo.results import best_trial_summary, retrain_best
 
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
@@ -792,7 +792,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 def _command(study, spec, args: argparse.Namespace) -> int:
     import shlex
 
-    from hpo.results import trainer_command
+    from hpo.best_trial import trainer_command
 
     command = trainer_command(study, spec, args.trial)
     if args.json:
@@ -803,7 +803,7 @@ def _command(study, spec, args: argparse.Namespace) -> int:
 
 
 def _verify(study, spec, args: argparse.Namespace) -> int:
-    from hpo.results import verify_trial
+    from hpo.best_trial import verify_trial
 
     with INTERRUPTS.raising():
         verification = verify_trial(study, spec, args.trial)
@@ -817,7 +817,7 @@ def _verify(study, spec, args: argparse.Namespace) -> int:
 
 
 def _print_summary(study, counts, url: str) -> None:
-    from hpo.results import top_trials
+    from hpo.best_trial import top_trials
 
     print(
         f"\nstudy {study.study_name!r}: {counts.finished} finished ({counts.complete} complete, "

@@ -7,8 +7,9 @@
    intervals, the verdict, and whether the search's single-seed ranking agreed (its first, and
    Spearman's rank correlation between the two rankings).
 2. verify: every finished trial of that study retrained in this process
-   (``hpo.results.verify_trial``, as ``hpo best --verify --trial N`` does): how many reproduce bit
-   for bit (the target: all), and the seconds a verification takes against the trial's own.
+   (``hpo.best_trial.verify_trial``, as ``hpo best --verify --trial N`` does): how many
+   reproduce bit for bit (the target: all), and the seconds a verification takes against the
+   trial's own.
 
 Run: ``python tests/benchmarks/bench_confirm.py [--seed 0]`` (about 3 minutes on 2 cores). Not a
 pytest test: the default pytest run ignores ``tests/benchmarks``.
@@ -29,8 +30,8 @@ if str(REPO_ROOT) not in sys.path:
 import optuna  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from hpo.best_trial import verify_trial  # noqa: E402
 from hpo.records import load_hpo_study, run_facts  # noqa: E402
-from hpo.results import verify_trial  # noqa: E402
 from hpo.storage import close_storages  # noqa: E402
 from tests.benchmarks.bench_study import (  # noqa: E402
     STUDY,

@@ -1,5 +1,5 @@
-"""Reading results back: the top trials, the best one, retraining it for a test accuracy, and
-verifying that a stored trial reproduces bit for bit."""
+"""The best trial and any stored trial read back: the top trials, the best one retrained for a
+test accuracy, the ``python -m trainer`` line that retrains a trial, and verifying bit for bit."""
 
 import math
 import struct

@@ -1,4 +1,4 @@
-"""``hpo.results``: verifying that a stored trial reproduces bit for bit (``best --verify``),
+"""``hpo.best_trial``: verifying that a stored trial reproduces bit for bit (``best --verify``),
 and the ``python -m trainer`` line that retrains it (``best --command``)."""
 
 import json
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from hpo.best_trial import _same_bits, trainer_command, verify_trial
 from hpo.cli import main
 from hpo.records import load_hpo_study
-from hpo.results import _same_bits, trainer_command, verify_trial
 from tests.hpo.conftest import write_spec
 from trainer import cli as trainer_cli
 
