@@ -19,9 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from hpo.errors import HPOError, RunError, SpecError, UsageError
-from hpo.interrupts import INTERRUPTS
-from hpo.names import (
+from hpo.allowed import (
     DEFAULT_CONFIRM_SEEDS,
     MAX_CONFIRM_SEEDS,
     MAX_CONFIRM_TOP,
@@ -32,6 +30,8 @@ from hpo.names import (
     SAMPLERS,
     study_name_problem,
 )
+from hpo.errors import HPOError, RunError, SpecError, UsageError
+from hpo.interrupts import INTERRUPTS
 from hpo.urls import command_line, mask_password, resolve_dask, resolve_url
 from trainer.console import OneLineParser, int_at_least, main_closing_quietly
 from trainer.sources import DATASETS, IDX_SOURCES, DatasetError, check_dataset_name

@@ -121,7 +121,7 @@ def init_data(spec: StudySpec, trials, split: Split) -> dict[str, Any]:
 
 EXTRA_DATA = {"optimizers": optimizers_data, "init": init_data}
 """The experiments whose figures need more than the stored trials, and how to compute it; the
-others (``hpo.names.EXPERIMENTS``) draw from the trials alone."""
+others (``hpo.allowed.EXPERIMENTS``) draw from the trials alone."""
 
 
 def experiment_data(

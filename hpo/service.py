@@ -76,7 +76,7 @@ SAMPLER_BUILDERS: dict[str, SamplerBuilder] = {
     ),
     "grid": lambda spec, seed: GridSamplerWithoutStop(grid_space(spec), seed=spec.search.seed),
 }
-"""Each ``[search] sampler`` name (``hpo.names.SAMPLERS``, the light list ``--help`` shows) and
+"""Each ``[search] sampler`` name (``hpo.allowed.SAMPLERS``, the light list ``--help`` shows) and
 how to build it from the spec and the trial's seed; a test keeps the two lists equal."""
 
 
@@ -136,7 +136,7 @@ PRUNING_BUILDERS: dict[str, PruningBuilder] = {
     ),
     "none": lambda spec, study_name: NoPruning(),
 }
-"""Each ``[search] pruner`` name (``hpo.names.PRUNERS``) and its rule, decided as Optuna's
+"""Each ``[search] pruner`` name (``hpo.allowed.PRUNERS``) and its rule, decided as Optuna's
 pruner of the same name decides; a test keeps the two lists equal."""
 
 

@@ -20,8 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import SpecError, UsageError
-from hpo.names import (
+from hpo.allowed import (
     EXPERIMENTS,
     MAX_EPOCHS,
     MAX_LAYERS,
@@ -33,6 +32,7 @@ from hpo.names import (
     show_name,
     study_name_problem,
 )
+from hpo.errors import SpecError, UsageError
 from trainer.config import RULES, DataConfig, NetConfig, Rule, TrainConfig
 from trainer.contract import NetworkError, is_file_reference, split_reference
 from trainer.network import ACTIVATIONS, INITS, WEIGHT_DECAY_TYPES

@@ -17,6 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo.activations import ACTIVATION_SAMPLES, HISTOGRAM_BINS, hidden_activations, trial_net
+from hpo.allowed import MAX_CONFIRM_TOP
 from hpo.best_trial import TEST_ACCURACY_ATTR
 from hpo.confirm import (
     SEED_ATTR,
@@ -27,7 +28,6 @@ from hpo.confirm import (
     verdict,
 )
 from hpo.experiment_data import experiment_data
-from hpo.names import MAX_CONFIRM_TOP
 from hpo.records import ranked, run_facts
 from hpo.spec import StudySpec
 from hpo.storage import open_storage

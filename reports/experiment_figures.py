@@ -745,7 +745,7 @@ FIGURES: dict[str, Callable[[StudySnapshot], list[FigureSpec]]] = {
     "batchnorm": batchnorm_figures,
     "overfit": overfit_figures,
 }
-"""Each experiment (``hpo.names.EXPERIMENTS``; a test keeps the two lists equal) and its
+"""Each experiment (``hpo.allowed.EXPERIMENTS``; a test keeps the two lists equal) and its
 figures."""
 
 

@@ -271,7 +271,7 @@ def test_unknown_dataset_flag_is_one_line(db_url, capsys):
 
 
 def test_only_the_experiments_that_need_more_than_their_trials_compute_extra_data():
-    from hpo import names
+    from hpo import allowed
     from hpo.experiment_data import EXTRA_DATA
 
-    assert set(EXTRA_DATA) <= set(names.EXPERIMENTS)
+    assert set(EXTRA_DATA) <= set(allowed.EXPERIMENTS)

@@ -321,19 +321,19 @@ def test_the_memory_estimate_bounds_what_training_allocates(tmp_path):
 
 
 def test_every_sampler_and_pruner_name_has_its_builder():
-    """The names the spec and --help accept (hpo.names) are the registries' keys, in order."""
-    from hpo import names
+    """The names the spec and --help accept (hpo.allowed) are the registries' keys, in order."""
+    from hpo import allowed
     from hpo.service import PRUNING_BUILDERS, SAMPLER_BUILDERS, make_pruning, make_sampler
 
-    assert tuple(SAMPLER_BUILDERS) == names.SAMPLERS
-    assert tuple(PRUNING_BUILDERS) == names.PRUNERS
+    assert tuple(SAMPLER_BUILDERS) == allowed.SAMPLERS
+    assert tuple(PRUNING_BUILDERS) == allowed.PRUNERS
     spec = load_spec("default")
-    for name in names.SAMPLERS:
+    for name in allowed.SAMPLERS:
         if name != "grid":  # the default space has unstepped ranges: tested with a grid spec
             search = dataclasses.replace(spec.search, sampler=name)
             sampler = make_sampler(dataclasses.replace(spec, search=search), number=1)
             assert isinstance(sampler, optuna.samplers.BaseSampler)
-    for name in names.PRUNERS:
+    for name in allowed.PRUNERS:
         search = dataclasses.replace(spec.search, pruner=name)
         rule = make_pruning(dataclasses.replace(spec, search=search), study_name="s")
         assert hasattr(rule, "thresholds")

@@ -382,6 +382,6 @@ def test_captions_state_each_claim_over_the_seeds_confirm_ran(monkeypatch):
 
 
 def test_every_experiment_name_has_its_figures():
-    from hpo import names
+    from hpo import allowed
 
-    assert tuple(ex.FIGURES) == names.EXPERIMENTS
+    assert tuple(ex.FIGURES) == allowed.EXPERIMENTS

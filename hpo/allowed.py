@@ -1,5 +1,6 @@
-"""The names a study file and the command line accept for its sampler, pruner and experiment:
-plain tuples, light to import (``--help`` shows them without importing NumPy or Optuna)."""
+"""What a study file and the command line allow: the names of samplers, pruners and experiments,
+and the limits of every count. Plain values, light to import (``--help`` shows them without
+importing NumPy or Optuna)."""
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 EXPERIMENTS = ("optimizers", "init", "batchnorm", "overfit")
