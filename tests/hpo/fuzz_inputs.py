@@ -1575,7 +1575,7 @@ def guard_patches() -> list[tuple[object, str, Callable]]:
     snapshot (which trains the best configuration again), and the dashboard's server."""
     import socketserver
 
-    from hpo import dashboard, executors, report, runner
+    from hpo import dashboard, executors, pages, runner
     from trainer import network
 
     patches: list[tuple[object, str, Callable]] = []
@@ -1586,8 +1586,8 @@ def guard_patches() -> list[tuple[object, str, Callable]]:
     patches.append((runner.Orchestrator, "run", _stop("train trials")))
     patches.append((network.MultiLayerNet, "__init__", _stop("build a network")))
     for name in ("build_snapshot", "trials_snapshot"):
-        if hasattr(report, name):
-            patches.append((report, name, _stop("write a report")))
+        if hasattr(pages, name):
+            patches.append((pages, name, _stop("write a report")))
     patches.append((dashboard, "make_server", _stop("serve the dashboard")))
     patches.append((socketserver.BaseServer, "serve_forever", _stop("serve the dashboard")))
     return patches
