@@ -179,6 +179,36 @@ class Busy(Exception):
 
 
 @contextlib.contextmanager
+def _task_file(path: Path) -> Iterator:
+    """``path`` created, locked and emptied for the block, and removed at its end: a task's lock
+    leaves no file behind. The holder removes the file before letting go, so a process that
+    opened it meanwhile locks a file no longer at ``path``: it sees that and tries again."""
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 (held past this loop, closed below)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            handle.close()
+            raise Busy(int(text) if text.isdigit() else None) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()  # removed by the holder that let go: lock the file at path now
+    try:
+        handle.truncate(0)
+        yield handle
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        handle.close()  # lets go of the lock
+
+
+@contextlib.contextmanager
 def only_one(url: str, task: str) -> Iterator[None]:
     """Hold, for the block, a lock of its own for ``task`` (such as one study's confirmation),
     without waiting: raise ``Busy`` at once when another process holds it. A file beside a
@@ -188,22 +218,10 @@ def only_one(url: str, task: str) -> Iterator[None]:
     if path is not None:
         digest = hashlib.sha256(task.encode()).hexdigest()[:12]
         task_path = path.with_name(f"{path.name.removesuffix(LOCK_SUFFIX)}.{digest}{LOCK_SUFFIX}")
-        with open(task_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                text = handle.read().strip()
-                raise Busy(int(text) if text.isdigit() else None) from None
-            try:
-                handle.truncate(0)
-                handle.write(str(os.getpid()))
-                handle.flush()
-                yield
-            finally:
-                with contextlib.suppress(OSError):
-                    handle.truncate(0)
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _task_file(task_path) as handle:
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
         return
     if storage_kind(url) != "postgresql":
         yield

@@ -10,11 +10,13 @@ each test gets its own database.
 """
 
 import fcntl
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -22,8 +24,10 @@ import sqlalchemy
 from hpo.locks import (
     ADVISORY_LOCK_KEY,
     LOCK_SUFFIX,
+    Busy,
     dispose_lock_engines,
     lock_path,
+    only_one,
     storage_lock,
 )
 
@@ -284,3 +288,45 @@ def test_a_writer_waiting_on_another_process_write_transaction_says_so(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "holds a write transaction" in done.stderr
     assert f"process {holder.pid}" in done.stderr
+
+
+def task_lock_files(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(LOCK_SUFFIX))
+
+
+def test_a_task_lock_refuses_a_second_holder_and_leaves_no_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    with only_one(url, "confirm a"):
+        (held,) = task_lock_files(tmp_path)
+        assert (tmp_path / held).read_text() == str(os.getpid())
+        with pytest.raises(Busy) as busy, only_one(url, "confirm a"):
+            pass
+        assert busy.value.holder == os.getpid()
+        with only_one(url, "confirm b"):  # another task: its own lock
+            assert len(task_lock_files(tmp_path)) == 2
+    assert task_lock_files(tmp_path) == []
+    with only_one(url, "confirm a"):  # taken again after the release
+        pass
+    assert task_lock_files(tmp_path) == []
+
+
+def test_a_task_lock_whose_file_was_removed_before_it_locked_takes_the_new_file(
+    tmp_path, monkeypatch
+):
+    """The holder removes the file, then lets go: a process that opened the file before that
+    locks a file no longer at the path. It must take the path's file instead, or a third process
+    would hold the task beside it."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    real_flock = fcntl.flock
+    released = []
+
+    def flock_after_a_release(handle, operation):
+        if not released:  # between this process's open and its lock, the holder let go
+            released.append(handle.name)
+            os.unlink(handle.name)
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_release)
+    with only_one(url, "confirm a"):
+        assert released and task_lock_files(tmp_path) == [Path(released[0]).name]
+        assert Path(released[0]).read_text() == str(os.getpid())
