@@ -20,6 +20,7 @@ Errors are ``hpo.errors.HPOError``: ``UsageError`` for bad input (a spec, a stor
 keeps every finished trial and raises ``KeyboardInterrupt``.
 """
 
+import signal
 import sys
 import weakref
 from pathlib import Path
@@ -181,8 +182,10 @@ def _url(study: "optuna.Study") -> str:
 
 
 class _session:
-    """Ctrl-C stops the work between two steps; the storage is closed (SQLite's WAL folded)
-    however it ends, so that the database file alone holds every finished trial."""
+    """Ctrl-C, SIGTERM and SIGHUP stop the work between two steps; the storage is closed
+    (SQLite's WAL folded) however it ends, so that the database file alone holds every finished
+    trial. Ctrl-C then raises KeyboardInterrupt; SIGTERM and SIGHUP are delivered again to the
+    process's own handlers (by default: the process ends with 143 or 129)."""
 
     def __enter__(self) -> None:
         self.owner = not INTERRUPTS.installed  # a caller's own session stays theirs
@@ -195,5 +198,11 @@ class _session:
 
         close_storages()
         if self.owner:
+            first = INTERRUPTS.first
             INTERRUPTS.uninstall()
             INTERRUPTS.exit_on_second = True
+            if first in (signal.SIGTERM, signal.SIGHUP):
+                # Held only to stop between two steps: now that every finished trial is
+                # stored, the signal does what the process had it do (by default, end it
+                # with 143 or 129), not what a Ctrl-C does.
+                signal.raise_signal(first)

@@ -85,6 +85,31 @@ def test_a_script_without_a_main_guard(tmp_path, workers):
         assert done.stderr.count("Traceback") == 1  # the script's own, not one per worker
 
 
+TERMINATED = """
+import os, signal, threading
+import hpo
+hpo.run({spec!r}, storage="sqlite:///s.db", trials=1)  # everything imported and loaded
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+hpo.run({spec!r}, storage="sqlite:///s.db", trials=100_000)
+print("not reached")
+"""
+
+
+def test_a_sigterm_during_a_run_keeps_the_trials_and_ends_the_script_as_sigterm_does(tmp_path):
+    spec = write_spec(tmp_path / "tiny.toml", epochs=2)
+    script = tmp_path / "tune.py"
+    script.write_text(textwrap.dedent(TERMINATED.format(spec=str(spec))))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == -15, done.stderr  # as a shell sees it: 143, not Ctrl-C's 130
+    assert "not reached" not in done.stdout and "Traceback" not in done.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 's.db'}")
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) > 1
+    assert optuna.trial.TrialState.RUNNING not in states
+
+
 def test_importing_hpo_imports_neither_optuna_nor_the_api():
     code = "import sys, hpo; print('optuna' in sys.modules, 'hpo.api' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
