@@ -3,6 +3,7 @@ test accuracy, the ``python -m trainer`` line that retrains a trial, and verifyi
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,35 +45,58 @@ def best_trial_summary(study: optuna.Study) -> dict[str, Any]:
         best = study.best_trial  # one query for the best: no read of every trial
     except ValueError:
         raise RunError(f"study {study.study_name!r} has no completed trial yet") from None
+    return _summary(study, best)
+
+
+def _summary(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     summary = {
         "study": study.study_name,
-        "trial": best.number,
-        "value": best.value,
-        "params": dict(best.params),
-        "best_epoch": run_facts(best).get("best_epoch"),
+        "trial": trial.number,
+        "value": trial.value,
+        "params": dict(trial.params),
+        "best_epoch": run_facts(trial).get("best_epoch"),
     }
     known = study.user_attrs.get(TEST_ACCURACY_ATTR, {})
-    if known.get("trial") == best.number:
+    if known.get("trial") == trial.number:
         summary["test_accuracy"] = known["test_accuracy"]
     return summary
 
 
 def retrain_best(
-    study: optuna.Study, spec: StudySpec, storage_url: str, *, export: str | None = None
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    export: str | None = None,
+    trial: int | None = None,
+    seeds: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Retrain the best configuration on training + validation data, measure test accuracy.
+    """Retrain the best configuration (or trial ``trial``'s) on training + validation data and
+    measure its test accuracy.
 
-    The retrained net runs for the best trial's best epoch count (there is no validation data
-    left to choose epochs by) with the best trial's seed. The test accuracy is stored on the
-    study; ``export`` writes the weights, the standardization and the configuration.
+    The retrained net runs for the trial's best epoch count (there is no validation data left
+    to choose epochs by), with the trial's own seed, or with ``seeds`` fresh seeds (``hpo
+    confirm``'s first ``seeds``): then ``test_accuracy`` is their mean, ``test_accuracies``
+    each seed's and ``test_interval`` the mean's 95% Student-t interval. ``progress(i,
+    accuracy)`` follows each seed. The test accuracy is stored on the study; ``export`` writes
+    the first net's weights, the standardization and the configuration.
     """
     import numpy as np  # retraining only: reading the best trial imports no trainer
 
+    from hpo.confirm import confirm_seed
     from hpo.trial import configuration, load_training_split, trial_seed
+    from reports.summary import mean_interval
     from trainer.checkpoint import save_checkpoint
     from trainer.training import evaluate
 
-    summary = best_trial_summary(study)
+    chosen = finished_trial(study, trial) if trial is not None else None
+    if chosen is not None and chosen.state != TrialState.COMPLETE:
+        raise UsageError(
+            f"--trial {trial}: trial #{trial} is {chosen.state.name.lower()} (allowed: a "
+            "completed trial, whose best epoch says how long to retrain)"
+        )
+    summary = best_trial_summary(study) if chosen is None else _summary(study, chosen)
     if export is not None:
         check_out_path(Path(export), flag="--export", example="best.npz")
     trial = study.get_trials(deepcopy=False)[summary["trial"]]
@@ -80,20 +104,31 @@ def retrain_best(
     split = load_training_split(spec)
     epochs = max(1, int(summary["best_epoch"] or run.training.epochs))
     run = replace(run, training=replace(run.training, epochs=epochs, patience=None))
-    net, result = run.train(
-        split,
-        trial_seed(spec.search.seed, trial.number),
-        x_train=np.concatenate([split.x_train, split.x_val]),
-        y_train=np.concatenate([split.y_train, split.y_val]),
-        restore_best=False,
-    )
-    if result.diverged:
-        raise RunError(f"retraining trial #{trial.number} diverged; no test accuracy")
-    test_accuracy = evaluate(net, split.x_test, split.y_test)[1]
-    study.set_user_attr(
-        TEST_ACCURACY_ATTR,
-        {"trial": trial.number, "test_accuracy": test_accuracy, "epochs": epochs},
-    )
+    if seeds is None:
+        seed_sequences = [trial_seed(spec.search.seed, trial.number)]
+    else:
+        seed_sequences = [confirm_seed(spec.search.seed, i) for i in range(seeds)]
+    accuracies, net = [], None
+    for i, seed in enumerate(seed_sequences):
+        trained, result = run.train(
+            split,
+            seed,
+            x_train=np.concatenate([split.x_train, split.x_val]),
+            y_train=np.concatenate([split.y_train, split.y_val]),
+            restore_best=False,
+        )
+        if result.diverged:
+            which = "" if seeds is None else f" with seed {i}"
+            raise RunError(f"retraining trial #{trial.number}{which} diverged; no test accuracy")
+        accuracies.append(evaluate(trained, split.x_test, split.y_test)[1])
+        net = net or trained
+        if progress is not None:
+            progress(i, accuracies[-1])
+    test_accuracy, low, high = mean_interval(accuracies)
+    stored = {"trial": trial.number, "test_accuracy": test_accuracy, "epochs": epochs}
+    if seeds is not None:
+        stored["test_accuracies"] = accuracies
+    study.set_user_attr(TEST_ACCURACY_ATTR, stored)
     if export is not None:
         extra = {
             "study": study.study_name,
@@ -122,7 +157,11 @@ def retrain_best(
         except OSError as e:
             raise RunError(f"cannot write --export {export} ({e.strerror or e})") from None
         summary["artifact_id"] = _store_artifact(study, trial, export, storage_url)
-    return {**summary, "test_accuracy": test_accuracy}
+    summary["test_accuracy"] = test_accuracy
+    if seeds is not None:
+        summary["test_accuracies"] = accuracies
+        summary["test_interval"] = None if math.isnan(low) else [low, high]
+    return summary
 
 
 def _store_artifact(

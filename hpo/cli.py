@@ -251,7 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial",
         type=int_at_least(0),
         metavar="N",
-        help="with --verify or --command: that trial instead of the best",
+        help="with --verify, --command or --retrain: that trial instead of the best",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_int_between(1, MAX_CONFIRM_SEEDS),
+        metavar="S",
+        help="with --retrain: retrain with S fresh seeds (hpo confirm's) and give the mean "
+        "test accuracy with its 95%% interval (default: the trial's own seed)",
     )
     p.add_argument(
         "--command",
@@ -752,11 +759,14 @@ def cmd_best(args: argparse.Namespace) -> int:
     name = _study_name_or_only(url, args.study)
     if args.export is not None and not args.export.endswith(".npz"):
         raise UsageError(f"--export: {args.export!r} (allowed: a path ending in .npz)")
-    if args.trial is not None and not (args.verify or args.trainer_command):
+    retraining = bool(args.retrain or args.export)  # writes the test accuracy, the artifact
+    if args.trial is not None and not (args.verify or args.trainer_command or retraining):
         raise UsageError(
-            f"--trial {args.trial}: needs --verify or --command (allowed: --verify --trial N, "
-            "--command --trial N)"
+            f"--trial {args.trial}: needs --verify, --command or --retrain (allowed: --verify "
+            "--trial N, --command --trial N, --retrain --trial N)"
         )
+    if args.seeds is not None and not retraining:
+        raise UsageError(f"--seeds {args.seeds}: needs --retrain (allowed: --retrain --seeds S)")
     chosen = [f for f, on in (("verify", args.verify), ("command", args.trainer_command)) if on]
     chosen += ["retrain/--export"] if args.retrain or args.export else []
     if len(chosen) > 1:
@@ -764,15 +774,27 @@ def cmd_best(args: argparse.Namespace) -> int:
             f"--{' and --'.join(chosen)}: one at a time (allowed: --verify, --command or "
             "--retrain/--export)"
         )
-    writes = bool(args.retrain or args.export)  # the test accuracy and the artifact
-    study, spec = load_hpo_study(storage_url=url, study_name=name, write=writes)
+    study, spec = load_hpo_study(storage_url=url, study_name=name, write=retraining)
     if args.verify:
         return _verify(study, spec, args)
     if args.trainer_command:
         return _command(study, spec, args)
-    summary = best_trial_summary(study)
-    if writes:
-        summary = retrain_best(study, spec, url, export=args.export)
+    if retraining:
+        bar = Bar(quiet=args.json or args.seeds is None, label=f"{name} retrain", unit="seed")
+        try:
+            summary = retrain_best(
+                study,
+                spec,
+                url,
+                export=args.export,
+                trial=args.trial,
+                seeds=args.seeds,
+                progress=lambda i, _: bar.show(i + 1, args.seeds or 1),
+            )
+        finally:
+            bar.close()
+    else:
+        summary = best_trial_summary(study)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -782,7 +804,17 @@ def cmd_best(args: argparse.Namespace) -> int:
     )
     for key, value in summary["params"].items():
         print(f"  {key:<14} {value}")
-    if summary.get("test_accuracy") is not None:
+    if summary.get("test_accuracies"):
+        each = ", ".join(f"{a:.4f}" for a in summary["test_accuracies"])
+        interval = ""
+        if summary["test_interval"] is not None:
+            low, high = summary["test_interval"]
+            interval = f", 95% interval {low:.4f} to {high:.4f}"
+        print(
+            f"test accuracy (retrained on train+validation, {len(summary['test_accuracies'])} "
+            f"seeds): mean {summary['test_accuracy']:.4f}{interval} ({each})"
+        )
+    elif summary.get("test_accuracy") is not None:
         print(f"test accuracy (retrained on train+validation): {summary['test_accuracy']:.4f}")
     if args.export:
         print(f"exported: {args.export}")

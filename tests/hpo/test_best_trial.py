@@ -7,11 +7,13 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
+import optuna
 import pytest
 
-from hpo.best_trial import _same_bits, trainer_command, verify_trial
+from hpo.best_trial import TEST_ACCURACY_ATTR, _same_bits, trainer_command, verify_trial
 from hpo.cli import main
-from hpo.records import load_hpo_study
+from hpo.records import load_hpo_study, ranked
 from tests.hpo.conftest import write_spec
 from trainer import cli as trainer_cli
 
@@ -101,7 +103,8 @@ def test_a_mismatch_names_what_differs_from_the_stored_environment(study_db, tmp
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--trial", "1"], "--trial 1: needs --verify or --command"),
+        (["--trial", "1"], "--trial 1: needs --verify, --command or --retrain"),
+        (["--seeds", "3"], "--seeds 3: needs --retrain"),
         (["--verify", "--trial", "99"], "--trial: 99 (allowed: a finished trial's number, 0-11)"),
         (["--command", "--trial", "99"], "--trial: 99 (allowed: a finished trial's number, 0-11)"),
         (["--verify", "--retrain"], "--verify and --retrain/--export: one at a time"),
@@ -149,3 +152,42 @@ def test_same_bits():
     assert _same_bits(0.1, 0.1) and _same_bits(float("nan"), float("-nan"))
     assert not _same_bits(0.1, 0.1 + 2**-56) and not _same_bits(0.0, -0.0)
     assert _same_bits(None, None) and not _same_bits(None, 0.0)
+
+
+def test_best_retrains_a_chosen_trial_over_fresh_seeds(study_db, tmp_path, capsys):
+    _, url = copy_of(study_db, tmp_path)
+    study = optuna.load_study(study_name="tiny", storage=url)
+    chosen = ranked(study.get_trials())[-1].number  # the worst completed: not the default
+    capsys.readouterr()
+    argv = ["best", "--storage", url, "--retrain", "--trial", str(chosen), "--seeds", "3"]
+    assert main([*argv, "--json"]) == 0
+    retrained = json.loads(capsys.readouterr().out)
+    assert retrained["trial"] == chosen and len(retrained["test_accuracies"]) == 3
+    assert retrained["test_accuracy"] == pytest.approx(np.mean(retrained["test_accuracies"]))
+    low, high = retrained["test_interval"]
+    assert low <= retrained["test_accuracy"] <= high
+    assert main(argv) == 0  # the same seeds again: the same accuracies, as text
+    out = capsys.readouterr().out
+    each = ", ".join(f"{a:.4f}" for a in retrained["test_accuracies"])
+    assert f"3 seeds): mean {retrained['test_accuracy']:.4f}, 95% interval" in out
+    assert f"({each})" in out
+    stored = optuna.load_study(study_name="tiny", storage=url).user_attrs[TEST_ACCURACY_ATTR]
+    assert stored["trial"] == chosen
+    assert stored["test_accuracies"] == retrained["test_accuracies"]
+
+
+def test_best_retrain_refuses_zero_seeds_as_a_bad_flag(study_db, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["best", "--storage", f"sqlite:///{study_db}", "--retrain", "--seeds", "0"])
+    assert stopped.value.code == 2
+    assert "argument --seeds: 0 (allowed: 1 to 1,000)" in capsys.readouterr().err
+
+
+def test_best_retrain_refuses_a_pruned_trial_in_one_line(study_db, tmp_path, capsys):
+    _, url = copy_of(study_db, tmp_path)
+    study = optuna.load_study(study_name="tiny", storage=url)
+    pruned = next(t.number for t in study.get_trials() if t.state.name == "PRUNED")
+    capsys.readouterr()
+    assert main(["best", "--storage", url, "--retrain", "--trial", str(pruned)]) == 2
+    err = capsys.readouterr().err
+    assert f"--trial {pruned}: trial #{pruned} is pruned" in err and err.count("\n") == 1
