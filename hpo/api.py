@@ -185,7 +185,8 @@ class _session:
     """Ctrl-C, SIGTERM and SIGHUP stop the work between two steps; the storage is closed
     (SQLite's WAL folded) however it ends, so that the database file alone holds every finished
     trial. Ctrl-C then raises KeyboardInterrupt; SIGTERM and SIGHUP are delivered again to the
-    process's own handlers (by default: the process ends with 143 or 129)."""
+    process's own handlers (by default: the process ends with 143 or 129; a handler of the
+    caller's that returns is followed by the KeyboardInterrupt that stopped the work)."""
 
     def __enter__(self) -> None:
         self.owner = not INTERRUPTS.installed  # a caller's own session stays theirs

@@ -59,6 +59,9 @@ def _summary(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, 
     known = study.user_attrs.get(TEST_ACCURACY_ATTR, {})
     if known.get("trial") == trial.number:
         summary["test_accuracy"] = known["test_accuracy"]
+        if known.get("test_accuracies"):  # retrained over seeds: the mean, each and interval
+            summary["test_accuracies"] = known["test_accuracies"]
+            summary["test_interval"] = known.get("test_interval")
     return summary
 
 
@@ -70,17 +73,18 @@ def retrain_best(
     export: str | None = None,
     trial: int | None = None,
     seeds: int | None = None,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Retrain the best configuration (or trial ``trial``'s) on training + validation data and
     measure its test accuracy.
 
     The retrained net runs for the trial's best epoch count (there is no validation data left
     to choose epochs by), with the trial's own seed, or with ``seeds`` fresh seeds (``hpo
-    confirm``'s first ``seeds``): then ``test_accuracy`` is their mean, ``test_accuracies``
-    each seed's and ``test_interval`` the mean's 95% Student-t interval. ``progress(i,
-    accuracy)`` follows each seed. The test accuracy is stored on the study; ``export`` writes
-    the first net's weights, the standardization and the configuration.
+    confirm``'s first ``seeds``): then ``test_accuracy`` is their mean and the summary (and
+    what is stored with the study) adds ``test_accuracies``, each seed's, and
+    ``test_interval``, the mean's 95% Student-t interval (None with one seed).
+    ``progress(done, total)`` follows the seeds. ``export`` writes the first seed's net (its
+    weights, the standardization and the configuration, with that net's own test accuracy).
     """
     import numpy as np  # retraining only: reading the best trial imports no trainer
 
@@ -90,25 +94,25 @@ def retrain_best(
     from trainer.checkpoint import save_checkpoint
     from trainer.training import evaluate
 
-    chosen = finished_trial(study, trial) if trial is not None else None
-    if chosen is not None and chosen.state != TrialState.COMPLETE:
-        raise UsageError(
-            f"--trial {trial}: trial #{trial} is {chosen.state.name.lower()} (allowed: a "
-            "completed trial, whose best epoch says how long to retrain)"
-        )
-    summary = best_trial_summary(study) if chosen is None else _summary(study, chosen)
+    if trial is None:
+        summary = best_trial_summary(study)
+        chosen = study.get_trials(deepcopy=False)[summary["trial"]]
+    else:
+        chosen = _completed_trial(study, trial)
+        summary = _summary(study, chosen)
     if export is not None:
         check_out_path(Path(export), flag="--export", example="best.npz")
-    trial = study.get_trials(deepcopy=False)[summary["trial"]]
-    run = configuration(spec, trial.params)
+    run = configuration(spec, chosen.params)
     split = load_training_split(spec)
     epochs = max(1, int(summary["best_epoch"] or run.training.epochs))
     run = replace(run, training=replace(run.training, epochs=epochs, patience=None))
     if seeds is None:
-        seed_sequences = [trial_seed(spec.search.seed, trial.number)]
+        seed_sequences = [trial_seed(spec.search.seed, chosen.number)]
     else:
         seed_sequences = [confirm_seed(spec.search.seed, i) for i in range(seeds)]
     accuracies, net = [], None
+    if progress is not None:
+        progress(0, len(seed_sequences))
     for i, seed in enumerate(seed_sequences):
         trained, result = run.train(
             split,
@@ -119,22 +123,25 @@ def retrain_best(
         )
         if result.diverged:
             which = "" if seeds is None else f" with seed {i}"
-            raise RunError(f"retraining trial #{trial.number}{which} diverged; no test accuracy")
+            raise RunError(f"retraining trial #{chosen.number}{which} diverged; no test accuracy")
         accuracies.append(evaluate(trained, split.x_test, split.y_test)[1])
-        net = net or trained
+        if net is None:
+            net = trained  # the one exported
         if progress is not None:
-            progress(i, accuracies[-1])
+            progress(i + 1, len(seed_sequences))
     test_accuracy, low, high = mean_interval(accuracies)
-    stored = {"trial": trial.number, "test_accuracy": test_accuracy, "epochs": epochs}
+    stored = {"trial": chosen.number, "test_accuracy": test_accuracy, "epochs": epochs}
     if seeds is not None:
         stored["test_accuracies"] = accuracies
+        stored["test_interval"] = None if math.isnan(low) else [low, high]
     study.set_user_attr(TEST_ACCURACY_ATTR, stored)
     if export is not None:
         extra = {
             "study": study.study_name,
-            "trial": trial.number,
+            "trial": chosen.number,
             "config": asdict(run),
-            "test_accuracy": test_accuracy,
+            "test_accuracy": accuracies[0],  # the exported net's own
+            "seed": list(seed_sequences[0].entropy),
             "dataset": spec.data.dataset,
         }
         network = None
@@ -156,12 +163,29 @@ def retrain_best(
                 )
         except OSError as e:
             raise RunError(f"cannot write --export {export} ({e.strerror or e})") from None
-        summary["artifact_id"] = _store_artifact(study, trial, export, storage_url)
+        summary["artifact_id"] = _store_artifact(study, chosen, export, storage_url)
     summary["test_accuracy"] = test_accuracy
     if seeds is not None:
         summary["test_accuracies"] = accuracies
-        summary["test_interval"] = None if math.isnan(low) else [low, high]
+        summary["test_interval"] = stored["test_interval"]
     return summary
+
+
+def _completed_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number``, which must have completed: its best epoch says how long to retrain."""
+    trials = study.get_trials(deepcopy=False)
+    if number < len(trials) and trials[number].state == TrialState.COMPLETE:
+        return trials[number]
+    completed = [t.number for t in trials if t.state == TrialState.COMPLETE]
+    what = (
+        f"trial #{number} is {trials[number].state.name.lower()}"
+        if number < len(trials)
+        else ("no such trial")
+    )
+    allowed = (
+        f"a completed trial's number, {_ranges(completed)}" if completed else "none completed yet"
+    )
+    raise UsageError(f"--trial {number}: {what} (allowed: {allowed})")
 
 
 def _store_artifact(

@@ -755,8 +755,6 @@ def cmd_best(args: argparse.Namespace) -> int:
     from hpo.best_trial import best_trial_summary, retrain_best
     from hpo.records import load_hpo_study
 
-    url = resolve_url(args.storage)
-    name = _study_name_or_only(url, args.study)
     if args.export is not None and not args.export.endswith(".npz"):
         raise UsageError(f"--export: {args.export!r} (allowed: a path ending in .npz)")
     retraining = bool(args.retrain or args.export)  # writes the test accuracy, the artifact
@@ -774,6 +772,8 @@ def cmd_best(args: argparse.Namespace) -> int:
             f"--{' and --'.join(chosen)}: one at a time (allowed: --verify, --command or "
             "--retrain/--export)"
         )
+    url = resolve_url(args.storage)  # the flags are checked first: no study is read for them
+    name = _study_name_or_only(url, args.study)
     study, spec = load_hpo_study(storage_url=url, study_name=name, write=retraining)
     if args.verify:
         return _verify(study, spec, args)
@@ -789,7 +789,7 @@ def cmd_best(args: argparse.Namespace) -> int:
                 export=args.export,
                 trial=args.trial,
                 seeds=args.seeds,
-                progress=lambda i, _: bar.show(i + 1, args.seeds or 1),
+                progress=bar.show,
             )
         finally:
             bar.close()
@@ -798,8 +798,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
+    which = "trial" if args.trial is not None else "best trial"
     print(
-        f"study {summary['study']!r}: best trial #{summary['trial']}, validation accuracy "
+        f"study {summary['study']!r}: {which} #{summary['trial']}, validation accuracy "
         f"{summary['value']:.4f} at epoch {summary.get('best_epoch')}"
     )
     for key, value in summary["params"].items():
@@ -810,9 +811,10 @@ def cmd_best(args: argparse.Namespace) -> int:
         if summary["test_interval"] is not None:
             low, high = summary["test_interval"]
             interval = f", 95% interval {low:.4f} to {high:.4f}"
+        seeds = len(summary["test_accuracies"])
         print(
-            f"test accuracy (retrained on train+validation, {len(summary['test_accuracies'])} "
-            f"seeds): mean {summary['test_accuracy']:.4f}{interval} ({each})"
+            f"test accuracy (retrained on train+validation, {seeds} seed{'s' * (seeds != 1)}): "
+            f"mean {summary['test_accuracy']:.4f}{interval} ({each})"
         )
     elif summary.get("test_accuracy") is not None:
         print(f"test accuracy (retrained on train+validation): {summary['test_accuracy']:.4f}")

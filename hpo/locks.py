@@ -192,6 +192,9 @@ def _task_file(path: Path) -> Iterator:
             text = handle.read().strip()
             handle.close()
             raise Busy(int(text) if text.isdigit() else None) from None
+        except BaseException:
+            handle.close()
+            raise
         try:
             current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:

@@ -163,7 +163,8 @@ class StudySnapshot:
     # per parameter, the 5th and 95th percentile of its importance over bootstrap resamples
     importance_spread: dict[str, tuple[float, float]] | None = None
     importance_note: str = ""
-    test_accuracy: dict[str, Any] | None = None  # {"trial", "test_accuracy", "epochs"}
+    # {"trial", "test_accuracy", "epochs"}, and "test_accuracies", "test_interval" over seeds
+    test_accuracy: dict[str, Any] | None = None
     activations: tuple[LayerHistograms, ...] = ()
     activation_note: str = ""
     first_layer: "FirstLayer | None" = None  # the best net's first-layer weights, as images

@@ -154,6 +154,12 @@ def run_variant(
     return Run(values, epochs, seconds)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} (allowed: a whole number of images, >= 1)")
+    return int(text)
+
+
 def median(xs) -> float:
     return statistics.median(xs)
 
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--fashion",
-        type=int,
+        type=_positive,
         metavar="N",
         help="on N images of the real Fashion-MNIST training set instead of digits",
     )

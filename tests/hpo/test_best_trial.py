@@ -1,5 +1,6 @@
 """``hpo.best_trial``: verifying that a stored trial reproduces bit for bit (``best --verify``),
-and the ``python -m trainer`` line that retrains it (``best --command``)."""
+the ``python -m trainer`` line that retrains it (``best --command``), and retraining a chosen
+trial over fresh seeds for its test accuracy (``best --retrain --trial N --seeds S``)."""
 
 import json
 import shlex
@@ -13,9 +14,11 @@ import pytest
 
 from hpo.best_trial import TEST_ACCURACY_ATTR, _same_bits, trainer_command, verify_trial
 from hpo.cli import main
+from hpo.confirm import confirm_seed
 from hpo.records import load_hpo_study, ranked
 from tests.hpo.conftest import write_spec
 from trainer import cli as trainer_cli
+from trainer.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -154,26 +157,48 @@ def test_same_bits():
     assert _same_bits(None, None) and not _same_bits(None, 0.0)
 
 
-def test_best_retrains_a_chosen_trial_over_fresh_seeds(study_db, tmp_path, capsys):
+def test_best_retrains_a_chosen_trial_over_fresh_seeds(study_db, tmp_path, capsys, monkeypatch):
     _, url = copy_of(study_db, tmp_path)
     study = optuna.load_study(study_name="tiny", storage=url)
     chosen = ranked(study.get_trials())[-1].number  # the worst completed: not the default
+    seeds = []
+    train = RunConfig.train
+
+    def recording(run, split, seed, **options):
+        seeds.append(tuple(seed.entropy))
+        return train(run, split, seed, **options)
+
+    monkeypatch.setattr(RunConfig, "train", recording)
     capsys.readouterr()
     argv = ["best", "--storage", url, "--retrain", "--trial", str(chosen), "--seeds", "3"]
     assert main([*argv, "--json"]) == 0
     retrained = json.loads(capsys.readouterr().out)
+    assert seeds == [tuple(confirm_seed(0, i).entropy) for i in range(3)]  # hpo confirm's
     assert retrained["trial"] == chosen and len(retrained["test_accuracies"]) == 3
     assert retrained["test_accuracy"] == pytest.approx(np.mean(retrained["test_accuracies"]))
     low, high = retrained["test_interval"]
-    assert low <= retrained["test_accuracy"] <= high
+    assert high - low == pytest.approx(
+        2 * 4.302653 * np.std(retrained["test_accuracies"], ddof=1) / np.sqrt(3), rel=1e-5
+    )  # Student's t at 2 degrees of freedom
     assert main(argv) == 0  # the same seeds again: the same accuracies, as text
     out = capsys.readouterr().out
     each = ", ".join(f"{a:.4f}" for a in retrained["test_accuracies"])
+    assert out.startswith(f"study 'tiny': trial #{chosen}, validation accuracy")
     assert f"3 seeds): mean {retrained['test_accuracy']:.4f}, 95% interval" in out
     assert f"({each})" in out
     stored = optuna.load_study(study_name="tiny", storage=url).user_attrs[TEST_ACCURACY_ATTR]
     assert stored["trial"] == chosen
     assert stored["test_accuracies"] == retrained["test_accuracies"]
+    assert stored["test_interval"] == retrained["test_interval"]
+
+
+def test_bad_best_flags_are_refused_before_any_storage_is_read(tmp_path, capsys):
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    assert main(["best", "--storage", missing, "--seeds", "3"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "python -m hpo best: error: --seeds 3: needs --retrain (allowed: --retrain --seeds S)"
+    ]
+    assert not (tmp_path / "missing.db").exists()
 
 
 def test_best_retrain_refuses_zero_seeds_as_a_bad_flag(study_db, capsys):
@@ -190,4 +215,5 @@ def test_best_retrain_refuses_a_pruned_trial_in_one_line(study_db, tmp_path, cap
     capsys.readouterr()
     assert main(["best", "--storage", url, "--retrain", "--trial", str(pruned)]) == 2
     err = capsys.readouterr().err
-    assert f"--trial {pruned}: trial #{pruned} is pruned" in err and err.count("\n") == 1
+    assert f"--trial {pruned}: trial #{pruned} is pruned (allowed: a completed trial's" in err
+    assert err.count("\n") == 1

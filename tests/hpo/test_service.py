@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpo.errors import UsageError
 from hpo.records import load_hpo_study, run_facts
-from hpo.service import check_memory, run_study, study_counts
+from hpo.service import ExecutorStart, check_memory, run_study, study_counts
 from hpo.spec import load_spec
 from hpo.trial import load_study_split
 from tests.hpo.conftest import write_spec
@@ -337,3 +337,34 @@ def test_every_sampler_and_pruner_name_has_its_builder():
         search = dataclasses.replace(spec.search, pruner=name)
         rule = make_pruning(dataclasses.replace(spec, search=search), study_name="s")
         assert hasattr(rule, "thresholds")
+
+
+def test_an_executor_start_stops_the_executor_when_its_block_raises(tiny_spec, monkeypatch):
+    from hpo import executors, service
+    from hpo.trial import load_training_split
+
+    made = []
+
+    class Recorded(executors.InlineExecutor):
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.stopped = None
+            made.append(self)
+
+        def shutdown(self, *, cancel=False):
+            self.stopped = "cancel" if cancel else "drain"
+
+    monkeypatch.setattr(service, "make_executor", lambda spec, split, **_: Recorded(spec, split))
+    spec = load_spec(str(tiny_spec))
+    split = load_training_split(spec)
+    with ExecutorStart(spec, split, workers=1) as start:
+        assert made == []  # local workers: checked now, started on start()
+        executor = start.start()
+    assert executor.stopped is None  # a block that ends well hands the executor on
+    with pytest.raises(RuntimeError), ExecutorStart(spec, split, workers=1) as start:
+        start.start()
+        raise RuntimeError("the storage went away")
+    assert made[-1].stopped == "cancel"
+    with pytest.raises(RuntimeError), ExecutorStart(spec, split, workers=1):
+        raise RuntimeError("before any start")  # nothing started: nothing to stop
+    assert len(made) == 2

@@ -10,7 +10,7 @@ import pytest
 from hpo.records import load_hpo_study
 from hpo.service import run_study
 from hpo.spec import load_spec
-from hpo.study_snapshot import build_snapshot, importance_spread, layer_histograms
+from hpo.study_snapshot import build_snapshot, importance_spread, layer_histograms, spec_facts
 
 
 @pytest.fixture
@@ -75,3 +75,16 @@ def test_snapshot_has_the_first_layer_weights_and_the_sanity_checks(study_url):
     assert sanity.classes == 10 and sanity.overfit_samples == 20
     assert abs(sanity.initial_loss - math.log(10)) < 1.0  # He init on standardized digits
     assert 0.0 <= sanity.overfit_accuracy <= 1.0
+
+
+def test_spec_facts_state_the_spec_as_plain_data():
+    spec = load_spec("fashion-mnist")
+    facts = spec_facts(spec)
+    assert facts.fingerprint == spec.objective_fingerprint()
+    assert facts.definition == spec.to_dict()
+    assert facts.model == spec.model_text() and "width searched" in facts.model
+    assert (facts.dataset, facts.epochs, facts.batch_size) == ("fashion-mnist", 27, 100)
+    assert (facts.sampler, facts.pruner, facts.warmup_epochs) == ("tpe", "hyperband", 1)
+    assert [e.name for e in facts.space] == [p.name for p in spec.space]
+    assert facts.param("training.batch_size").choices == (64, 128, 256)
+    assert facts.fixed("init") == "he" and facts.fixed("optimizer", "sgd") == "sgd"
