@@ -15,7 +15,8 @@ A trial's life, all of it here and all of it through Optuna's public API:
 
 The orchestrator is its process's only writer. With worker processes it keeps trials queued in
 the executor beyond the busy workers (``prefetch``), so its writes overlap the training instead
-of delaying it. With one worker the order of
+of delaying it; a study of long trials queues none (``hpo.service.queued_trials``), so that a
+trial is RUNNING only while it trains. With one worker the order of
 claims, hand-outs and tells is fixed, so the same spec and seed give the same trials.
 
 A trial whose training raised is failed; three in a row end the run, and so does one whose
@@ -97,6 +98,8 @@ class Orchestrator:
         executor: where the trials train.
         make_sampler: the study's sampler for the trial numbered ``n`` (``make_sampler(n)``).
         pruning: the study's pruning rule.
+        prefetch: trials kept queued in the executor beyond its busy workers (default: the
+            executor's ``prefetch``; 0 claims a trial only when a worker is free for it).
         progress: called with the counts and the target whenever they change.
     """
 
@@ -112,12 +115,14 @@ class Orchestrator:
         executor: TrialExecutor,
         make_sampler: Callable[[int], optuna.samplers.BaseSampler],
         pruning: PruningRule,
+        prefetch: int | None = None,
         progress: Callable[[Counts, int], None] | None = None,
     ) -> None:
         self.study, self.spec, self.storage = study, spec, storage
         self.storage_url, self.target, self.deadline = storage_url, target, deadline
         self.executor, self.make_sampler, self.pruning = executor, make_sampler, pruning
         self.progress = progress
+        self.prefetch = executor.prefetch if prefetch is None else prefetch
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.sweep_every = float(heartbeat_settings()[0])
         self.last_sweep = -math.inf
@@ -203,7 +208,7 @@ class Orchestrator:
     def _fill(self) -> None:
         """Claim and hand out trials until every worker has one and ``prefetch`` more wait in
         the executor's queue, so that a worker starts its next trial the moment it is free."""
-        while len(self.in_flight) < self.executor.slots + self.executor.prefetch:
+        while len(self.in_flight) < self.executor.slots + self.prefetch:
             if not self._may_claim():
                 return
             self.executor.check()

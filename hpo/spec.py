@@ -283,6 +283,10 @@ class StudySpec:
         """The largest value the space lets the setting ``name`` take, else ``default``."""
         return max(extremes(self.space, name, default))
 
+    def smallest(self, name: str, default: Any) -> Any:
+        """The smallest value the space lets the setting ``name`` take, else ``default``."""
+        return min(extremes(self.space, name, default))
+
     def activation_text(self) -> str:
         """The nets' activation as a report states it: fixed (in [space] or [model]), or the
         choices a search draws from."""

@@ -1,8 +1,10 @@
 """The study service end to end, in-process: creation, resume, target, divergence, seeds."""
 
 import dataclasses
+import itertools
 import os
 import signal
+import types
 
 import optuna
 import pytest
@@ -11,7 +13,13 @@ from optuna.trial import TrialState
 
 from hpo.errors import UsageError
 from hpo.records import load_hpo_study, run_facts
-from hpo.service import ExecutorStart, check_memory, run_study, study_counts
+from hpo.service import (
+    ExecutorStart,
+    check_memory,
+    queued_trials,
+    run_study,
+    study_counts,
+)
 from hpo.spec import load_spec
 from hpo.trial import load_study_split
 from tests.hpo.conftest import write_spec
@@ -368,3 +376,36 @@ def test_an_executor_start_stops_the_executor_when_its_block_raises(tiny_spec, m
     with pytest.raises(RuntimeError), ExecutorStart(spec, split, workers=1):
         raise RuntimeError("before any start")  # nothing started: nothing to stop
     assert len(made) == 2
+
+
+def fake_split(rows, features=784, classes=10):
+    return types.SimpleNamespace(y_train=range(rows), n_features=features, n_classes=classes)
+
+
+def test_a_study_of_long_trials_queues_none_and_one_of_short_trials_queues_some():
+    executor = types.SimpleNamespace(prefetch=3)
+    assert queued_trials(load_spec("default"), fake_split(1078, 64), executor) == 3  # ~0.1 s
+    fashion = load_spec("fashion-mnist")  # its cheapest full trial: a 256-wide layer, 27 epochs
+    assert queued_trials(fashion, fake_split(54_000), executor) == 0
+    assert queued_trials(fashion, fake_split(500), executor) == 3  # the same net on 500 rows
+
+
+def test_long_trials_are_running_only_while_they_train(tiny_spec, db_url, monkeypatch):
+    """With one worker and nothing queued, each trial starts after the one before it ended;
+    with the short trials' queue, a trial waiting in it is already RUNNING."""
+    from hpo import service
+
+    def overlapping(url):
+        trials = sorted(trials_of(url), key=lambda t: t.number)
+        return [
+            b.number
+            for a, b in itertools.pairwise(trials)
+            if b.datetime_start < a.datetime_complete
+        ]
+
+    run(tiny_spec, db_url, workers=1)
+    assert overlapping(db_url)  # queued while the one before trained
+    monkeypatch.setattr(service, "LONG_TRIAL_FLOPS", 0)  # every trial counts as long
+    other = db_url.replace(".db", "-long.db")
+    run(tiny_spec, other, workers=1)
+    assert overlapping(other) == []
