@@ -416,7 +416,9 @@ class ProgressBar(Bar):
             min(counts.finished + training, target),
             target,
             f"pruned {counts.pruned} (diverged {counts.diverged}), failed {counts.failed}, "
-            f"running {counts.running}{f' (epochs: {flight})' if flight else ''}, best {best}",
+            f"running {max(0, counts.running - counts.queued)}"
+            f"{f' (epochs: {flight})' if flight else ''}"
+            f"{f', queued {counts.queued}' if counts.queued else ''}, best {best}",
         )
 
 

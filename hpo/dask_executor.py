@@ -274,6 +274,10 @@ class DaskExecutor(TrialExecutor):
         self._hand_out()
         return future
 
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
     def _hand_out(self) -> None:
         """Give queued tasks to Dask while a slot is free (after a submission, and after each
         result, from Dask's callback thread, once that result's future is resolved)."""

@@ -118,6 +118,11 @@ class TrialExecutor(abc.ABC):
         progress bar shows between results (empty where the executor cannot see it)."""
         return {}
 
+    def queued(self) -> int:
+        """How many submitted trials wait for a worker: RUNNING in the storage, not training
+        yet (the progress bar counts them apart)."""
+        return 0
+
 
 Queued = tuple[TrialTask, "concurrent.futures.Future[TrialResult]", Callable | None]
 """A submitted task waiting in an executor: the task, its future, its ``before_start``."""
@@ -233,6 +238,10 @@ class LocalProcessExecutor(TrialExecutor):
     def epochs(self) -> dict[int, int]:
         with self._lock:
             return {w.number: w.epoch for w in self._workers if w.future is not None}
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
 
     def pids(self) -> list[int]:
         """The worker processes' ids (a worker that died is replaced by another)."""

@@ -106,6 +106,8 @@ class Counts:
     epochs: tuple[tuple[int, int, int], ...] = ()
     """The trials training in this command: (number, epochs finished, epochs to run), for the
     progress bar; ``count_trials`` leaves it empty (the storage knows no epoch in flight)."""
+    queued: int = 0
+    """Of the ``running`` trials, those this command's executor holds waiting for a worker."""
 
     @property
     def finished(self) -> int:

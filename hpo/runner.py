@@ -421,4 +421,5 @@ class Orchestrator:
             self.shown_epochs = self.executor.epochs()
             epochs = self.spec.training.epochs
             flight = tuple((n, e, epochs) for n, e in sorted(self.shown_epochs.items()))
-            self.progress(replace(self.counts, epochs=flight), self.target)
+            queued = self.executor.queued()
+            self.progress(replace(self.counts, epochs=flight, queued=queued), self.target)

@@ -870,3 +870,14 @@ def test_the_bar_counts_the_epochs_of_the_trials_in_flight(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "1.50/4" in err and "running 2 (epochs: #3 5/10, #4 0/10)" in err, err
+
+
+def test_the_bar_counts_queued_trials_apart_from_those_training(capsys):
+    from hpo.cli import ProgressBar
+    from hpo.records import Counts
+
+    bar = ProgressBar(quiet=False, label="study")
+    bar(Counts(complete=1, running=5, queued=3, epochs=((3, 5, 10), (4, 0, 10))), 8)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "running 2 (epochs: #3 5/10, #4 0/10), queued 3, best" in err, err

@@ -455,3 +455,32 @@ def test_a_worker_reports_each_epoch_of_the_trial_it_trains(shared_executor, spe
 
 def test_an_inline_executor_shows_no_epochs(spec_and_split):
     assert InlineExecutor(*spec_and_split).epochs() == {}
+
+
+def test_an_executor_counts_the_trials_waiting_for_a_worker(tiny_spec):
+    from hpo.executors import LocalProcessExecutor
+    from hpo.pruning import NoPruning
+    from hpo.spec import load_spec
+    from hpo.trial import TrialTask, configuration, load_training_split, trial_seed
+
+    spec = load_spec(str(tiny_spec))
+    config = configuration(spec, {})
+    config = replace(config, training=replace(config.training, epochs=500))
+    executor = LocalProcessExecutor(spec, load_training_split(spec), workers=1)
+    try:
+        for n in range(3):  # trials of seconds each: the first trains while two wait
+            executor.submit(
+                TrialTask(
+                    number=n,
+                    config=config,
+                    seed=tuple(trial_seed(0, n).entropy),
+                    thresholds=NoPruning().thresholds(trial_number=n, finished=()),
+                )
+            )
+        deadline = time.monotonic() + 60
+        while not executor.epochs() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first leaves the queue for the one worker
+        assert list(executor.epochs()) == [0] and executor.queued() == 2
+    finally:
+        executor.shutdown(cancel=True)
+    assert executor.queued() == 0
