@@ -807,6 +807,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     )
     for key, value in summary["params"].items():
         print(f"  {key:<14} {value}")
+    if args.trial is None:
+        _print_confirmed_first(study, url, summary["trial"])
     if summary.get("test_accuracies"):
         each = ", ".join(f"{a:.4f}" for a in summary["test_accuracies"])
         interval = ""
@@ -823,6 +825,31 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.export:
         print(f"exported: {args.export}")
     return 0
+
+
+def _print_confirmed_first(study, url: str, best: int) -> None:
+    """Name the confirmed first when ``hpo confirm`` ranked another configuration above the
+    search's best (the report is about that one)."""
+    import optuna
+
+    from hpo.records import companion_name
+    from hpo.storage import open_storage
+
+    storage = open_storage(url, write=False)
+    if companion_name(study.study_name) not in optuna.get_all_study_names(storage):
+        return  # never confirmed: nothing more to import or read
+    from hpo.confirm import confirmed_first
+
+    first = confirmed_first(study, storage)
+    if first is not None and first.trial != best:
+        mean, low, high = first.interval
+        seeds = len(first.values)
+        interval = "" if math.isnan(low) else f" [{low:.4f}, {high:.4f}]"
+        print(
+            f"hpo confirm ranks trial #{first.trial} first: mean {mean:.4f}{interval} over "
+            f"{seeds} seed{'s' * (seeds != 1)} (--trial {first.trial} with --retrain, --verify "
+            "or --command for it)"
+        )
 
 
 def _command(study, spec, args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hpo.allowed import MAX_CONFIRM_TOP
 from hpo.errors import RunError, UsageError
 from hpo.executors import TrialExecutor
 from hpo.interrupts import INTERRUPTS
@@ -173,6 +174,17 @@ def stored_runs(companion: optuna.Study | None) -> list[optuna.trial.FrozenTrial
     if companion is None:
         return []
     return companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def confirmed_first(study: optuna.Study, storage: optuna.storages.BaseStorage) -> Confirmed | None:
+    """The configuration ``hpo confirm`` ranks first by its mean over seeds (None before any
+    confirmation ran): what the report is about, which ``hpo best`` names beside the search's
+    best."""
+    runs = stored_runs(load_companion(storage, study.study_name, create=False))
+    if not runs:
+        return None
+    ran = [c for c in confirmations(study, runs, MAX_CONFIRM_TOP) if c.values]
+    return ran[0] if ran else None
 
 
 def confirmations(

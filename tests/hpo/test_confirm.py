@@ -26,6 +26,7 @@ from hpo.confirm import (
     plan,
     run_confirmation,
     stored_runs,
+    top_configurations,
     verdict,
 )
 from hpo.executors import InlineExecutor
@@ -250,3 +251,28 @@ def test_the_confirm_lock_on_postgresql_refuses_a_second_holder(postgres_url):
             pass  # another study's confirm goes on
     with only_one(postgres_url, "confirm tiny"):
         pass  # free again
+
+
+def test_best_names_the_confirmed_first_when_it_is_not_the_search_best(searched, capsys):
+    _, url = searched
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    best, second = top_configurations(study, 2)
+    companion = load_companion(open_storage(url), "tiny", create=True)
+    for source, value in ((best, 0.5), (second, 0.9)):  # seeds say the second is better
+        for index in range(2):
+            companion.add_trial(
+                optuna.trial.create_trial(
+                    params=dict(source.params),
+                    distributions=dict(source.distributions),
+                    value=value + index / 100,
+                    user_attrs={SOURCE_ATTR: source.number, SEED_ATTR: index},
+                )
+            )
+    capsys.readouterr()
+    assert main(["best", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert f"best trial #{best.number}," in out
+    assert f"hpo confirm ranks trial #{second.number} first: mean 0.9050 [" in out
+    assert f"over 2 seeds (--trial {second.number} with --retrain" in out
+    assert main(["best", "--storage", url, "--trial", str(second.number), "--command"]) == 0
+    assert "hpo confirm ranks" not in capsys.readouterr().out  # a trial was named

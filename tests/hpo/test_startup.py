@@ -77,6 +77,11 @@ def test_best_json_imports_neither_the_report_nor_the_dashboard_nor_the_trainer(
     assert modules_loaded_by(argv, tmp_path, (*HEAVY, *RUNNING)) == []
 
 
+def test_best_of_a_study_never_confirmed_stays_light(study_url, tmp_path):
+    argv = ["best", "--storage", study_url]  # it looks for a confirmation, finds none
+    assert modules_loaded_by(argv, tmp_path, (*HEAVY, *RUNNING, "hpo.confirm")) == []
+
+
 def test_the_probe_sees_what_a_command_imports(study_url, tmp_path):
     assert modules_loaded_by(["studies", "--storage", study_url], tmp_path, ("optuna",)) == [
         "optuna"
