@@ -277,7 +277,7 @@ def _heartbeat_options(settings: tuple[int, int]) -> dict[str, object]:
         "heartbeat_interval": interval,
         "grace_period": grace,
         # A trial whose worker died is failed after the grace period and queued again with the
-        # same parameters, at most MAX_RETRIES times.
+        # same parameters, at most MAX_STALE_TRIAL_RETRIES times.
         "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=MAX_STALE_TRIAL_RETRIES
         ),
