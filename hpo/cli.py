@@ -396,6 +396,10 @@ class Bar:
             self.bar.close()
 
 
+FRACTION_BAR = "{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+"""A bar whose count may be fractional (epochs of the trials or runs in flight)."""
+
+
 class ProgressBar(Bar):
     """Finished trials against the target, with pruned/failed/best; the epochs of the trials
     in flight count as fractions of a trial (the bar moves per epoch) and are listed."""
@@ -405,7 +409,7 @@ class ProgressBar(Bar):
             quiet=quiet,
             label=label,
             unit="trial",
-            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+            bar_format=FRACTION_BAR,
         )
 
     def __call__(self, counts, target: int) -> None:
@@ -561,7 +565,12 @@ def _confirm(args: argparse.Namespace, url: str, name: str, study, spec) -> int:
             print(json.dumps(item.as_dict()))
         return 0
     start = time.monotonic()
-    bar = Bar(quiet=args.quiet or args.json, label=f"{name} confirm", unit="run")
+    bar = Bar(
+        quiet=args.quiet or args.json,
+        label=f"{name} confirm",
+        unit="run",
+        bar_format=FRACTION_BAR,  # runs in flight count their epochs: the bar moves within them
+    )
     try:
         done = confirm_study(
             study,

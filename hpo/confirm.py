@@ -279,7 +279,7 @@ def confirm_study(
     workers: int | None = None,
     in_process: bool = False,
     dask: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[float, int], None] | None = None,
 ) -> Confirmation:
     """Retrain the ``top`` configurations of ``study`` until each has ``seeds`` more runs, or
     first the runs an interrupted confirmation left (``plan``), storing each run as it ends.
@@ -313,12 +313,14 @@ def run_confirmation(
     work: Plan,
     *,
     executor: TrialExecutor,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[float, int], None] | None = None,
 ) -> int:
     """Train the plan's runs on ``executor``, storing each as it ends; returns how many ran.
 
-    Raises RunError naming the runs that failed (the others are stored; the same command runs
-    the failed ones again); a Ctrl-C stops the executor and keeps every stored run.
+    ``progress(done, total)`` follows the runs, each run in flight counting its finished epochs
+    as a fraction of a run (where the executor reports them), so that the bar moves within runs
+    of minutes. Raises RunError naming the runs that failed (the others are stored; the same
+    command runs the failed ones again); a Ctrl-C stops the executor and keeps every stored run.
     """
     if companion.user_attrs.get(SEEDS_ATTR) != work.seeds:
         companion.set_user_attr(SEEDS_ATTR, work.seeds)
@@ -339,6 +341,7 @@ def run_confirmation(
     in_flight: dict[concurrent.futures.Future, tuple] = {}
     failed: list[str] = []
     ran = 0
+    shown: dict[int, int] = {}  # the executor's epochs the bar last showed
     if progress is not None:
         progress(0, len(tasks))
     try:
@@ -351,6 +354,9 @@ def run_confirmation(
             done, _ = concurrent.futures.wait(
                 in_flight, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED
             )
+            if not done and progress is not None and executor.epochs() != shown:
+                shown = executor.epochs()  # an epoch ended in a run in flight: the bar moves
+                progress(ran + _epoch_fraction(shown, tasks), len(tasks))
             for future in sorted(done, key=lambda f: in_flight[f][0].number):
                 _, source, index = in_flight.pop(future)
                 error = future.exception()
@@ -362,7 +368,8 @@ def run_confirmation(
                 _store(companion, source, index, future.result())
                 ran += 1
                 if progress is not None:
-                    progress(ran, len(tasks))
+                    shown = executor.epochs()
+                    progress(ran + _epoch_fraction(shown, tasks), len(tasks))
     except BaseException:
         executor.shutdown(cancel=True)
         raise
@@ -374,6 +381,14 @@ def run_confirmation(
             "command to retry them"
         )
     return ran
+
+
+def _epoch_fraction(epochs: dict[int, int], tasks: list[tuple]) -> float:
+    """The runs in flight as fractions of a run: each one's finished epochs over its own."""
+    return sum(
+        min(1.0, done / max(1, tasks[number][0].config.training.epochs))
+        for number, done in epochs.items()
+    )
 
 
 def _store(

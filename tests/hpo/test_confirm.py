@@ -1,6 +1,7 @@
 """``hpo confirm``: the interval and the paired test on values with known answers; runs stored
 with the study, resumable, unseen by the sampler, and added seeds that never repeat."""
 
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -29,7 +31,7 @@ from hpo.confirm import (
     top_configurations,
     verdict,
 )
-from hpo.executors import InlineExecutor
+from hpo.executors import InlineExecutor, TrialExecutor
 from hpo.locks import Busy, only_one
 from hpo.records import companion_name, load_hpo_study
 from hpo.storage import open_storage
@@ -139,6 +141,57 @@ def test_an_interrupted_confirm_resumes_instead_of_adding(searched):
     run_confirmation(spec, companion, again, executor=InlineExecutor(spec, split))
     assert all(len(c.values) == 3 for c in confirmations(study, stored_runs(companion), 2))
     assert plan(study, companion, top=2, seeds=3).seeds == 6  # now complete: adds
+
+
+class EpochByEpoch(TrialExecutor):
+    """Trains each run on a thread of its own, through ``inner``, after showing its epochs one
+    by one (0.15 s each) through ``epochs()``, as worker processes do."""
+
+    def __init__(self, inner: TrialExecutor) -> None:
+        self.inner, self.training, self.lock = inner, {}, threading.Lock()
+
+    def submit(self, task, *, before_start=None) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+
+        def train() -> None:
+            for epoch in range(1, task.config.training.epochs + 1):
+                time.sleep(0.15)
+                with self.lock:
+                    self.training[task.number] = epoch
+            result = self.inner.submit(task).result()
+            with self.lock:
+                del self.training[task.number]
+            future.set_result(result)
+
+        threading.Thread(target=train, daemon=True).start()
+        return future
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        pass
+
+    def epochs(self) -> dict[int, int]:
+        with self.lock:
+            return dict(self.training)
+
+
+def test_confirm_progress_moves_with_the_epochs_of_the_runs_in_flight(searched):
+    """Runs of minutes (Fashion-MNIST) move the bar per epoch, not only per finished run."""
+    _, url = searched
+    study, spec = load_hpo_study(storage_url=url, study_name="tiny")
+    companion = load_companion(open_storage(url), "tiny", create=True)
+    work = plan(study, companion, top=1, seeds=2)
+    seen = []
+    executor = EpochByEpoch(InlineExecutor(spec, load_study_split(spec)))
+    ran = run_confirmation(
+        spec, companion, work, executor=executor, progress=lambda d, t: seen.append((d, t))
+    )
+    assert ran == 2 and seen[0] == (0, 2) and seen[-1] == (2, 2)
+    done = [d for d, _ in seen]
+    assert done == sorted(done)  # never backwards
+    # Thirds of a run while each trains its 3 epochs, before and after the first is stored.
+    fractions = {round(d % 1, 3) for d in done if d % 1}
+    assert fractions <= {0.333, 0.667} and len(fractions) == 2
+    assert any(0 < d < 1 for d in done) and any(1 < d < 2 for d in done)
 
 
 def test_confirmation_runs_are_not_seen_by_the_sampler(tmp_path):
