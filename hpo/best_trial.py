@@ -83,8 +83,9 @@ def retrain_best(
     confirm``'s first ``seeds``): then ``test_accuracy`` is their mean and the summary (and
     what is stored with the study) adds ``test_accuracies``, each seed's, and
     ``test_interval``, the mean's 95% Student-t interval (None with one seed).
-    ``progress(done, total)`` follows the seeds. ``export`` writes the first seed's net (its
-    weights, the standardization and the configuration, with that net's own test accuracy).
+    ``progress(done, total)`` follows the seeds, each epoch a fraction of one. ``export``
+    writes the first seed's net (its weights, the standardization and the configuration, with
+    that net's own test accuracy).
     """
     import numpy as np  # retraining only: reading the best trial imports no trainer
 
@@ -114,12 +115,17 @@ def retrain_best(
     if progress is not None:
         progress(0, len(seed_sequences))
     for i, seed in enumerate(seed_sequences):
+
+        def epoch_ended(metrics, i=i) -> None:  # the bar moves per epoch: a seed takes minutes
+            progress(i + metrics.epoch / epochs, len(seed_sequences))
+
         trained, result = run.train(
             split,
             seed,
             x_train=np.concatenate([split.x_train, split.x_val]),
             y_train=np.concatenate([split.y_train, split.y_val]),
             restore_best=False,
+            on_epoch_end=None if progress is None else epoch_ended,
         )
         if result.diverged:
             which = "" if seeds is None else f" with seed {i}"

@@ -791,7 +791,12 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.trainer_command:
         return _command(study, spec, args)
     if retraining:
-        bar = Bar(quiet=args.json or args.seeds is None, label=f"{name} retrain", unit="seed")
+        bar = Bar(
+            quiet=args.json,
+            label=f"{name} retrain",
+            unit="seed",
+            bar_format=FRACTION_BAR,  # per epoch: one seed of Fashion-MNIST takes minutes
+        )
         try:
             summary = retrain_best(
                 study,

@@ -12,7 +12,13 @@ import numpy as np
 import optuna
 import pytest
 
-from hpo.best_trial import TEST_ACCURACY_ATTR, _same_bits, trainer_command, verify_trial
+from hpo.best_trial import (
+    TEST_ACCURACY_ATTR,
+    _same_bits,
+    retrain_best,
+    trainer_command,
+    verify_trial,
+)
 from hpo.cli import main
 from hpo.confirm import confirm_seed
 from hpo.records import load_hpo_study, ranked
@@ -190,6 +196,20 @@ def test_best_retrains_a_chosen_trial_over_fresh_seeds(study_db, tmp_path, capsy
     assert stored["trial"] == chosen
     assert stored["test_accuracies"] == retrained["test_accuracies"]
     assert stored["test_interval"] == retrained["test_interval"]
+
+
+def test_retraining_progress_moves_per_epoch(study_db, tmp_path):
+    """A seed of Fashion-MNIST retrains for minutes: the bar moves with each epoch."""
+    _, url = copy_of(study_db, tmp_path)
+    study, spec = load_hpo_study(storage_url=url, study_name="tiny")
+    seen = []
+    summary = retrain_best(study, spec, url, seeds=2, progress=lambda d, t: seen.append((d, t)))
+    epochs = summary["best_epoch"]
+    assert epochs >= 2  # else there is no fraction to see
+    expected = [(0, 2)]
+    for i in range(2):  # each epoch of seed i, then the seed's end
+        expected += [(i + e / epochs, 2) for e in range(1, epochs + 1)] + [(i + 1, 2)]
+    assert seen == expected
 
 
 def test_bad_best_flags_are_refused_before_any_storage_is_read(tmp_path, capsys):
