@@ -77,9 +77,11 @@ def make_report(
     out: str | Path | None = None,
     top_k: int = 10,
     split: Split | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write the study's HTML report; return its path."""
+    """Write the study's HTML report; return its path. ``progress(epoch, epochs)`` follows the
+    retraining of the best for its activations."""
     path = Path(out) if out is not None else default_report_path(study.study_name)
     _check_out(path, storage_url)
-    snapshot = build_snapshot(study, spec, storage_url, split=split)
+    snapshot = build_snapshot(study, spec, storage_url, split=split, progress=progress)
     return _written(path, "report", lambda to: write_report(snapshot, to, top_k=top_k))

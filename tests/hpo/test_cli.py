@@ -881,3 +881,22 @@ def test_the_bar_counts_queued_trials_apart_from_those_training(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "running 2 (epochs: #3 5/10, #4 0/10), queued 3, best" in err, err
+
+
+def test_a_delayed_bar_shows_only_work_that_outlasts_its_delay(capsys, monkeypatch):
+    """The report's bar (the best trained again) appears only when that takes over a second."""
+    from hpo import cli
+
+    clock = [100.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    quick = cli.Bar(quiet=False, label="quick", unit="epoch", delay=1.0)
+    for epoch in range(4):
+        quick.show(epoch, 3)
+    quick.close()
+    assert "quick" not in capsys.readouterr().err
+    slow = cli.Bar(quiet=False, label="slow", unit="epoch", delay=1.0)
+    slow.show(0, 3)
+    clock[0] += 5.0
+    slow.show(1, 3)
+    slow.close()
+    assert "slow:  33%" in capsys.readouterr().err

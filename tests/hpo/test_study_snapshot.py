@@ -57,6 +57,17 @@ def test_snapshot_has_activation_histograms_of_each_hidden_layer(study_url):
     assert len(layer.edges) == len(layer.initial) + 1
 
 
+def test_the_retraining_for_the_activations_reports_its_epochs(study_url):
+    """On Fashion-MNIST it takes minutes: ``hpo run``/``report`` show a bar from these."""
+    study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
+    seen = []
+    build_snapshot(study, spec, study_url, progress=lambda e, n: seen.append((e, n)))
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    seen.clear()
+    build_snapshot(study, spec, study_url, with_activations=False, progress=seen.append)
+    assert seen == []  # nothing retrained, nothing shown
+
+
 def test_layer_histograms_count_zeros_apart():
     initial = np.array([[0.0, 1.0], [2.0, 0.0]])
     trained = np.array([[0.0, 0.0], [0.0, 3.0]])
