@@ -532,7 +532,10 @@ def _write_report(study, spec, url: str, *, quiet: bool, **options) -> Path:
     from hpo.pages import make_report
 
     bar = Bar(
-        quiet=quiet, label=f"{study.study_name} report: the best again", unit="epoch", delay=1.0
+        quiet=quiet,
+        label=f"{study.study_name} report: retraining the best",
+        unit="epoch",
+        delay=1.0,
     )
     try:
         with INTERRUPTS.raising():
