@@ -4,10 +4,12 @@ For each of TPE (hpo's settings: constant liar, the spec's startup trials), rand
 CMA-ES, a study of the packaged default spec is filled with N finished trials (100, 1,000 and
 10,000; parameters drawn at random in the spec's space, values from a smooth function of them
 plus noise, a third of them pruned with their epochs), then asked for new trials as hpo's
-orchestrator asks: ``study.ask()`` with the sampler ``hpo.service.make_sampler`` builds for the
-next number, then ``hpo.trial.suggest``. Each ask is told FAIL, so the study keeps N finished
-trials. The studies live in Optuna's in-memory storage: the figure is the sampler's cost, not
-SQLite's (a long-running orchestrator reads finished trials from Optuna's cache, once).
+orchestrator asks: ``study.ask()`` with the sampler ``hpo.service.samplers_for`` builds for the
+next number (TPE's search space calculator kept across the asks, as in a run; a last row shows
+TPE with a sampler made afresh per ask, as before), then ``hpo.trial.suggest``. Each ask is
+told FAIL, so the study keeps N finished trials. The studies live in Optuna's in-memory
+storage: the figure is the sampler's cost, not SQLite's (a long-running orchestrator reads
+finished trials from Optuna's cache, once).
 
 The reference, measured in the same run: the median training time of the default study's
 trials (``hpo.trial.run_task`` in this process, one BLAS thread, random configurations of the
@@ -36,7 +38,7 @@ from optuna.trial import TrialState  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from hpo.pruning import NoPruning  # noqa: E402
-from hpo.service import make_sampler  # noqa: E402
+from hpo.service import make_sampler, samplers_for  # noqa: E402
 from hpo.spec import load_spec  # noqa: E402
 from hpo.trial import (  # noqa: E402
     TrialTask,
@@ -82,15 +84,19 @@ def template_trials(spec, n: int, rng: np.random.Generator) -> list[optuna.trial
     return out
 
 
-def ask_ms(spec, trials: list, asks: int) -> float:
+def ask_ms(spec, trials: list, asks: int, *, kept: bool = True) -> float:
     """Median milliseconds of ``asks`` asks (sampler built, ask, suggest) on a study of
-    ``trials``; each ask is told FAIL."""
+    ``trials``; each ask is told FAIL. ``kept=False``: each sampler made afresh
+    (``make_sampler`` alone, as hpo asked before ``samplers_for``), for comparison."""
     study = optuna.create_study(direction="maximize")
     study.add_trials(trials)
+    sampler_of = samplers_for(spec)  # one run's: the first ask reads every trial's space
+    if not kept:
+        sampler_of = lambda number: make_sampler(spec, number=number)  # noqa: E731
     times = []
     for i in range(asks):
         start = time.perf_counter()
-        study.sampler = make_sampler(spec, number=len(trials) + i)
+        study.sampler = sampler_of(len(trials) + i)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = study.ask()
@@ -144,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             if name == "tpe" and n == SIZES[-1]:
                 verdict = ms / 1000 / reference
         print(f"  {name:8}" + "".join(f"  {c:>22}" for c in cells))
+    tpe = dataclasses.replace(base, search=dataclasses.replace(base.search, sampler="tpe"))
+    cells = []
+    for n in SIZES:
+        ms = ask_ms(tpe, pools[n], args.asks, kept=False)
+        cells.append(f"{ms:9.1f} ms ({ms / 1000 / reference:6.1%})")
+    print(f"  {'tpe, a new space per ask':8}" + "".join(f"  {c:>22}" for c in cells))
     ok = verdict is not None and verdict < TARGET_SHARE
     print(
         f"  TPE at {SIZES[-1]:,} trials: {verdict:.1%} of a median trial (target < "

@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import math
 import os
 import signal
 import types
@@ -345,6 +346,43 @@ def test_every_sampler_and_pruner_name_has_its_builder():
         search = dataclasses.replace(spec.search, pruner=name)
         rule = make_pruning(dataclasses.replace(spec, search=search), study_name="s")
         assert hasattr(rule, "thresholds")
+
+
+def test_tpe_with_a_kept_search_space_draws_what_a_fresh_tpe_draws():
+    """samplers_for keeps TPE's search space calculator for the run (the ask at 10,000 trials
+    no longer recomputes it over every trial): the draws stay those of a TPE made afresh per
+    trial, with a conditional parameter (momentum), pruned trials and one always in flight."""
+    import numpy as np
+
+    from hpo.service import samplers_for
+    from hpo.trial import suggest
+
+    spec = load_spec("default")
+    spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, startup_trials=4))
+
+    def optunas_own(n: int) -> optuna.samplers.TPESampler:  # as make_sampler seeds trial n's
+        seed = int(np.random.SeedSequence([spec.search.seed, n]).generate_state(1)[0])
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=True)
+
+    drawn = {}
+    for how, sampler_of in (("fresh", optunas_own), ("kept", samplers_for(spec))):
+        study = optuna.create_study(direction="maximize")
+        in_flight = []
+        for n in range(24):
+            study.sampler = sampler_of(n)
+            trial = study.ask()
+            suggest(trial, spec)
+            in_flight.append(trial)
+            if len(in_flight) == 2:  # told one ask late: a RUNNING trial at every ask
+                done = in_flight.pop(0)
+                value = -abs(math.log10(done.params["learning_rate"]) + 2)
+                if done.number % 5 == 4:
+                    study.tell(done, state=TrialState.PRUNED)
+                else:
+                    study.tell(done, value)
+        drawn[how] = [t.params for t in study.trials]
+    assert drawn["kept"] == drawn["fresh"]
+    assert len({p["optimizer"] for p in drawn["kept"]}) > 1  # momentum came and went
 
 
 def test_an_executor_start_stops_the_executor_when_its_block_raises(tiny_spec, monkeypatch):
