@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_sampler: the default study's space; median trial training {reference:.3f} s "
         f"(run_task, 1 BLAS thread); median of {args.asks} asks per cell"
     )
-    print(f"  {'sampler':8}" + "".join(f"  {f'{n:,} trials':>22}" for n in SIZES))
+    print(f"  {'sampler':24}" + "".join(f"  {f'{n:,} trials':>22}" for n in SIZES))
     verdict = None
     for name in SAMPLERS:
         spec = dataclasses.replace(base, search=dataclasses.replace(base.search, sampler=name))
@@ -149,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{ms:9.1f} ms ({ms / 1000 / reference:6.1%})")
             if name == "tpe" and n == SIZES[-1]:
                 verdict = ms / 1000 / reference
-        print(f"  {name:8}" + "".join(f"  {c:>22}" for c in cells))
+        print(f"  {name:24}" + "".join(f"  {c:>22}" for c in cells))
     tpe = dataclasses.replace(base, search=dataclasses.replace(base.search, sampler="tpe"))
     cells = []
     for n in SIZES:
         ms = ask_ms(tpe, pools[n], args.asks, kept=False)
         cells.append(f"{ms:9.1f} ms ({ms / 1000 / reference:6.1%})")
-    print(f"  {'tpe, a new space per ask':8}" + "".join(f"  {c:>22}" for c in cells))
+    print(f"  {'tpe, a new space per ask':24}" + "".join(f"  {c:>22}" for c in cells))
     ok = verdict is not None and verdict < TARGET_SHARE
     print(
         f"  TPE at {SIZES[-1]:,} trials: {verdict:.1%} of a median trial (target < "
