@@ -75,9 +75,9 @@ def check_sqlite_file(
 ) -> set[str]:
     """Refuse, without writing to it, a file that is not a SQLite database, a database of
     another program, a missing one (to read, or with ``create=False``), or a read-only one (to
-    write). ``creating_ok``: let a writer pass a schema that has Optuna's first table
-    (``studies``) but not all of them yet, which another process may be creating (checked again
-    under the lock). Returns the tables the file holds (none for a file not made yet)."""
+    write). ``creating_ok``: let a schema pass that has Optuna's first table (``studies``) but
+    not all of them yet, which another process may be creating (checked again under the lock).
+    Returns the tables the file holds (none for a file not made yet)."""
     path = sqlite_path(url)
     if path is None:
         return set()
@@ -106,7 +106,7 @@ def check_sqlite_file(
             # disk), not a file that is no database: a runtime failure
             raise RunError(f"{shown}: cannot read {path} ({e})") from None
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
-    being_created = creating_ok and write and "studies" in tables
+    being_created = creating_ok and "studies" in tables
     if (tables or not write) and not tables >= OPTUNA_TABLES and not being_created:
         others = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
         raise UsageError(f"{shown}: {path} is not an hpo (Optuna) database{others}")
@@ -241,9 +241,15 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
         # file that is not an hpo database (a writer; a reader checks under the lock, which a
         # schema being created holds, and so does a writer that finds one half made).
         check_sqlite_file(url, write=write, create=create, creating_ok=True)
-    if not write and path is not None and check_sqlite_file(url, write=False) >= COMPLETE_SCHEMA:
+    if (
+        not write
+        and path is not None
+        and check_sqlite_file(url, write=False, creating_ok=True) >= COMPLETE_SCHEMA
+    ):
         # A finished schema: Optuna reads it without a write, so a reader never waits on a
         # writer's lock (a writer stopped with SIGSTOP, in a debugger, on a suspended laptop).
+        # One half made (``studies`` but not yet every table) is another process's creation:
+        # the reader waits for it under the lock, then checks the whole schema.
         return _open_rdb_storage(url, settings, write)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).

@@ -5,10 +5,13 @@ The refusals are checked on the functions themselves; ``test_cli.py`` and ``test
 check what the command line prints for some of them.
 """
 
+import fcntl
 import os
 import re
 import shutil
 import sqlite3
+import threading
+import time
 import types
 
 import optuna
@@ -17,6 +20,7 @@ import sqlalchemy
 
 import hpo.storage
 from hpo.errors import RunError, UsageError
+from hpo.locks import lock_path
 from hpo.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
@@ -129,8 +133,32 @@ def test_a_schema_another_process_is_creating_is_left_to_the_check_under_the_loc
     check_sqlite_file(url, write=True, creating_ok=True)
     with pytest.raises(UsageError, match="not an hpo"):
         check_sqlite_file(url, write=True)
-    with pytest.raises(UsageError, match="not an hpo"):  # a reader never takes it for one
-        check_sqlite_file(url, write=False, creating_ok=True)
+    check_sqlite_file(url, write=False, creating_ok=True)  # a reader (hpo studies) too
+    with pytest.raises(UsageError, match="not an hpo"):  # and after the lock it is refused
+        open_storage(url, write=False)
+
+
+def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(tmp_path):
+    """A reader that opens the file while a run is creating its schema (Optuna's tables made
+    one by one) waits for the creator's lock, then reads the whole schema: it used to say
+    'not an hpo (Optuna) database' (seen as a flaky test polling a starting run)."""
+    path = tmp_path / "new.db"
+    url = f"sqlite:///{path}"
+    holder = open(lock_path(url), "a")  # noqa: SIM115 - the creator's lock, closed below
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    with sqlite3.connect(path) as db:  # the creator's first tables, not yet all of them
+        db.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
+    opened = []
+    reader = threading.Thread(target=lambda: opened.append(open_storage(url, write=False)))
+    reader.start()
+    time.sleep(0.5)
+    assert reader.is_alive() and not opened  # waiting, not refusing
+    path.unlink()  # the creator finishes: here, a whole schema made by Optuna in its place
+    optuna.create_study(storage=f"sqlite:///{path}", study_name="made")
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    reader.join(timeout=30)
+    assert opened and optuna.get_all_study_names(opened[0]) == ["made"]
 
 
 @pytest.mark.parametrize("write", [True, False])
