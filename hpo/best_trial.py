@@ -91,7 +91,7 @@ def retrain_best(
 
     from hpo.confirm import confirm_seed
     from hpo.trial import configuration, load_training_split, trial_seed
-    from reports.summary import mean_interval
+    from reports.summary import accuracy_interval
     from trainer.checkpoint import save_checkpoint
     from trainer.training import evaluate
 
@@ -135,7 +135,7 @@ def retrain_best(
             net = trained  # the one exported
         if progress is not None:
             progress(i + 1, len(seed_sequences))
-    test_accuracy, low, high = mean_interval(accuracies)
+    test_accuracy, low, high = accuracy_interval(accuracies)
     stored = {"trial": chosen.number, "test_accuracy": test_accuracy, "epochs": epochs}
     if seeds is not None:
         stored["test_accuracies"] = accuracies

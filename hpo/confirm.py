@@ -50,7 +50,7 @@ from hpo.trial import (
     configuration,
     load_training_split,
 )
-from reports.summary import mean_interval
+from reports.summary import accuracy_interval
 
 SEEDS_ATTR = "hpo:confirm_seeds"
 SOURCE_ATTR = "hpo:source_trial"
@@ -109,7 +109,7 @@ class Confirmed:
 
     @property
     def interval(self) -> tuple[float, float, float]:
-        return mean_interval(list(self.values.values()))
+        return accuracy_interval(list(self.values.values()))
 
     def as_dict(self) -> dict[str, Any]:
         mean, low, high = self.interval

@@ -351,6 +351,15 @@ def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, floa
     return mean, mean - half, mean + half
 
 
+def accuracy_interval(accuracies: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``mean_interval`` of accuracies, its bounds kept within [0, 1]: Student's t knows no
+    bound, and a top configuration's few runs near 0.98 gave [0.9588, 1.0030]."""
+    mean, low, high = mean_interval(accuracies, level)
+    if math.isnan(low):
+        return mean, low, high
+    return mean, max(0.0, low), min(1.0, high)
+
+
 def accuracy_standard_error(p: float, n: int) -> float:
     """The binomial standard error of an accuracy ``p`` measured on ``n`` samples,
     sqrt(p (1 - p) / n); never 0 (at p = 1 the error is not nil: p (1 - p) is floored at

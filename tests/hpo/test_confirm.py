@@ -23,7 +23,6 @@ from hpo.confirm import (
     Confirmed,
     confirmations,
     load_companion,
-    mean_interval,
     paired_p,
     plan,
     run_confirmation,
@@ -36,6 +35,7 @@ from hpo.locks import Busy, only_one
 from hpo.records import companion_name, load_hpo_study
 from hpo.storage import open_storage
 from hpo.trial import load_study_split
+from reports.summary import accuracy_interval, mean_interval
 from tests.hpo.conftest import write_spec
 
 
@@ -47,6 +47,16 @@ def test_mean_interval_is_students_t():
     assert mean - low == pytest.approx(high - mean)
     one = mean_interval([0.5])
     assert one[0] == 0.5 and math.isnan(one[1]) and math.isnan(one[2])
+
+
+def test_an_accuracy_interval_stays_within_0_and_1():
+    mean, low, high = accuracy_interval([0.9826, 0.9792])  # two runs: t(0.975, 1) = 12.7
+    assert mean == pytest.approx(0.9809) and high == 1.0
+    assert low == pytest.approx(mean_interval([0.9826, 0.9792])[1])
+    assert accuracy_interval([0.02, 0.0])[1] == 0.0
+    inside = [0.5, 0.6, 0.55, 0.52, 0.58]
+    assert accuracy_interval(inside) == mean_interval(inside)  # unchanged
+    assert math.isnan(accuracy_interval([0.5])[2])
 
 
 def test_paired_p_matches_the_textbook_and_scipy():
