@@ -151,8 +151,8 @@ def load_hpo_study(
     storage = open_storage(storage_url, write=write, create=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=NO_PRUNER)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
+    except KeyError:  # the allowed names: the search studies, not their confirmation runs
+        names = search_studies(storage, optuna.get_all_study_names(storage))
         raise UsageError(
             f"{mask_password(storage_url)}: no study named {study_name!r} "
             f"(allowed: {', '.join(names) if names else 'none yet: create one with hpo run'})"

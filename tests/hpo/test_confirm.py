@@ -137,6 +137,15 @@ def test_confirm_stores_runs_apart_from_the_search_and_adds_seeds(searched, caps
     assert len(pairs) == 12 and len(set(pairs)) == 12
 
 
+def test_an_unknown_study_names_the_search_studies_not_their_confirmations(searched, capsys):
+    _, url = searched
+    assert main(["confirm", "--storage", url, "--seeds", "1", "--in-process", "--quiet",
+                 "--no-report"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["confirm", "--storage", url, "--study", "nope", "--json"]) == 2
+    assert "no study named 'nope' (allowed: tiny)\n" in capsys.readouterr().err
+
+
 def test_an_interrupted_confirm_resumes_instead_of_adding(searched):
     _, url = searched
     study, spec = load_hpo_study(storage_url=url, study_name="tiny")
