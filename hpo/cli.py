@@ -555,34 +555,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from hpo.locks import Busy, only_one
+    from hpo.confirm import confirm_study, stored_confirmations
     from hpo.records import load_hpo_study
 
     url = resolve_url(args.storage)
     name = _study_name_or_only(url, args.study)
     study, spec = load_hpo_study(storage_url=url, study_name=name)
-    try:  # one confirmation of a study at a time: two would run the same (trial, seed) pairs
-        with only_one(url, f"confirm {name}"):
-            return _confirm(args, url, name, study, spec)
-    except Busy as e:
-        holder = f" (process {e.holder})" if e.holder else ""
-        raise RunError(
-            f"another hpo confirm of study {name!r} is running{holder}; run this one when it ends"
-        ) from None
-
-
-def _confirm(args: argparse.Namespace, url: str, name: str, study, spec) -> int:
-    from hpo.confirm import confirm_study, confirmations, load_companion, stored_runs
-    from hpo.storage import open_storage
-
     if args.json and args.seeds is None:  # --json reads; training takes an explicit --seeds
-        runs = stored_runs(load_companion(open_storage(url), name, create=False))
-        if not runs:
-            raise UsageError(
-                f"study {name!r} has no confirmation runs yet (allowed: --json --seeds S to "
-                "train S seeds of each configuration first)"
-            )
-        for item in confirmations(study, runs, args.top):
+        for item in stored_confirmations(study, url, args.top):
             print(json.dumps(item.as_dict()))
         return 0
     start = time.monotonic()

@@ -38,6 +38,7 @@ from hpo.allowed import MAX_CONFIRM_TOP
 from hpo.errors import RunError, UsageError
 from hpo.executors import TrialExecutor
 from hpo.interrupts import INTERRUPTS
+from hpo.locks import Busy, only_one
 from hpo.pruning import NoPruning
 from hpo.records import CONFIRMS_ATTR, RUN_ATTR, companion_name, ranked
 from hpo.service import ExecutorStart
@@ -284,9 +285,43 @@ def confirm_study(
     """Retrain the ``top`` configurations of ``study`` until each has ``seeds`` more runs, or
     first the runs an interrupted confirmation left (``plan``), storing each run as it ends.
 
-    Bad data, memory or an unreachable cluster fail before anything is stored. The caller holds
-    ``hpo.locks.only_one`` for the study: two confirmations would run the same seeds.
+    Bad data, memory or an unreachable cluster fail before anything is stored. One confirmation
+    of a study runs at a time (``hpo.locks.only_one``): two would run the same (trial, seed)
+    pairs, so another's is refused at once with a RunError naming its process.
     """
+    name = study.study_name
+    try:
+        with only_one(storage_url, f"confirm {name}"):
+            return _confirm(
+                study,
+                spec,
+                storage_url=storage_url,
+                top=top,
+                seeds=seeds,
+                workers=workers,
+                in_process=in_process,
+                dask=dask,
+                progress=progress,
+            )
+    except Busy as e:
+        holder = f" (process {e.holder})" if e.holder else ""
+        raise RunError(
+            f"another hpo confirm of study {name!r} is running{holder}; run this one when it ends"
+        ) from None
+
+
+def _confirm(
+    study: optuna.Study,
+    spec: StudySpec,
+    *,
+    storage_url: str,
+    top: int,
+    seeds: int,
+    workers: int | None,
+    in_process: bool,
+    dask: str | None,
+    progress: Callable[[float, int], None] | None,
+) -> Confirmation:
     storage = open_storage(storage_url)
     companion = load_companion(storage, study.study_name, create=False)
     work = plan(study, companion, top=top, seeds=seeds)
@@ -305,6 +340,18 @@ def confirm_study(
                 companion = load_companion(storage, study.study_name, create=True)
         run_confirmation(spec, companion, work, executor=executor, progress=progress)
     return Confirmation(work, confirmations(study, stored_runs(companion), top), len(split.y_val))
+
+
+def stored_confirmations(study: optuna.Study, storage_url: str, top: int) -> list[Confirmed]:
+    """The ``top`` configurations as the confirmation runs stored so far rank them (none is
+    trained); a study never confirmed is refused, naming how to confirm it."""
+    runs = stored_runs(load_companion(open_storage(storage_url), study.study_name, create=False))
+    if not runs:
+        raise UsageError(
+            f"study {study.study_name!r} has no confirmation runs yet (allowed: --json --seeds S "
+            "to train S seeds of each configuration first)"
+        )
+    return confirmations(study, runs, top)
 
 
 def run_confirmation(
