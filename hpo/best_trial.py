@@ -73,7 +73,7 @@ def retrain_best(
     export: str | None = None,
     trial: int | None = None,
     seeds: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[float, int], None] | None = None,
 ) -> dict[str, Any]:
     """Retrain the best configuration (or trial ``trial``'s) on training + validation data and
     measure its test accuracy.
@@ -82,7 +82,7 @@ def retrain_best(
     to choose epochs by), with the trial's own seed, or with ``seeds`` fresh seeds (``hpo
     confirm``'s first ``seeds``): then ``test_accuracy`` is their mean and the summary (and
     what is stored with the study) adds ``test_accuracies``, each seed's, and
-    ``test_interval``, the mean's 95% Student-t interval (None with one seed).
+    ``test_interval``, the mean's 95% Student-t interval within [0, 1] (None with one seed).
     ``progress(done, total)`` follows the seeds, each epoch a fraction of one. ``export``
     writes the first seed's net (its weights, the standardization and the configuration, with
     that net's own test accuracy).

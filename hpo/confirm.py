@@ -16,9 +16,10 @@ retrains each of the top K configurations with S seeds of their own and compares
   ``S`` more, one that finds runs missing (Ctrl-C, a new configuration in the top K) runs those
   first. No seed is run twice.
 - **Statistics**: per configuration the mean validation accuracy and a 95% Student-t interval
-  over its runs; each configuration against the best by mean, a two-sided paired t-test over the
-  seeds both ran (``paired_p``); at 5%, one that the test cannot tell from the best is tied with
-  it. Ten configurations mean nine tests, uncorrected: "tied" is the cautious reading.
+  over its runs (within [0, 1]); each configuration against the best by mean, a two-sided
+  paired t-test over the seeds both ran (``paired_p``); at 5%, one that the test cannot tell
+  from the best is tied with it. Ten configurations mean nine tests, uncorrected: "tied" is the
+  cautious reading.
 """
 
 import collections
@@ -389,6 +390,7 @@ def run_confirmation(
     failed: list[str] = []
     ran = 0
     shown: dict[int, int] = {}  # the executor's epochs the bar last showed
+    shown_done = 0.0  # and the runs it counted
     if progress is not None:
         progress(0, len(tasks))
     try:
@@ -403,7 +405,9 @@ def run_confirmation(
             )
             if not done and progress is not None and executor.epochs() != shown:
                 shown = executor.epochs()  # an epoch ended in a run in flight: the bar moves
-                progress(ran + _epoch_fraction(shown, tasks), len(tasks))
+                # never back: a run that ended since the wait leaves epochs() before it counts
+                shown_done = max(shown_done, ran + _epoch_fraction(shown, tasks))
+                progress(shown_done, len(tasks))
             for future in sorted(done, key=lambda f: in_flight[f][0].number):
                 _, source, index = in_flight.pop(future)
                 error = future.exception()
@@ -416,7 +420,8 @@ def run_confirmation(
                 ran += 1
                 if progress is not None:
                     shown = executor.epochs()
-                    progress(ran + _epoch_fraction(shown, tasks), len(tasks))
+                    shown_done = max(shown_done, ran + _epoch_fraction(shown, tasks))
+                    progress(shown_done, len(tasks))
     except BaseException:
         executor.shutdown(cancel=True)
         raise

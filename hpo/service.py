@@ -70,9 +70,16 @@ class TPEWithSharedSpace(optuna.samplers.TPESampler):
     The space, and so every draw, is the same as TPE's own."""
 
     def __init__(
-        self, *, search_space: optuna.search_space.IntersectionSearchSpace, **options
+        self,
+        *,
+        search_space: optuna.search_space.IntersectionSearchSpace,
+        seed: int,
+        n_startup_trials: int,
+        constant_liar: bool,
     ) -> None:
-        super().__init__(**options)
+        # TPE's defaults otherwise: multivariate (Optuna 5's default for one objective), no
+        # group, whose decomposed space this override does not compute.
+        super().__init__(seed=seed, n_startup_trials=n_startup_trials, constant_liar=constant_liar)
         self.search_space = search_space
 
     def infer_relative_search_space(

@@ -163,6 +163,8 @@ def activation_histograms(
 
     # The loop silences a diverging net's overflow itself.
     run.fit(net, split, rng, on_epoch_end=None if progress is None else epoch_ended)
+    if progress is not None:
+        progress(epochs, epochs)  # done, though patience may have stopped it sooner
     after = hidden_activations(net, split)
     layers = []
     for i, (a, b) in enumerate(zip(before, after, strict=True), start=1):

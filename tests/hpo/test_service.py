@@ -383,6 +383,8 @@ def test_tpe_with_a_kept_search_space_draws_what_a_fresh_tpe_draws():
         drawn[how] = [t.params for t in study.trials]
     assert drawn["kept"] == drawn["fresh"]
     assert len({p["optimizer"] for p in drawn["kept"]}) > 1  # momentum came and went
+    sampler_of = samplers_for(spec)  # and the run's samplers do share one calculator
+    assert sampler_of(1).search_space is sampler_of(2).search_space
 
 
 def test_an_executor_start_stops_the_executor_when_its_block_raises(tiny_spec, monkeypatch):

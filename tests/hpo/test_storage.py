@@ -138,7 +138,7 @@ def test_a_schema_another_process_is_creating_is_left_to_the_check_under_the_loc
         open_storage(url, write=False)
 
 
-def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(tmp_path):
+def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(tmp_path, monkeypatch):
     """A reader that opens the file while a run is creating its schema (Optuna's tables made
     one by one) waits for the creator's lock, then reads the whole schema: it used to say
     'not an hpo (Optuna) database' (seen as a flaky test polling a starting run)."""
@@ -148,11 +148,19 @@ def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(tmp_pa
     fcntl.flock(holder, fcntl.LOCK_EX)
     with sqlite3.connect(path) as db:  # the creator's first tables, not yet all of them
         db.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
-    opened = []
+    opened, locking = [], threading.Event()
+    storage_lock = hpo.storage.storage_lock
+
+    def noted_lock(*args, **options):  # the reader got past its checks to the lock
+        locking.set()
+        return storage_lock(*args, **options)
+
+    monkeypatch.setattr(hpo.storage, "storage_lock", noted_lock)
     reader = threading.Thread(target=lambda: opened.append(open_storage(url, write=False)))
     reader.start()
-    time.sleep(0.5)
-    assert reader.is_alive() and not opened  # waiting, not refusing
+    assert locking.wait(timeout=30)  # not refused before the lock
+    time.sleep(0.3)
+    assert reader.is_alive() and not opened  # waiting for the creator, not reading
     path.unlink()  # the creator finishes: here, a whole schema made by Optuna in its place
     optuna.create_study(storage=f"sqlite:///{path}", study_name="made")
     fcntl.flock(holder, fcntl.LOCK_UN)

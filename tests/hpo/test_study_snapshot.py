@@ -62,7 +62,7 @@ def test_the_retraining_for_the_activations_reports_its_epochs(study_url):
     study, spec = load_hpo_study(storage_url=study_url, study_name="tiny")
     seen = []
     build_snapshot(study, spec, study_url, progress=lambda e, n: seen.append((e, n)))
-    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3), (3, 3)]  # each epoch, then the end
     seen.clear()
     build_snapshot(study, spec, study_url, with_activations=False, progress=seen.append)
     assert seen == []  # nothing retrained, nothing shown
