@@ -30,7 +30,8 @@ from hpo.allowed import (
     SAMPLERS,
     study_name_problem,
 )
-from hpo.errors import HPOError, RunError, SpecError, UsageError
+from hpo.closing import close_all
+from hpo.errors import HPOError, RunError, SpecError, UsageError, lasting_reason
 from hpo.interrupts import INTERRUPTS
 from hpo.urls import command_line, mask_password, resolve_dask, resolve_url
 from trainer.console import OneLineParser, int_at_least, main_closing_quietly
@@ -955,8 +956,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a database that a full disk or damage left unwritable
-        storage = sys.modules.get("hpo.storage")
-        reason = storage.lasting_reason(e) if storage is not None else None
+        reason = lasting_reason(e)
         if reason is None:
             raise
         print(
@@ -974,12 +974,5 @@ def _main(argv: list[str] | None) -> int:
         )
         return INTERRUPTS.exit_code
     finally:
-        _close_storages()
+        close_all()  # what the command opened: --help opened nothing
         INTERRUPTS.uninstall()
-
-
-def _close_storages() -> None:
-    """Close what the command opened (only if it opened something: ``--help`` imports nothing)."""
-    storage = sys.modules.get("hpo.storage")
-    if storage is not None:
-        storage.close_storages()

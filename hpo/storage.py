@@ -35,7 +35,8 @@ import sqlalchemy
 from optuna.storages import BaseStorage
 from sqlalchemy.engine import make_url
 
-from hpo.errors import RunError, UsageError
+from hpo.closing import on_close
+from hpo.errors import RunError, UsageError, lasting_reason
 from hpo.locks import LOCK_NOTICE_SECONDS, dispose_lock_engines, lock_holder, storage_lock
 from hpo.urls import (
     URL_FORMS,
@@ -426,6 +427,9 @@ def close_storages() -> None:
     dispose_lock_engines()
 
 
+on_close(close_storages)  # at the command's end (hpo.cli), once this module is in use
+
+
 def checkpoint_wal(path: Path) -> None:
     """Copy every committed page of ``path``'s WAL into the database and empty the WAL (as the
     last connection's close would, were another process not reading)."""
@@ -455,31 +459,6 @@ TRANSIENT_ERRORS = (
     sqlalchemy.exc.DisconnectionError,
     optuna.exceptions.StorageInternalError,
 )
-
-
-LASTING_ERRORS = (
-    "disk is full",  # SQLite's SQLITE_FULL
-    "No space left on device",
-    "disk I/O error",  # a file gone or unreadable under SQLite (its -wal deleted, ...)
-    "database disk image is malformed",
-    "file is not a database",
-    "readonly database",
-    "could not extend file",  # PostgreSQL's disk full
-)
-"""Words of a database error that waiting does not mend: the disk is full or the file damaged."""
-
-
-def lasting_reason(error: BaseException) -> str | None:
-    """The database's own message when ``error`` (or what caused it) is one that retrying does
-    not mend (``LASTING_ERRORS``), else None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        text = str(getattr(error, "orig", None) or error).strip()
-        if any(words in text for words in LASTING_ERRORS):
-            return text.splitlines()[0]
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def retrying(call: Callable[[], T], *, what: str, delays=RETRY_DELAYS) -> T:
