@@ -188,9 +188,11 @@ KINDS: tuple[FigureKind, ...] = (
         "First-layer weights",
         "First-layer weights of the best configuration, trained again with its seed: each "
         "square is one hidden unit's incoming weights laid out as the input image (red "
-        "positive, blue negative, each on its own scale). A well-trained net shows smooth "
-        "strokes and blobs; pure noise means it learned little, and many near-identical or "
-        "empty squares mean dead or redundant units (cs231n's visual check).",
+        "positive, blue negative, each on its own scale). A well-trained narrow net shows "
+        "smooth strokes and blobs; many near-identical or empty squares mean dead or "
+        "redundant units (cs231n's visual check). Noise means little learned only where the "
+        "accuracy agrees: in a wide layer (hundreds of units, as on Fashion-MNIST) each unit "
+        "moves little from its random start, so even a net at 91% shows mostly noise.",
         lambda snapshot, top_k: figures.first_layer_data(snapshot),
         figures.plot_first_layer,
     ),
