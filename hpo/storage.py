@@ -76,8 +76,9 @@ def check_sqlite_file(
 ) -> set[str]:
     """Refuse, without writing to it, a file that is not a SQLite database, a database of
     another program, a missing one (to read, or with ``create=False``), or a read-only one (to
-    write). ``creating_ok``: let a schema pass that has Optuna's first table (``studies``) but
-    not all of them yet, which another process may be creating (checked again under the lock).
+    write). ``creating_ok``: let a file pass that is empty or has Optuna's first table
+    (``studies``) but not all of them yet, which another process may be creating (checked again
+    under the lock).
     Returns the tables the file holds (none for a file not made yet)."""
     path = sqlite_path(url)
     if path is None:
@@ -107,7 +108,7 @@ def check_sqlite_file(
             # disk), not a file that is no database: a runtime failure
             raise RunError(f"{shown}: cannot read {path} ({e})") from None
         raise UsageError(f"{shown}: {path} is not a SQLite database ({e})") from None
-    being_created = creating_ok and "studies" in tables
+    being_created = creating_ok and (not tables or "studies" in tables)
     if (tables or not write) and not tables >= OPTUNA_TABLES and not being_created:
         others = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
         raise UsageError(f"{shown}: {path} is not an hpo (Optuna) database{others}")

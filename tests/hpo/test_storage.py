@@ -138,7 +138,10 @@ def test_a_schema_another_process_is_creating_is_left_to_the_check_under_the_loc
         open_storage(url, write=False)
 
 
-def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("made", ["nothing", "studies"], ids=["empty file", "first table"])
+def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(
+    tmp_path, monkeypatch, made
+):
     """A reader that opens the file while a run is creating its schema (Optuna's tables made
     one by one) waits for the creator's lock, then reads the whole schema: it used to say
     'not an hpo (Optuna) database' (seen as a flaky test polling a starting run)."""
@@ -146,8 +149,9 @@ def test_a_reader_waits_for_a_schema_being_created_instead_of_refusing_it(tmp_pa
     url = f"sqlite:///{path}"
     holder = open(lock_path(url), "a")  # noqa: SIM115 - the creator's lock, closed below
     fcntl.flock(holder, fcntl.LOCK_EX)
-    with sqlite3.connect(path) as db:  # the creator's first tables, not yet all of them
-        db.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
+    with sqlite3.connect(path) as db:  # the creator's file, with none or some of its tables
+        if made == "studies":
+            db.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
     opened, locking = [], threading.Event()
     storage_lock = hpo.storage.storage_lock
 
