@@ -375,6 +375,7 @@ class Bar:
     ) -> None:
         self.quiet, self.label, self.unit, self.bar = quiet, label, unit, None
         self.bar_format, self.delay = bar_format, delay
+        self.started = 0.0  # monotonic time of the first show
 
     def show(self, done: float, total: int, postfix: str | None = None) -> None:
         if self.quiet:

@@ -24,10 +24,11 @@ retrains each of the top K configurations with S seeds of their own and compares
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,57 +291,42 @@ def confirm_study(
     of a study runs at a time (``hpo.locks.only_one``): two would run the same (trial, seed)
     pairs, so another's is refused at once with a RunError naming its process.
     """
-    name = study.study_name
-    try:
-        with only_one(storage_url, f"confirm {name}"):
-            return _confirm(
-                study,
+    with _one_confirmation(storage_url, study.study_name):
+        storage = open_storage(storage_url)
+        companion = load_companion(storage, study.study_name, create=False)
+        work = plan(study, companion, top=top, seeds=seeds)
+        split = load_training_split(spec)
+        if work.missing:
+            with ExecutorStart(
                 spec,
-                storage_url=storage_url,
-                top=top,
-                seeds=seeds,
+                split,
                 workers=workers,
                 in_process=in_process,
                 dask=dask,
-                progress=progress,
-            )
+                label=f"{study.study_name} confirm",
+            ) as executors:
+                executor = executors.start()
+                if companion is None:
+                    companion = load_companion(storage, study.study_name, create=True)
+            run_confirmation(spec, companion, work, executor=executor, progress=progress)
+        return Confirmation(
+            work, confirmations(study, stored_runs(companion), top), len(split.y_val)
+        )
+
+
+@contextlib.contextmanager
+def _one_confirmation(storage_url: str, study_name: str) -> Iterator[None]:
+    """Hold the study's confirmation lock (``hpo.locks.only_one``); another confirmation's
+    holding it is a RunError naming its process."""
+    try:
+        with only_one(storage_url, f"confirm {study_name}"):
+            yield
     except Busy as e:
         holder = f" (process {e.holder})" if e.holder else ""
         raise RunError(
-            f"another hpo confirm of study {name!r} is running{holder}; run this one when it ends"
+            f"another hpo confirm of study {study_name!r} is running{holder}; run this one when "
+            "it ends"
         ) from None
-
-
-def _confirm(
-    study: optuna.Study,
-    spec: StudySpec,
-    *,
-    storage_url: str,
-    top: int,
-    seeds: int,
-    workers: int | None,
-    in_process: bool,
-    dask: str | None,
-    progress: Callable[[float, int], None] | None,
-) -> Confirmation:
-    storage = open_storage(storage_url)
-    companion = load_companion(storage, study.study_name, create=False)
-    work = plan(study, companion, top=top, seeds=seeds)
-    split = load_training_split(spec)
-    if work.missing:
-        with ExecutorStart(
-            spec,
-            split,
-            workers=workers,
-            in_process=in_process,
-            dask=dask,
-            label=f"{study.study_name} confirm",
-        ) as executors:
-            executor = executors.start()
-            if companion is None:
-                companion = load_companion(storage, study.study_name, create=True)
-        run_confirmation(spec, companion, work, executor=executor, progress=progress)
-    return Confirmation(work, confirmations(study, stored_runs(companion), top), len(split.y_val))
 
 
 def stored_confirmations(study: optuna.Study, storage_url: str, top: int) -> list[Confirmed]:
@@ -391,6 +377,14 @@ def run_confirmation(
     ran = 0
     shown: dict[int, int] = {}  # the executor's epochs the bar last showed
     shown_done = 0.0  # and the runs it counted
+
+    def show() -> None:  # the runs stored, and those in flight as fractions of a run
+        nonlocal shown, shown_done
+        shown = executor.epochs()
+        # never back: a run that ended since the wait leaves epochs() before it counts
+        shown_done = max(shown_done, ran + _epoch_fraction(shown, tasks))
+        progress(shown_done, len(tasks))
+
     if progress is not None:
         progress(0, len(tasks))
     try:
@@ -404,10 +398,7 @@ def run_confirmation(
                 in_flight, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED
             )
             if not done and progress is not None and executor.epochs() != shown:
-                shown = executor.epochs()  # an epoch ended in a run in flight: the bar moves
-                # never back: a run that ended since the wait leaves epochs() before it counts
-                shown_done = max(shown_done, ran + _epoch_fraction(shown, tasks))
-                progress(shown_done, len(tasks))
+                show()  # an epoch ended in a run in flight: the bar moves
             for future in sorted(done, key=lambda f: in_flight[f][0].number):
                 _, source, index = in_flight.pop(future)
                 error = future.exception()
@@ -419,9 +410,7 @@ def run_confirmation(
                 _store(companion, source, index, future.result())
                 ran += 1
                 if progress is not None:
-                    shown = executor.epochs()
-                    shown_done = max(shown_done, ran + _epoch_fraction(shown, tasks))
-                    progress(shown_done, len(tasks))
+                    show()
     except BaseException:
         executor.shutdown(cancel=True)
         raise

@@ -78,8 +78,7 @@ def check_sqlite_file(
     another program, a missing one (to read, or with ``create=False``), or a read-only one (to
     write). ``creating_ok``: let a file pass that is empty or has Optuna's first table
     (``studies``) but not all of them yet, which another process may be creating (checked again
-    under the lock).
-    Returns the tables the file holds (none for a file not made yet)."""
+    under the lock). Returns the tables the file holds (none for a file not made yet)."""
     path = sqlite_path(url)
     if path is None:
         return set()
@@ -250,8 +249,8 @@ def open_storage(url: str, *, write: bool = True, create: bool = True) -> BaseSt
     ):
         # A finished schema: Optuna reads it without a write, so a reader never waits on a
         # writer's lock (a writer stopped with SIGSTOP, in a debugger, on a suspended laptop).
-        # One half made (``studies`` but not yet every table) is another process's creation:
-        # the reader waits for it under the lock, then checks the whole schema.
+        # A file still empty or half made (``studies``, not yet every table) is another
+        # process's creation: the reader waits for it under the lock, then checks it whole.
         return _open_rdb_storage(url, settings, write)
     # Checked and opened under the lock: a reader must not see, or stamp, a schema that another
     # process is still creating (Optuna's alembic stamp is a write even when reading).
