@@ -36,8 +36,11 @@ ADOPTED_ATTR = "hpo:adopted"
 FAIL_REASON_ATTR = "hpo:fail_reason"
 """Why hpo failed a trial (``interrupted``, the error its training raised, ...). A FAIL trial
 without one of its own was failed by a stale-trial sweep."""
-LOST_REASONS = ("WorkerLost",)
-"""Fail reasons of trials whose run was lost rather than wrong: they are queued again."""
+LOST_REASONS = ("WorkerLost", "interrupted", "the run stopped")
+"""Fail reasons of trials whose run was lost rather than wrong, queued again with their
+parameters: a worker process died, the command was interrupted (Ctrl-C, SIGTERM, SIGHUP), or the
+run stopped while they trained (its cluster went away, its storage was lost, other trials'
+errors ended it)."""
 
 
 def has_optuna_heartbeats(storage: optuna.storages.BaseStorage) -> bool:
@@ -168,7 +171,7 @@ def adopt_retries_without_heartbeat(
 def is_lost(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a FAIL trial's run was lost (so it is to be run again with its parameters): it
     was failed by a sweep (no reason of its own; a retry inherits only a lost trial's reason)
-    or by its worker's death."""
+    or for one of ``LOST_REASONS``, not for an error of its own training."""
     reason = trial.system_attrs.get(FAIL_REASON_ATTR)
     return trial.state == TrialState.FAIL and (reason is None or reason.startswith(LOST_REASONS))
 

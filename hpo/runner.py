@@ -23,7 +23,8 @@ A trial whose training raised is failed; three in a row end the run, and so does
 executor can train no more (``ExecutorLost``: its cluster went away). A trial whose worker
 process died is failed and queued again with the same parameters by the next claim's sweep (at
 most ``MAX_STALE_TRIAL_RETRIES`` times). On a Ctrl-C (``hpo.interrupts``) or any other exit the
-executor is stopped and every trial still in flight is failed, never left RUNNING.
+executor is stopped and every trial still in flight is failed, never left RUNNING, and the next
+run's sweep queues it again the same way (``hpo.heartbeat.LOST_REASONS``).
 """
 
 import concurrent.futures
@@ -344,7 +345,7 @@ class Orchestrator:
             self._fail(claimed, "interrupted")
             raise KeyboardInterrupt
         if isinstance(error, ExecutorLost):  # nothing more can train: run() fails the rest
-            self._fail(claimed, f"{type(error).__name__}: {error}")
+            self._fail(claimed, f"the run stopped: {type(error).__name__}: {error}")
             raise error
         if error is not None:
             self._fail(claimed, f"{type(error).__name__}: {error}")

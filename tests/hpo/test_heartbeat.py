@@ -468,12 +468,30 @@ def test_a_lost_trial_whose_retry_was_never_queued_is_queued_by_the_next_sweep(o
 
 
 def test_a_trial_failed_for_a_reason_of_its_own_is_not_queued_again(opened):
-    for reason in ("interrupted", "ValueError: a bug"):
+    for reason in ("ValueError: a bug", "TrialFailed: RuntimeError: diverged"):
         trial_id = opened.ask()
         opened.storage.set_trial_system_attr(trial_id, FAIL_REASON_ATTR, reason)
         opened.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
     opened.sweep()
     assert [t.state for t in opened.study.get_trials()] == [TrialState.FAIL] * 2
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "interrupted",
+        "the run stopped",
+        "the run stopped: SchedulerLost: the connection to the scheduler broke",
+    ],
+)
+def test_a_trial_whose_run_stopped_under_it_is_queued_again(opened, reason):
+    trial_id = opened.ask()
+    opened.storage.set_trial_system_attr(trial_id, FAIL_REASON_ATTR, reason)
+    opened.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    lost = opened.trial(trial_id)
+    opened.sweep()
+    (retry,) = opened.retries_of(lost.number)
+    assert retry.state == TrialState.WAITING and retry.params == lost.params
 
 
 def test_a_trial_whose_worker_died_is_queued_again_by_the_sweep(opened):

@@ -409,6 +409,29 @@ def test_a_ctrl_c_fails_every_trial_in_flight_and_leaves_none_running(setup, int
     assert executor.shutdowns == [True]
 
 
+def test_a_resumed_run_trains_the_interrupted_trials_again_with_their_parameters(setup, interrupts):
+    def ctrl_c_while_the_second_trains(task):
+        if task.number == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None  # still training
+
+    executor = CannedExecutor(ctrl_c_while_the_second_trains, slots=2)
+    with pytest.raises(KeyboardInterrupt):
+        orchestrator(setup, executor, target=3).run()
+    interrupted = stored(setup)
+    assert fail_reasons(interrupted) == dict.fromkeys(range(2), "interrupted")
+    interrupts.uninstall()
+    interrupts.install()
+
+    resumed = CannedExecutor(complete)
+    orchestrator(setup, resumed, target=3).run()
+    assert [(t.config, t.seed) for t in resumed.tasks[:2]] == [
+        (t.config, t.seed) for t in executor.tasks
+    ]
+    trials = stored(setup)
+    assert states(trials) == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3
+
+
 def test_an_interrupted_result_stops_the_run_and_fails_the_trials_in_flight(setup):
     def first_interrupted(task):
         if task.number == 0:
