@@ -14,6 +14,7 @@ start without matplotlib, scikit-learn or optuna-dashboard.
 import argparse
 import json
 import math
+import signal
 import sys
 import textwrap
 import time
@@ -190,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create the study (schema, spec, target) for hpo worker processes; run no trial",
     )
+    p.add_argument(
+        "--orchestrators",
+        type=_int_between(1, MAX_WORKERS),
+        metavar="N",
+        help="processes that claim and store the local workers' trials (default: one per 8 "
+        "--workers, at most one per core; one for long trials)",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
@@ -209,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     storage_flag(p)
     workers_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # Set by hpo run for the orchestrator processes it starts (hpo.orchestrator_processes).
+    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--seconds-left", type=float, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
 
     p = command(
@@ -507,6 +518,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             in_process=args.in_process,
             dask=None if args.create_only else resolve_dask(args.dask),
+            orchestrators=args.orchestrators,
             create_only=args.create_only,
             progress=None if args.quiet else bar,
         )
@@ -672,6 +684,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from hpo.service import run_worker
 
     url = resolve_url(args.storage)
+    if args.parent_pid is not None:  # a helper of hpo run: it stops when that run ends
+        from hpo.executors import die_with_parent
+
+        die_with_parent(args.parent_pid, signum=signal.SIGTERM)
     bar = ProgressBar(quiet=args.quiet, label=args.study)
     try:
         summary = run_worker(
@@ -680,6 +696,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             workers=args.workers,
             in_process=args.in_process,
             dask=resolve_dask(args.dask),
+            seconds_left=args.seconds_left,
             progress=None if args.quiet else bar,
         )
     finally:

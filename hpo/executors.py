@@ -486,23 +486,26 @@ def tune_malloc() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """End this process when its parent ends, however the parent ends (SIGKILL included).
+def die_with_parent(parent_pid: int, *, signum: int = signal.SIGKILL) -> None:
+    """Send this process ``signum`` when its parent ends, however the parent ends (SIGKILL
+    included): a trial worker is killed, a helper orchestrator (``SIGTERM``) stops as on a
+    ``kill``.
 
     Linux: the kernel's parent-death signal. Elsewhere, and should the parent have died before
     the signal was armed: a thread that checks the parent's pid every second.
     """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent_pid:
-        os._exit(1)
+        os.kill(os.getpid(), signum)
 
     def watch() -> None:
         while True:
             time.sleep(PARENT_POLL_SECONDS)
             if os.getppid() != parent_pid:
-                os._exit(1)
+                os.kill(os.getpid(), signum)
+                return
 
     threading.Thread(target=watch, name="hpo-parent-watch", daemon=True).start()
 

@@ -245,8 +245,11 @@ class Orchestrator:
                 )
 
     def _claim(self) -> Claimed | None:
+        before = self.counts
         claimed = retrying(self._claim_once, what="claiming a trial")
         if claimed is None:
+            if self.counts != before:  # other orchestrators' trials finished meanwhile
+                self._report()
             # Finished and running trials cover the target: look again later, or when one of
             # this orchestrator's trials ends.
             self.claim_after = time.monotonic() + self.poll

@@ -11,10 +11,12 @@ they reach it exactly.
 
 import math
 import os
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import optuna
@@ -24,6 +26,7 @@ from hpo.executors import InlineExecutor, LocalProcessExecutor, TrialExecutor, W
 from hpo.finite_space import space_size
 from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
+from hpo.orchestrator_processes import OrchestratorProcesses, orchestrator_count, shares
 from hpo.pruning import (
     HyperbandRule,
     NoPruning,
@@ -322,8 +325,14 @@ def queued_trials(spec: StudySpec, split: Split, executor: TrialExecutor) -> int
     """How many trials the orchestrator keeps queued beyond the busy workers (see
     ``LONG_TRIAL_FLOPS``): decided from the spec and the data alone, so that a run with one
     worker claims in the same order every time."""
-    if spec.user_network:  # a learner's net's cost is its own: queue as for short trials
-        return executor.prefetch
+    return 0 if long_trials(spec, split) else executor.prefetch
+
+
+def long_trials(spec: StudySpec, split: Split) -> bool:
+    """Whether the study's cheapest trial that runs all its epochs trains ``LONG_TRIAL_FLOPS``
+    or more (a learner's own net's cost is unknown: its trials count as short)."""
+    if spec.user_network:
+        return False
     hidden = spec.model.hidden_sizes
     if spec.param("model.width") or spec.param("model.depth"):
         width = spec.smallest("model.width", hidden[0])
@@ -331,7 +340,7 @@ def queued_trials(spec: StudySpec, split: Split, executor: TrialExecutor) -> int
     weights = parameter_count(split.n_features, hidden, split.n_classes)
     # A step costs ~2 FLOPs a weight a row forward and ~4 backward.
     flops = 6 * weights * len(split.y_train) * spec.smallest("training.epochs", spec.max_epochs())
-    return 0 if flops >= LONG_TRIAL_FLOPS else executor.prefetch
+    return flops >= LONG_TRIAL_FLOPS
 
 
 def _gib(n: int) -> str:
@@ -411,10 +420,12 @@ class ExecutorStart:
         else:
             self.executor = make_executor(spec, split, **self._options)
 
-    def start(self) -> TrialExecutor:
-        """The executor, its local workers spawned now if they were not yet."""
+    def start(self, *, workers: int | None = None) -> TrialExecutor:
+        """The executor, its local workers spawned now if they were not yet (``workers`` of
+        them: fewer than checked when other orchestrator processes take the rest)."""
         if self.executor is None:
-            self.executor = make_executor(self._spec, self._split, **self._options)
+            options = self._options if workers is None else {**self._options, "workers": workers}
+            self.executor = make_executor(self._spec, self._split, **options)
         return self.executor
 
     def __enter__(self) -> "ExecutorStart":
@@ -496,6 +507,7 @@ def run_study(
     workers: int | None = 1,
     in_process: bool = False,
     dask: str | None = None,
+    orchestrators: int | None = None,
     create_only: bool = False,
     progress: Callable[[Counts, int], None] | None = None,
 ) -> RunSummary:
@@ -511,6 +523,9 @@ def run_study(
             cluster's threads).
         in_process: train in this process instead, one trial at a time (debuggers, profilers).
         dask: the address of a Dask scheduler whose workers train the trials.
+        orchestrators: processes that claim and store the local workers' trials, this one
+            and ``hpo worker`` processes it starts (``hpo.orchestrator_processes``; default:
+            ``orchestrator_count``; always one with ``in_process`` or ``dask``).
         create_only: only create the study (schema, spec and target) for ``hpo worker``
             processes to join.
         progress: called with the counts and the target whenever they change.
@@ -528,6 +543,12 @@ def run_study(
     split = load_training_split(spec)  # bad data or net fails here, before the study exists
     if create_only:
         dask = None
+    local = not in_process and dask is None
+    if not local:
+        orchestrators = 1
+    elif orchestrators is None:  # long trials are few a second: one orchestrator keeps up
+        orchestrators = 1 if long_trials(spec, split) else orchestrator_count(workers or 1)
+    workers_of = shares(workers or 1, min(orchestrators, workers or 1))
     with ExecutorStart(
         spec, split, workers=workers, in_process=in_process, dask=dask, label=name
     ) as executors:
@@ -535,18 +556,49 @@ def run_study(
         INTERRUPTS.check()
         if create_only:
             return RunSummary(name, storage_url, study_counts(study), 0, 0.0)
-        executor = executors.start()
+        executor = executors.start(workers=workers_of[0] if local else None)
     deadline = None if timeout is None else time.monotonic() + timeout
-    return _orchestrate(
-        study,
-        spec,
-        split,
-        executor=executor,
-        storage_url=storage_url,
-        target=target,
-        deadline=deadline,
-        progress=progress,
-    )
+    if len(workers_of) == 1:
+        return _orchestrate(
+            study,
+            spec,
+            split,
+            executor=executor,
+            storage_url=storage_url,
+            target=target,
+            deadline=deadline,
+            progress=progress,
+        )
+    try:
+        helpers = OrchestratorProcesses(
+            study_name=name, storage_url=storage_url, shares=workers_of[1:], deadline=deadline
+        )
+    except BaseException:
+        executor.shutdown(cancel=True)
+        raise
+    try:
+        summary = _orchestrate(
+            study,
+            spec,
+            split,
+            executor=executor,
+            storage_url=storage_url,
+            target=target,
+            deadline=deadline,
+            progress=progress,
+        )
+
+        def show() -> None:
+            if progress is not None:
+                progress(study_counts(study), target)
+
+        helpers.wait(check=INTERRUPTS.check, every=show)
+    except BaseException:
+        helpers.stop(INTERRUPTS.first or signal.SIGTERM)
+        raise
+    for problem in helpers.problems():
+        print(f"hpo: {problem}", file=sys.stderr)
+    return replace(summary, counts=study_counts(study))
 
 
 def run_worker(
@@ -556,9 +608,11 @@ def run_worker(
     workers: int | None = 1,
     in_process: bool = False,
     dask: str | None = None,
+    seconds_left: float | None = None,
     progress: Callable[[Counts, int], None] | None = None,
 ) -> RunSummary:
-    """Join an existing study as one more orchestrator until its stored target is reached."""
+    """Join an existing study as one more orchestrator until its stored target is reached, or
+    until ``seconds_left`` have passed (None: no limit)."""
     study, spec = load_hpo_study(storage_url=storage_url, study_name=study_name)
     target = int(study.user_attrs.get(TARGET_ATTR, spec.search.trials))
     split = load_training_split(spec)
@@ -573,6 +627,6 @@ def run_worker(
         executor=executor,
         storage_url=storage_url,
         target=target,
-        deadline=None,
+        deadline=None if seconds_left is None else time.monotonic() + seconds_left,
         progress=progress,
     )
