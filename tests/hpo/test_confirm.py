@@ -265,6 +265,7 @@ def test_the_report_names_the_confirmed_best_once_confirm_ran(searched, tmp_path
     assert '<h2 id="confirmed">Confirmed ranking</h2>' in page
 
 
+@pytest.mark.slow  # 7 s: a confirmation interrupted, then resumed, in subprocesses
 def test_ctrl_c_keeps_the_stored_runs_exits_130_and_the_same_command_resumes(tmp_path):
     spec = write_spec(tmp_path / "slow.toml", trials=2, epochs=150)
     url = f"sqlite:///{tmp_path / 's.db'}"

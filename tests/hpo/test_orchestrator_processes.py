@@ -117,6 +117,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_a_helper_stops_when_its_run_is_killed(tmp_path, db_url):
     created(tmp_path, db_url, trials=500, epochs=200)
     parent = subprocess.Popen(
@@ -149,7 +150,10 @@ def process_exists(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)],
+)
 def test_a_stopped_run_stops_its_helpers_in_one_line_and_leaves_no_trial_running(
     tmp_path, db_url, signum, code
 ):

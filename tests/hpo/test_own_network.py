@@ -278,6 +278,7 @@ def test_a_new_searchable_training_setting_needs_only_its_rule(monkeypatch):
 # Reading needs no net
 
 
+@pytest.mark.slow  # 7 s: every reading command in its own interpreter
 def test_reading_commands_never_import_the_net(tmp_path, capsys):
     copy_net(tmp_path, "cs231n_net.py")
     spec = own_spec(tmp_path, "cs231n_net.py:TwoLayerNet", trials=2)
