@@ -129,6 +129,9 @@ class Orchestrator:
         self.last_sweep = -math.inf
         self.finished: dict[int, FinishedTrial] = {}
         self.finished_lock = threading.Lock()
+        # When each trial in flight was handed to the executor, and when it left its queue.
+        self.submitted: dict[int, float] = {}
+        self.left_queue: dict[int, float] = {}
         self.counts = Counts()
         self.in_flight: dict[concurrent.futures.Future, Claimed] = {}  # training or queued
         # The trial in no future: being handed out, or its result being stored. run()'s handler
@@ -311,6 +314,7 @@ class Orchestrator:
             seed=tuple(trial_seed(self.spec.search.seed, claimed.seed_number).entropy),
             thresholds=NoPruning().thresholds(trial_number=trial.number, finished=()),
         )
+        self.submitted[trial.number] = time.monotonic()
         future = self.executor.submit(task, before_start=self._with_thresholds)
         future.add_done_callback(self._remember)
         self.in_flight[future] = claimed
@@ -320,6 +324,7 @@ class Orchestrator:
         by the executor, perhaps from its own thread, as the trial leaves its queue)."""
         with self.finished_lock:
             finished = list(self.finished.values())
+            self.left_queue[task.number] = time.monotonic()
         return replace(
             task, thresholds=self.pruning.thresholds(trial_number=task.number, finished=finished)
         )
@@ -339,6 +344,10 @@ class Orchestrator:
     def _finish(self, claimed: Claimed, future: concurrent.futures.Future) -> None:
         # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.
         self.claim_after = 0.0  # a slot is free: the next claim may succeed
+        number = claimed.trial.number
+        submitted = self.submitted.pop(number, None)
+        with self.finished_lock:
+            left_queue = self.left_queue.pop(number, None)
         error = future.exception()
         if (
             isinstance(error, KeyboardInterrupt)
@@ -363,6 +372,11 @@ class Orchestrator:
                 )
             return
         result: TrialResult = future.result()
+        if submitted is not None and left_queue is not None:
+            # Stored beside the training's own seconds: the time the trial was RUNNING in the
+            # storage but waiting for a worker (``hpo compare`` leaves it out of the compute).
+            facts = {**result.facts, "queued_seconds": round(max(0.0, left_queue - submitted), 4)}
+            result = replace(result, facts=facts)
         try:
             retrying(
                 lambda: self._tell(claimed.trial, result), what=f"storing trial #{result.number}"

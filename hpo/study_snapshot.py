@@ -76,6 +76,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         train_accuracy=attrs.get("train_accuracy"),
         epochs_run=attrs.get("epochs_run"),
         train_seconds=attrs.get("train_seconds"),
+        queued_seconds=attrs.get("queued_seconds"),
         diverged=bool(attrs.get("diverged", False)),
         started=t.datetime_start,
         completed=t.datetime_complete,

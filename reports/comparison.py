@@ -4,7 +4,8 @@ The book compares search strategies by how soon they find a good configuration. 
 ``comparison_data`` walks its finished trials (complete and pruned) in the order they were
 created and keeps the best validation accuracy so far, against the trial count and against the
 compute time spent so far (each trial from its creation to its end: sampling, training,
-storage). ``plot_comparison`` draws both; ``render_comparison`` writes the page.
+storage; less the time it waited queued for a worker, which its run records).
+``plot_comparison`` draws both; ``render_comparison`` writes the page.
 """
 
 import math
@@ -35,7 +36,7 @@ def _study_curve(s: StudySnapshot) -> dict:
         if t.value is not None:
             best = max(best, t.value)
         if t.started is not None and t.completed is not None:
-            seconds += (t.completed - t.started).total_seconds()
+            seconds += (t.completed - t.started).total_seconds() - (t.queued_seconds or 0.0)
         training += t.train_seconds or 0.0
         best_so_far.append(best if best > -math.inf else None)
         elapsed.append(seconds)

@@ -84,6 +84,7 @@ class TrialRecord:
     train_accuracy: float | None = None
     epochs_run: int | None = None
     train_seconds: float | None = None
+    queued_seconds: float | None = None  # RUNNING but waiting for a worker
     diverged: bool = False
     started: datetime | None = None
     completed: datetime | None = None

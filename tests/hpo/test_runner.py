@@ -22,7 +22,7 @@ from hpo.errors import RunError
 from hpo.executors import InlineExecutor, TrialExecutor, WorkerLost
 from hpo.interrupts import INTERRUPTS
 from hpo.pruning import NoPruning, PruningRule, Thresholds
-from hpo.records import RUN_ATTR, Counts, count_trials
+from hpo.records import RUN_ATTR, Counts, count_trials, run_facts
 from hpo.runner import FAIL_REASON_ATTR, MAX_CONSECUTIVE_ERRORS, Orchestrator
 from hpo.service import create_or_load_study, make_sampler
 from hpo.spec import load_spec
@@ -64,6 +64,26 @@ class CannedExecutor(TrialExecutor):
 
     def shutdown(self, *, cancel: bool = False) -> None:
         self.shutdowns.append(cancel)
+
+
+class QueueingExecutor(CannedExecutor):
+    """Holds each task ``wait`` seconds in its queue before it starts (``before_start``) and
+    completes at once."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(complete)
+        self.wait = wait
+
+    def submit(self, task, *, before_start=None) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+
+        def start() -> None:
+            started = before_start(task) if before_start is not None else task
+            self.tasks.append(started)
+            future.set_result(complete(started))
+
+        threading.Timer(self.wait, start).start()
+        return future
 
 
 @dataclass(frozen=True)
@@ -243,7 +263,7 @@ def test_a_result_is_stored_with_its_facts_values_and_seed(setup):
     orchestrator(setup, executor, target=2).run()
     for trial, task in zip(stored(setup), executor.tasks, strict=True):
         result = complete(task)
-        assert trial.user_attrs[RUN_ATTR] == result.facts
+        assert trial.user_attrs[RUN_ATTR] == {**result.facts, "queued_seconds": 0.0}
         assert trial.intermediate_values == result.intermediate_values
         assert trial.value == result.value
         assert task.seed == (STUDY_SEED, trial.number)
@@ -407,6 +427,12 @@ def test_a_ctrl_c_fails_every_trial_in_flight_and_leaves_none_running(setup, int
     assert states(trials) == [TrialState.FAIL] * 3
     assert fail_reasons(trials) == dict.fromkeys(range(3), "interrupted")
     assert executor.shutdowns == [True]
+
+
+def test_a_trial_records_how_long_it_waited_in_the_executors_queue(setup):
+    orchestrator(setup, QueueingExecutor(0.3), target=2).run()
+    waits = [run_facts(t)["queued_seconds"] for t in stored(setup)]
+    assert all(0.3 <= w < 5.0 for w in waits), waits
 
 
 def test_a_resumed_run_trains_the_interrupted_trials_again_with_their_parameters(setup, interrupts):

@@ -67,6 +67,20 @@ def test_best_so_far_follows_trial_order_and_sums_trial_durations():
     assert t["seconds"] == [0.5, 1.5, 2.5]
 
 
+def test_the_compute_leaves_out_the_time_a_trial_waited_queued_for_a_worker():
+    queued = TrialRecord(
+        number=0,
+        state="COMPLETE",
+        value=0.5,
+        started=T0,
+        completed=T0 + timedelta(seconds=3.0),
+        train_seconds=1.0,
+        queued_seconds=1.75,
+    )
+    data = comparison_data([study("q", "random", [queued])])
+    assert data["studies"][0]["seconds"] == [1.25]
+
+
 def test_reaches_say_when_one_study_first_matched_the_others_best():
     data = comparison_data([RANDOM, TPE])
     assert data["reaches"] == [
