@@ -56,8 +56,10 @@ def shares(workers: int, count: int) -> list[int]:
 class Helper:
     """One ``hpo worker`` process joined to this run's study, and the last lines it wrote."""
 
-    def __init__(self, argv: list[str]) -> None:
-        env = dict(os.environ)
+    def __init__(self, argv: list[str], *, storage_url: str) -> None:
+        # The storage goes in the environment, not the command line that ps shows: its URL may
+        # hold a password.
+        env = {**os.environ, "HPO_STORAGE": storage_url}
         # The helper imports the hpo this process runs, wherever it was found.
         home = str(Path(hpo.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
@@ -118,11 +120,10 @@ class OrchestratorProcesses:
         try:
             for workers in shares:
                 argv = [sys.executable, "-m", "hpo", "worker", "--study", study_name]
-                argv += ["--storage", storage_url, "--workers", str(workers), "--quiet"]
-                argv += ["--parent-pid", str(os.getpid())]
+                argv += ["--workers", str(workers), "--quiet", "--parent-pid", str(os.getpid())]
                 if deadline is not None:
                     argv += ["--seconds-left", f"{max(0.0, deadline - time.monotonic()):.3f}"]
-                self.helpers.append(Helper(argv))
+                self.helpers.append(Helper(argv, storage_url=storage_url))
         except BaseException:
             self.stop(signal.SIGTERM)
             raise

@@ -540,10 +540,16 @@ def run_study(
     if size is not None:  # more trials could only repeat configurations
         target = min(target, size)
     timeout = spec.search.timeout if timeout is None else timeout
-    split = load_training_split(spec)  # bad data or net fails here, before the study exists
     if create_only:
         dask = None
     local = not in_process and dask is None
+    if not local and (orchestrators or 1) > 1:
+        flag = "--in-process" if in_process else "--dask"
+        raise UsageError(
+            f"--orchestrators {orchestrators} with {flag}: more orchestrator processes share "
+            "local worker processes only (allowed: --orchestrators 1, or local --workers)"
+        )
+    split = load_training_split(spec)  # bad data or net fails here, before the study exists
     if not local:
         orchestrators = 1
     elif orchestrators is None:  # long trials are few a second: one orchestrator keeps up

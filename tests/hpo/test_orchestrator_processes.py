@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
+from hpo.errors import UsageError
 from hpo.heartbeat import FAIL_REASON_ATTR
 from hpo.orchestrator_processes import (
     OrchestratorProcesses,
@@ -44,6 +45,16 @@ def test_workers_are_shared_evenly_with_this_process_taking_the_rest():
     assert shares(16, 2) == [8, 8]
     assert shares(17, 2) == [9, 8]
     assert shares(5, 3) == [2, 2, 1]
+
+
+@pytest.mark.parametrize("where", [{"in_process": True}, {"dask": "tcp://127.0.0.1:1"}])
+def test_more_orchestrators_than_one_for_trials_not_trained_here_are_refused(
+    tmp_path, db_url, where
+):
+    spec = load_spec(str(write_spec(tmp_path / "tiny.toml")))
+    with pytest.raises(UsageError, match=r"^--orchestrators 2 with --(in-process|dask): "):
+        run_study(spec, storage_url=db_url, orchestrators=2, **where)
+    assert not (tmp_path / "studies.db").exists()
 
 
 def stored(url: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
