@@ -113,6 +113,19 @@ class Counts:
     def finished(self) -> int:
         return self.complete + self.pruned
 
+    def __add__(self, other: "Counts") -> "Counts":
+        """The counts of two disjoint sets of trials (``count_trials`` of each)."""
+        bests = [b for b in (self.best_value, other.best_value) if b is not None]
+        return Counts(
+            complete=self.complete + other.complete,
+            pruned=self.pruned + other.pruned,
+            failed=self.failed + other.failed,
+            running=self.running + other.running,
+            waiting=self.waiting + other.waiting,
+            diverged=self.diverged + other.diverged,
+            best_value=max(bests) if bests else None,
+        )
+
 
 def ranked(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """The completed ``trials``, best first (ties: the earlier trial): the one order hpo ranks

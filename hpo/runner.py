@@ -133,6 +133,10 @@ class Orchestrator:
         self.submitted: dict[int, float] = {}
         self.left_queue: dict[int, float] = {}
         self.counts = Counts()
+        # The study's trials before its first unfinished one (by number), counted and noted
+        # once: a finished trial never changes (``_count``).
+        self.settled = 0
+        self.settled_counts = Counts()
         self.in_flight: dict[concurrent.futures.Future, Claimed] = {}  # training or queued
         # The trial in no future: being handed out, or its result being stored. run()'s handler
         # fails it with the ones in flight should either raise.
@@ -233,9 +237,20 @@ class Orchestrator:
     # Claim, hand out, finish
 
     def _read_counts(self) -> Counts:
-        trials = self.study.get_trials(deepcopy=False)
-        self._note_finished(trials)
-        return count_trials(trials)
+        return self._count(self.study.get_trials(deepcopy=False))
+
+    def _count(self, trials: list[optuna.trial.FrozenTrial]) -> Counts:
+        """``count_trials(trials)``, and every finished trial's values noted for the pruning
+        thresholds, looking only at the trials from the first unfinished one on (``trials`` in
+        number order, as Optuna returns them): at 10,000 trials a few dozen instead of all,
+        whose count cost 7 ms a claim."""
+        start = end = self.settled
+        while end < len(trials) and trials[end].state.is_finished():
+            end += 1
+        self.settled_counts = self.settled_counts + count_trials(trials[start:end])
+        self.settled = end
+        self._note_finished(trials[start:])
+        return self.settled_counts + count_trials(trials[end:])
 
     def _note_finished(self, trials: list[optuna.trial.FrozenTrial]) -> None:
         for t in trials:
@@ -243,9 +258,11 @@ class Orchestrator:
                 TrialState.COMPLETE,
                 TrialState.PRUNED,
             ):
-                self.finished[t.number] = FinishedTrial(
+                noted = FinishedTrial(
                     t.number, t.state == TrialState.COMPLETE, dict(t.intermediate_values)
                 )
+                with self.finished_lock:  # _with_thresholds reads it from another thread
+                    self.finished[t.number] = noted
 
     def _claim(self) -> Claimed | None:
         before = self.counts
@@ -269,12 +286,10 @@ class Orchestrator:
                 self.last_sweep = time.monotonic()
             # Through Optuna's cache of finished trials: only the unfinished ones are read.
             trials = self.study.get_trials(deepcopy=False)
-            counts = count_trials(trials)
+            counts = self._count(trials)
             if counts.finished + counts.running >= self.target:
                 self.counts = counts
                 return None
-            if counts.finished > len(self.finished):  # another orchestrator finished trials
-                self._note_finished(trials)
             # The next new trial's number; a queued retry keeps its own (and its parameters).
             next_number = counts.finished + counts.failed + counts.running + counts.waiting
             self.study.sampler = self.make_sampler(next_number)

@@ -82,3 +82,28 @@ def test_without_a_tally_every_trial_is_read(tiny_spec, db_url):
     study = optuna.load_study(study_name="tiny", storage=storage)
     study.set_user_attr(TALLY_ATTR, None)
     assert current_counts(study, storage) == full_counts(study)
+
+
+def some_trials() -> list[optuna.trial.FrozenTrial]:
+    from optuna.trial import TrialState, create_trial
+
+    def made(number, state, value=None, diverged=False):
+        t = create_trial(state=state, value=value, user_attrs={RUN_ATTR: {"diverged": diverged}})
+        t.number = number
+        return t
+
+    return [
+        made(0, TrialState.COMPLETE, 0.5),
+        made(1, TrialState.PRUNED, diverged=True),
+        made(2, TrialState.FAIL),
+        made(3, TrialState.COMPLETE, 0.75),
+        made(4, TrialState.RUNNING),
+        made(5, TrialState.PRUNED),
+        made(6, TrialState.WAITING),
+    ]
+
+
+@pytest.mark.parametrize("cut", range(8))
+def test_counts_of_two_parts_add_up_to_the_counts_of_the_whole(cut):
+    trials = some_trials()
+    assert count_trials(trials[:cut]) + count_trials(trials[cut:]) == count_trials(trials)

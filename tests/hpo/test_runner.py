@@ -555,3 +555,35 @@ def test_a_retried_tell_reports_the_stored_steps_again_without_warnings(setup):
         orch._tell(claimed.trial, result)
     (trial,) = stored(setup)
     assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {1: 0.25, 2: 0.5}
+
+
+def test_counts_read_again_and_again_look_only_past_the_settled_trials_and_stay_exact(setup):
+    from optuna.trial import create_trial
+
+    def made(number, state, value=None):
+        t = create_trial(
+            state=state,
+            value=value,
+            intermediate_values={1: 0.5} if state != TrialState.WAITING else {},
+            user_attrs={RUN_ATTR: {"diverged": False}},
+        )
+        t.number = number
+        return t
+
+    C, P, R, W, F = (
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.RUNNING,
+        TrialState.WAITING,
+        TrialState.FAIL,
+    )
+    reads = [
+        [made(0, C, 0.5), made(1, P), made(2, R), made(3, R)],
+        [made(0, C, 0.5), made(1, P), made(2, C, 0.75), made(3, R), made(4, W)],
+        [made(0, C, 0.5), made(1, P), made(2, C, 0.75), made(3, F), made(4, C, 0.25), made(5, R)],
+    ]
+    runner = orchestrator(setup, CannedExecutor(complete), target=10)
+    for trials in reads:
+        assert runner._count(trials) == count_trials(trials)
+    assert runner.settled == 5
+    assert sorted(runner.finished) == [0, 1, 2, 4]
