@@ -453,6 +453,13 @@ class Orchestrator:
         if self.progress is not None:
             self.shown_epochs = self.executor.epochs()
             epochs = self.spec.training.epochs
-            flight = tuple((n, e, epochs) for n, e in sorted(self.shown_epochs.items()))
+            shown = dict(self.shown_epochs)
+            # A trial whose result arrived, waiting for its turn to be stored (a result's epochs
+            # take a while to store), has trained all it will: shown whole, so that the bar
+            # does not step back until it is counted.
+            for future, claimed in self.in_flight.items():
+                if future.done():
+                    shown[claimed.trial.number] = epochs
+            flight = tuple((n, e, epochs) for n, e in sorted(shown.items()))
             queued = self.executor.queued()
             self.progress(replace(self.counts, epochs=flight, queued=queued), self.target)

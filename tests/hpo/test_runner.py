@@ -214,6 +214,22 @@ def test_progress_is_reported_until_the_target(setup):
     assert seen[-1][0].running == 0 and seen[-1][0].best_value == 0.52
 
 
+def test_a_result_waiting_to_be_stored_shows_as_trained_so_the_bar_never_steps_back(setup):
+    seen: list[Counts] = []
+    runner = orchestrator(
+        setup,
+        CannedExecutor(complete, slots=2),  # both results arrive as they are handed out
+        target=2,
+        progress=lambda counts, _: seen.append(counts),
+    )
+    runner.run()
+    epochs = runner.spec.training.epochs
+    after_first = next(c for c in seen if c.complete == 1)
+    assert after_first.epochs == ((1, epochs, epochs),)
+    progress = [c.finished + sum(done / of for _, done, of in c.epochs) for c in seen]
+    assert progress == sorted(progress)
+
+
 class EpochByEpoch(CannedExecutor):
     """Trains each trial on a thread of its own: 3 epochs of 0.3 s, seen through ``epochs()``,
     then the result of ``complete``."""
