@@ -162,7 +162,10 @@ class Orchestrator:
                 self._loop()
             except BaseException as e:
                 self.executor.shutdown(cancel=True)
-                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "the run stopped"
+                interrupted = isinstance(e, KeyboardInterrupt)
+                if interrupted:
+                    self._store_arrived()
+                reason = "interrupted" if interrupted else "the run stopped"
                 left = [*self.in_flight.values()]
                 if self.held is not None:
                     left.append(self.held)
@@ -175,6 +178,27 @@ class Orchestrator:
             self.executor.shutdown()
         self._write_tally()
         return self.ran
+
+    def _store_arrived(self) -> None:
+        """On a Ctrl-C, store the results that had arrived and waited for their turn (with many
+        workers, up to one per worker): their trials trained to the end. One the storage refuses
+        is failed with the rest."""
+        arrived = [
+            (claimed, future.result())
+            for future, claimed in self.in_flight.items()
+            if future.done()
+            and not future.cancelled()
+            and future.exception() is None
+            and future.result().state != INTERRUPTED
+        ]
+        for claimed, result in sorted(arrived, key=lambda pair: pair[1].number):
+            try:
+                self._tell(claimed.trial, result)
+            except Exception:
+                continue
+            self.beats.discard(claimed.trial_id)
+            self.in_flight = {f: c for f, c in self.in_flight.items() if c is not claimed}
+            self.ran += 1
 
     def _write_tally(self, *, stopping: bool = False) -> None:
         """Store the study's tally for ``hpo studies`` (``hpo.records.TALLY_ATTR``): a storage

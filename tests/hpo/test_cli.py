@@ -521,7 +521,9 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment
         with sqlite3.connect(path) as c:
             states = dict(c.execute("SELECT state, count(*) FROM trials GROUP BY state"))
         c.close()
-        assert "RUNNING" not in states and states["COMPLETE"] >= 2 and states["FAIL"] >= 1
+        # Trials in flight are failed, unless their results had arrived (then they are stored):
+        # with short trials every one may have, so no FAIL is required.
+        assert "RUNNING" not in states and states["COMPLETE"] >= 2, states
 
 
 @pytest.mark.slow  # seconds each: CI runs it (pytest -m slow)

@@ -474,7 +474,7 @@ def test_a_resumed_run_trains_the_interrupted_trials_again_with_their_parameters
     assert states(trials) == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3
 
 
-def test_an_interrupted_result_stops_the_run_and_fails_the_trials_in_flight(setup):
+def test_an_interrupted_result_stops_the_run_keeping_the_results_that_had_arrived(setup):
     def first_interrupted(task):
         if task.number == 0:
             return TrialResult(0, INTERRUPTED, None, {}, facts_of(task, {1: 0.0}), 0.01)
@@ -484,8 +484,10 @@ def test_an_interrupted_result_stops_the_run_and_fails_the_trials_in_flight(setu
     with pytest.raises(KeyboardInterrupt):
         orchestrator(setup, executor, target=5).run()
     trials = stored(setup)
-    assert states(trials) == [TrialState.FAIL] * 2  # trial 1 was done, but never stored
-    assert fail_reasons(trials) == {0: "interrupted", 1: "interrupted"}
+    # Trial 1's result had arrived, waiting for its turn: it trained to the end and is kept.
+    assert states(trials) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert fail_reasons(trials) == {0: "interrupted"}
+    assert trials[1].value == complete(executor.tasks[1]).value
     assert executor.shutdowns == [True]
 
 
