@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 import hpo
 from hpo.errors import UsageError
-from hpo.heartbeat import FAIL_REASON_ATTR
+from hpo.heartbeat import FAIL_REASON_ATTR, is_lost
 from hpo.orchestrator_processes import (
     OrchestratorProcesses,
     orchestrator_count,
@@ -150,7 +150,10 @@ def test_a_helper_stops_when_its_run_is_killed(tmp_path, db_url):
     assert not process_exists(helper_pid)
     trials = stored(db_url)
     assert TrialState.RUNNING not in {t.state for t in trials}
-    assert {t.system_attrs.get(FAIL_REASON_ATTR) for t in trials} == {"interrupted"}
+    # Failed as interrupted, or as "the run stopped" when the SIGTERM lands inside a storage
+    # call (seen once in CI): either way a lost trial, queued again by the next run.
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all(is_lost(t) for t in failed)
 
 
 def process_exists(pid: int) -> bool:
