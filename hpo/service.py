@@ -564,24 +564,15 @@ def run_study(
             return RunSummary(name, storage_url, study_counts(study), 0, 0.0)
         executor = executors.start(workers=workers_of[0] if local else None)
     deadline = None if timeout is None else time.monotonic() + timeout
-    if len(workers_of) == 1:
-        return _orchestrate(
-            study,
-            spec,
-            split,
-            executor=executor,
-            storage_url=storage_url,
-            target=target,
-            deadline=deadline,
-            progress=progress,
-        )
-    try:
-        helpers = OrchestratorProcesses(
-            study_name=name, storage_url=storage_url, shares=workers_of[1:], deadline=deadline
-        )
-    except BaseException:
-        executor.shutdown(cancel=True)
-        raise
+    helpers = None
+    if len(workers_of) > 1:
+        try:
+            helpers = OrchestratorProcesses(
+                study_name=name, storage_url=storage_url, shares=workers_of[1:], deadline=deadline
+            )
+        except BaseException:
+            executor.shutdown(cancel=True)
+            raise
     try:
         summary = _orchestrate(
             study,
@@ -593,6 +584,8 @@ def run_study(
             deadline=deadline,
             progress=progress,
         )
+        if helpers is None:
+            return summary
 
         def show() -> None:
             if progress is not None:
@@ -600,7 +593,8 @@ def run_study(
 
         helpers.wait(check=INTERRUPTS.check, every=show)
     except BaseException:
-        helpers.stop(INTERRUPTS.first or signal.SIGTERM)
+        if helpers is not None:
+            helpers.stop(INTERRUPTS.first or signal.SIGTERM)
         raise
     for problem in helpers.problems():
         print(f"hpo: {problem}", file=sys.stderr)

@@ -25,6 +25,7 @@ from hpo.service import run_study
 from hpo.spec import load_spec
 from hpo.storage import close_storages
 from tests.hpo.conftest import write_spec
+from tests.hpo.test_cli import alive, children_of
 
 
 @pytest.fixture(autouse=True)
@@ -145,23 +146,15 @@ def test_a_helper_stops_when_its_run_is_killed(tmp_path, db_url):
         parent.kill()
         parent.wait()
     end = time.monotonic() + 60
-    while time.monotonic() < end and process_exists(helper_pid):
+    while time.monotonic() < end and alive(helper_pid):
         time.sleep(0.1)
-    assert not process_exists(helper_pid)
+    assert not alive(helper_pid)
     trials = stored(db_url)
     assert TrialState.RUNNING not in {t.state for t in trials}
     # Failed as interrupted, or as "the run stopped" when the SIGTERM lands inside a storage
     # call (seen once in CI): either way a lost trial, queued again by the next run.
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and all(is_lost(t) for t in failed)
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize(
@@ -182,7 +175,7 @@ def test_a_stopped_run_stops_its_helpers_in_one_line_and_leaves_no_trial_running
     )
     try:
         wait_for_running_trials(db_url, 2)
-        helpers = [p for p in children(run.pid) if "-m hpo worker" in command_of(p)]
+        helpers = [p for p in children_of(run.pid) if "-m hpo worker" in command_of(p)]
         run.send_signal(signum)
         _, err = run.communicate(timeout=60)
     finally:
@@ -191,7 +184,7 @@ def test_a_stopped_run_stops_its_helpers_in_one_line_and_leaves_no_trial_running
             run.communicate()
     assert run.returncode == code, err
     assert len(err.strip().splitlines()) == 1, err
-    assert helpers and not any(process_exists(p) for p in helpers)
+    assert helpers and not any(alive(p) for p in helpers)
     trials = stored(db_url)
     assert TrialState.RUNNING not in {t.state for t in trials}
 
@@ -209,19 +202,6 @@ def wait_for_running_trials(url: str, count: int, *, timeout: float = 60.0) -> N
             pass  # the schema is being made
         time.sleep(0.1)
     raise AssertionError(f"fewer than {count} trials started")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 def command_of(pid: int) -> str:
