@@ -491,14 +491,19 @@ def die_with_parent(parent_pid: int, *, signum: int = signal.SIGKILL) -> None:
     included): a trial worker is killed, a helper orchestrator (``SIGTERM``) stops as on a
     ``kill``.
 
-    Linux: the kernel's parent-death signal. Elsewhere, and should the parent have died before
-    the signal was armed: a thread that checks the parent's pid every second.
+    SIGKILL goes by the kernel's parent-death signal where there is one (Linux), at once. Any
+    other signal, and SIGKILL elsewhere, by a thread that checks the parent's pid every second
+    and sends it once: the kernel sends its signal again each time the child passes to another
+    of the dying parent's threads (a parent with BLAS threads: twice), and a second SIGTERM ends
+    a command at once (``hpo.interrupts``), before a helper orchestrator has failed its trials.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signum)
-    if os.getppid() != parent_pid:
+    if signum == signal.SIGKILL:
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent_pid:  # the parent died before
         os.kill(os.getpid(), signum)
+        return
 
     def watch() -> None:
         while True:

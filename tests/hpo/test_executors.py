@@ -484,3 +484,37 @@ def test_an_executor_counts_the_trials_waiting_for_a_worker(tiny_spec):
     finally:
         executor.shutdown(cancel=True)
     assert executor.queued() == 0
+
+
+ORPHAN = """
+import os, signal, subprocess, sys, time
+from hpo.executors import die_with_parent
+
+if sys.argv[1] == "parent":
+    child = subprocess.Popen([sys.executable, sys.argv[0], "child", sys.argv[2]])
+    time.sleep(0.5)  # the child has armed its signal
+    os._exit(0)
+received = []
+signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+die_with_parent(os.getppid(), signum=signal.SIGTERM)
+end = time.monotonic() + 3 * {poll}
+while time.monotonic() < end:
+    time.sleep(0.05)
+with open(sys.argv[2], "w") as f:
+    f.write(str(len(received)))
+"""
+
+
+def test_a_process_whose_parent_dies_gets_its_signal_once(tmp_path):
+    # A second SIGTERM ends a command at once: a helper orchestrator signalled twice (the
+    # kernel's parent-death signal, then the watching thread's) left its trials RUNNING.
+    from hpo.executors import PARENT_POLL_SECONDS
+
+    out, script = tmp_path / "received", tmp_path / "orphan.py"
+    script.write_text(ORPHAN.format(poll=PARENT_POLL_SECONDS))
+    subprocess.run([sys.executable, str(script), "parent", str(out)], check=True, timeout=30)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not out.exists():
+        time.sleep(0.1)
+    time.sleep(0.1)  # written whole
+    assert out.read_text() == "1"
