@@ -14,6 +14,7 @@ from hpo.errors import RunError, UsageError
 from tests.hpo.conftest import write_spec
 
 
+@pytest.mark.slow
 def test_a_notebook_session_runs_reads_retrains_and_reports(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", trials=4)
     storage = f"sqlite:///{tmp_path / 'nb.db'}"

@@ -734,6 +734,7 @@ def test_a_spec_with_a_utf8_bom_is_read(tiny_spec, db_url, capsys):
     assert main(argv) == 0, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_long_study_name_gives_a_report_file_name_the_file_system_takes(
     tiny_spec, tmp_path, monkeypatch, capsys
 ):
@@ -746,6 +747,7 @@ def test_a_long_study_name_gives_a_report_file_name_the_file_system_takes(
     assert main(["report", "--study", name]) == 0
 
 
+@pytest.mark.slow
 def test_a_users_own_trainer_reports_and_studies_in_the_working_directory_are_not_imported(
     tmp_path,
 ):
@@ -795,6 +797,7 @@ def test_confirm_json_prints_the_stored_runs_and_trains_only_with_seeds(tiny_spe
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == trained
 
 
+@pytest.mark.slow
 def test_confirm_rewrites_the_report_and_prints_its_path(
     tiny_spec, db_url, tmp_path, capsys, monkeypatch
 ):
@@ -814,6 +817,7 @@ def test_specs_name_prints_the_packaged_file_to_start_from(capsys):
     assert "no such packaged spec (allowed: default," in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_prints_no_optuna_log_lines(tiny_spec, db_url, tmp_path):
     assert main(["run", str(tiny_spec), "--storage", db_url, "--quiet", "--no-report"]) == 0
     done = hpo("report", "--storage", db_url, "--out", str(tmp_path / "r.html"))

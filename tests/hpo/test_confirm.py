@@ -99,6 +99,7 @@ def runs_of(url):
     return companion.get_trials(deepcopy=False)
 
 
+@pytest.mark.slow
 def test_confirm_stores_runs_apart_from_the_search_and_adds_seeds(searched, capsys):
     _, url = searched
     capsys.readouterr()
@@ -212,6 +213,7 @@ def test_confirm_progress_moves_with_the_epochs_of_the_runs_in_flight(searched):
     assert fractions and fractions <= {0.333, 0.667}
 
 
+@pytest.mark.slow
 def test_confirmation_runs_are_not_seen_by_the_sampler(tmp_path):
     """The same spec and seed give the same search trials whether or not confirm ran between."""
     spec = write_spec(tmp_path / "tiny.toml", trials=4, epochs=2)
@@ -228,6 +230,7 @@ def test_confirmation_runs_are_not_seen_by_the_sampler(tmp_path):
     assert len(params[0]) == 8 and params[0] == params[1]
 
 
+@pytest.mark.slow
 def test_the_companion_study_is_not_a_study_to_pick(searched, capsys):
     _, url = searched
     main(["confirm", "--storage", url, "--top", "1", "--seeds", "1", "--in-process", "--quiet"])
@@ -253,6 +256,7 @@ def test_confirm_without_a_completed_trial_exits_1(tmp_path, capsys):
     assert "no completed trial to confirm" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_report_names_the_confirmed_best_once_confirm_ran(searched, tmp_path, capsys):
     _, url = searched  # the page before confirm: tests/reports/test_html.py
     out = tmp_path / "r.html"

@@ -505,6 +505,7 @@ with open(sys.argv[2], "w") as f:
 """
 
 
+@pytest.mark.slow
 def test_a_process_whose_parent_dies_gets_its_signal_once(tmp_path):
     # A second SIGTERM ends a command at once: a helper orchestrator signalled twice (the
     # kernel's parent-death signal, then the watching thread's) left its trials RUNNING.

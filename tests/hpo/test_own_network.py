@@ -100,6 +100,7 @@ def test_each_shape_trains_above_chance_through_hpo_run_with_two_workers(tmp_pat
     assert all(isinstance(t.params[width], int) for t in trials)
 
 
+@pytest.mark.slow
 def test_the_worked_example_runs_reports_confirms_and_verifies(tmp_path, monkeypatch, capsys):
     """The README's "Tune your own network", command by command (fewer trials)."""
     for name in ("nets.py", "study.toml"):

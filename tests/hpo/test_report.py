@@ -29,6 +29,7 @@ def test_run_ends_with_the_report_path(tiny_spec, db_url, tmp_path, monkeypatch,
     assert "Study tiny" in (tmp_path / "hpo-report-tiny.html").read_text()
 
 
+@pytest.mark.slow
 def test_report_command_writes_where_told(study_url, tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main(["report", "--storage", study_url, "--out", str(out), "--top", "3"]) == 0
@@ -112,6 +113,7 @@ def test_report_renders_in_a_real_browser(study_url, tmp_path):
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_hostile_names_render_escaped(tmp_path):
     name = "<script>alert(1)</script>"
     spec_file = tmp_path / "xss.toml"

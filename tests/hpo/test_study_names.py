@@ -9,6 +9,7 @@ from hpo.service import run_study
 from hpo.spec import load_spec
 
 
+@pytest.mark.slow
 def test_a_search_study_named_like_confirmation_runs_is_a_study_of_its_own(
     tiny_spec, db_url, tmp_path, capsys
 ):

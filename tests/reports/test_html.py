@@ -433,6 +433,7 @@ def test_an_unconfirmed_ranking_says_so_and_gives_the_command():
     assert 'id="confirmed"' not in page
 
 
+@pytest.mark.slow
 def test_a_confirmed_ranking_names_the_confirmed_best_and_its_ties():
     page = html.render(
         two_trials(
