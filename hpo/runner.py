@@ -5,8 +5,10 @@ A trial's life, all of it here and all of it through Optuna's public API:
 1. **Claim**, under the storage lock: sweep the stale trials of lost runs (they are queued
    again), count, and while finished plus running trials are below the target, ``study.ask()``
    (a queued retry first) with a sampler seeded from the study seed and the trial's number, so
-   that a resumed study continues its search instead of repeating it. The parameters are
-   suggested and the trial's first heartbeat recorded before the lock is let go.
+   that a resumed study continues its search instead of repeating it; TPE draws in the
+   orchestrator's in-memory view of the study (``hpo.sampler_view``), fed by the same reads.
+   The parameters are suggested and the trial's first heartbeat recorded before the lock is
+   let go.
 2. **Train**: the trial's configuration, seed and pruning thresholds (``hpo.pruning``, from the
    study's finished trials when the trial leaves the executor's queue, its predecessor's result
    included) go to the executor as a ``TrialTask``; the training touches no storage.
@@ -54,6 +56,7 @@ from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
 from hpo.pruning import FinishedTrial, NoPruning, PruningRule
 from hpo.records import RUN_ATTR, Counts, count_trials, write_tally
+from hpo.sampler_view import ProposedParams, SamplerView
 from hpo.spec import StudySpec
 from hpo.storage import heartbeat_settings, retrying
 from hpo.trial import (
@@ -98,6 +101,7 @@ class Orchestrator:
         deadline: ``time.monotonic()`` after which no trial is claimed; None: none.
         executor: where the trials train.
         make_sampler: the study's sampler for the trial numbered ``n`` (``make_sampler(n)``).
+        view: where the sampler draws instead, kept in memory (``hpo.sampler_view``; TPE's).
         pruning: the study's pruning rule.
         prefetch: trials kept queued in the executor beyond its busy workers (default: the
             executor's ``prefetch``; 0 claims a trial only when a worker is free for it).
@@ -116,12 +120,14 @@ class Orchestrator:
         executor: TrialExecutor,
         make_sampler: Callable[[int], optuna.samplers.BaseSampler],
         pruning: PruningRule,
+        view: SamplerView | None = None,
         prefetch: int | None = None,
         progress: Callable[[Counts, int], None] | None = None,
     ) -> None:
         self.study, self.spec, self.storage = study, spec, storage
         self.storage_url, self.target, self.deadline = storage_url, target, deadline
         self.executor, self.make_sampler, self.pruning = executor, make_sampler, pruning
+        self.view = view
         self.progress = progress
         self.prefetch = executor.prefetch if prefetch is None else prefetch
         self.study_id = storage.get_study_id_from_name(study.study_name)
@@ -274,6 +280,8 @@ class Orchestrator:
         self.settled_counts = self.settled_counts + count_trials(trials[start:end])
         self.settled = end
         self._note_finished(trials[start:])
+        if self.view is not None:
+            self.view.observe(trials[start:])
         return self.settled_counts + count_trials(trials[end:])
 
     def _note_finished(self, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -316,7 +324,12 @@ class Orchestrator:
                 return None
             # The next new trial's number; a queued retry keeps its own (and its parameters).
             next_number = counts.finished + counts.failed + counts.running + counts.waiting
-            self.study.sampler = self.make_sampler(next_number)
+            if self.view is None:
+                self.study.sampler = self.make_sampler(next_number)
+            elif counts.waiting:  # the retry has its parameters
+                self.study.sampler = ProposedParams({}, {})
+            else:
+                self.study.sampler = self.view.propose(next_number, self._suggest)
             if counts.waiting:
                 beat_next_retry(self.study, self.storage, self.study_id)
             elif self.listed is not None:
@@ -344,6 +357,9 @@ class Orchestrator:
             counts, running=counts.running + 1, waiting=max(0, counts.waiting - 1)
         )
         return Claimed(trial, trial_id, seed_number)
+
+    def _suggest(self, trial: optuna.Trial) -> None:
+        suggest(trial, self.spec)
 
     def _submit(self, claimed: Claimed) -> None:
         trial = claimed.trial

@@ -45,6 +45,7 @@ from hpo.records import (
     load_hpo_study,
 )
 from hpo.runner import Orchestrator
+from hpo.sampler_view import SamplerView
 from hpo.spec import StudySpec, network_display
 from hpo.storage import open_storage
 from hpo.trial import load_training_split, optuna_choices
@@ -147,6 +148,22 @@ def samplers_for(spec: StudySpec) -> Callable[[int], optuna.samplers.BaseSampler
     ``samplers_for(spec)(n)``, every TPE sharing one search space calculator."""
     space = shared_search_space()
     return lambda number: make_sampler(spec, number=number, search_space=space)
+
+
+VIEWED_SAMPLERS = ("tpe",)
+"""The samplers that draw from an in-memory view of the study (``hpo.sampler_view``): TPE,
+whose ask reads every trial. CMA-ES and QMC keep their state in the stored trials, and the
+random and grid samplers read none."""
+
+
+def sampler_view(spec: StudySpec, study: optuna.Study) -> SamplerView | None:
+    """The view one orchestrator's sampler draws from, or None where it draws on the study."""
+    if spec.search.sampler not in VIEWED_SAMPLERS:
+        return None
+    return SamplerView(
+        lambda number, space: make_sampler(spec, number=number, search_space=space),
+        direction=study.direction,
+    )
 
 
 class GridSamplerWithoutStop(optuna.samplers.GridSampler):
@@ -488,6 +505,7 @@ def _orchestrate(
         executor=executor,
         make_sampler=samplers_for(spec),
         pruning=make_pruning(spec, study_name=study.study_name),
+        view=sampler_view(spec, study),
         prefetch=queued_trials(spec, split, executor),
         progress=progress,
     )
