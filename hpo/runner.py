@@ -199,7 +199,7 @@ class Orchestrator:
         ]
         for claimed, result in sorted(arrived, key=lambda pair: pair[1].number):
             try:
-                self._tell(claimed.trial, result)
+                self._tell(claimed.trial, self._with_queued_seconds(result))
             except Exception:
                 continue
             self.beats.discard(claimed.trial_id)
@@ -399,10 +399,6 @@ class Orchestrator:
     def _finish(self, claimed: Claimed, future: concurrent.futures.Future) -> None:
         # The trial keeps beating until it is told: storing a long trial's epochs takes seconds.
         self.claim_after = 0.0  # a slot is free: the next claim may succeed
-        number = claimed.trial.number
-        submitted = self.submitted.pop(number, None)
-        with self.finished_lock:
-            left_queue = self.left_queue.pop(number, None)
         error = future.exception()
         if (
             isinstance(error, KeyboardInterrupt)
@@ -426,12 +422,7 @@ class Orchestrator:
                     f"{type(error).__name__}: {error}"
                 )
             return
-        result: TrialResult = future.result()
-        if submitted is not None and left_queue is not None:
-            # Stored beside the training's own seconds: the time the trial was RUNNING in the
-            # storage but waiting for a worker (``hpo compare`` leaves it out of the compute).
-            facts = {**result.facts, "queued_seconds": round(max(0.0, left_queue - submitted), 4)}
-            result = replace(result, facts=facts)
+        result = self._with_queued_seconds(future.result())
         try:
             retrying(
                 lambda: self._tell(claimed.trial, result), what=f"storing trial #{result.number}"
@@ -466,6 +457,18 @@ class Orchestrator:
         )
         self._report()
 
+    def _with_queued_seconds(self, result: TrialResult) -> TrialResult:
+        """``result`` with the time its trial was RUNNING in the storage but waiting for a
+        worker among its facts, beside the training's own seconds (``hpo compare`` leaves it
+        out of the compute)."""
+        submitted = self.submitted.pop(result.number, None)
+        with self.finished_lock:
+            left_queue = self.left_queue.pop(result.number, None)
+        if submitted is None or left_queue is None:
+            return result
+        queued = round(max(0.0, left_queue - submitted), 4)
+        return replace(result, facts={**result.facts, "queued_seconds": queued})
+
     def _tell(self, trial: optuna.Trial, result: TrialResult) -> None:
         with warnings.catch_warnings():
             # A retried tell (the storage was away) reports the steps stored before again.
@@ -482,6 +485,9 @@ class Orchestrator:
         """Tell ``claimed`` FAIL with its reason; a storage that is gone leaves it to the sweep."""
         if self.beats is not None:
             self.beats.discard(claimed.trial_id)
+        self.submitted.pop(claimed.trial.number, None)
+        with self.finished_lock:
+            self.left_queue.pop(claimed.trial.number, None)
         with contextlib.suppress(Exception):
             self.storage.set_trial_system_attr(claimed.trial_id, FAIL_REASON_ATTR, reason[:500])
             self.study.tell(claimed.trial, state=TrialState.FAIL, skip_if_finished=True)

@@ -488,6 +488,7 @@ def test_an_interrupted_result_stops_the_run_keeping_the_results_that_had_arrive
     assert states(trials) == [TrialState.FAIL, TrialState.COMPLETE]
     assert fail_reasons(trials) == {0: "interrupted"}
     assert trials[1].value == complete(executor.tasks[1]).value
+    assert run_facts(trials[1])["queued_seconds"] >= 0.0  # stored as _finish stores it
     assert executor.shutdowns == [True]
 
 
