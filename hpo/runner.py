@@ -56,7 +56,7 @@ from hpo.interrupts import INTERRUPTS
 from hpo.locks import storage_lock
 from hpo.pruning import FinishedTrial, NoPruning, PruningRule
 from hpo.records import RUN_ATTR, Counts, count_trials, write_tally
-from hpo.sampler_view import ProposedParams, SamplerView
+from hpo.sampler_view import SamplerView
 from hpo.spec import StudySpec
 from hpo.storage import heartbeat_settings, retrying
 from hpo.trial import (
@@ -326,9 +326,7 @@ class Orchestrator:
             next_number = counts.finished + counts.failed + counts.running + counts.waiting
             if self.view is None:
                 self.study.sampler = self.make_sampler(next_number)
-            elif counts.waiting:  # the retry has its parameters
-                self.study.sampler = ProposedParams({}, {})
-            else:
+            else:  # a queued retry's own parameters come first (one claimed before any had none)
                 self.study.sampler = self.view.propose(next_number, self._suggest)
             if counts.waiting:
                 beat_next_retry(self.study, self.storage, self.study_id)

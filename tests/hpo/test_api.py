@@ -96,6 +96,7 @@ print("not reached")
 """
 
 
+@pytest.mark.slow
 def test_a_sigterm_during_a_run_keeps_the_trials_and_ends_the_script_as_sigterm_does(tmp_path):
     spec = write_spec(tmp_path / "tiny.toml", epochs=2)
     script = tmp_path / "tune.py"

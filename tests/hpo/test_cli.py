@@ -478,7 +478,12 @@ def wait_for_finished_trials(path: Path, n: int, timeout: float = 120) -> None:
     ("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")]
 )
 @pytest.mark.parametrize(
-    "moment", ["imports", "running", pytest.param("running, to the group", marks=pytest.mark.slow)]
+    "moment",
+    [
+        "imports",
+        pytest.param("running", marks=pytest.mark.slow),  # Ctrl-C's own test runs it by default
+        pytest.param("running, to the group", marks=pytest.mark.slow),
+    ],
 )
 def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, name, moment):
     spec = write_spec(tmp_path / "slow.toml", epochs=60, trials=5000)

@@ -133,6 +133,7 @@ def test_the_slots_are_the_cluster_threads_unless_workers_says_otherwise(cluster
     assert slots == [2, 3]
 
 
+@pytest.mark.slow
 def test_tasks_beyond_the_slots_wait_here_and_each_leaves_the_queue_once(cluster, spec_and_split):
     spec, _ = spec_and_split
     e = DaskExecutor(spec, spec_and_split[1], address=cluster.scheduler_address, workers=1)
@@ -412,6 +413,7 @@ def test_shutdown_with_cancel_stops_a_running_trial_and_frees_its_worker(cluster
         assert len(client.gather(done)) == 2
 
 
+@pytest.mark.slow
 def test_a_killed_worker_reruns_its_trial_elsewhere(spec_and_split):
     spec, _ = spec_and_split
     with local_cluster() as own:
@@ -440,6 +442,7 @@ def _worker_running(client, *, timeout: float) -> str:
     raise AssertionError("no worker started the task")
 
 
+@pytest.mark.slow
 def test_killed_worker_after_the_allowed_failures_fails_the_trial(spec_and_split):
     spec, _ = spec_and_split
     with (

@@ -153,6 +153,7 @@ def test_he_init_trains_a_deep_relu_net_where_std_001_does_not():
     assert small.best_val_accuracy < 0.2
 
 
+@pytest.mark.slow
 def test_batchnorm_trains_at_a_weight_scale_where_the_plain_net_is_stuck():
     spec = load_spec("batchnorm")
     (scale,) = [s for s in spec.param("init_scale").choices if s == 0.0136]

@@ -114,3 +114,23 @@ def test_a_stored_trial_takes_the_proposed_parameters_and_nothing_else():
     assert trial.suggest_float("x", 0, 1) == 0.25
     with pytest.raises(RuntimeError, match=r"'y', which the sampler's view did not draw"):
         trial.suggest_float("y", 0, 1)
+
+
+def test_a_queued_trial_keeps_its_parameters_and_the_view_draws_the_rest(spec):
+    # A retry keeps its parameters; one queued without any (its claim died before suggesting)
+    # gets them from the view.
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"learning_rate": 0.01})
+    study.enqueue_trial({})
+    view = view_of(spec)
+    drawn = []
+    for number in range(2):
+        study.sampler = view.propose(number, lambda t: suggest(t, spec))
+        trial = study.ask()
+        suggest(trial, spec)
+        drawn.append(trial.params)
+    assert drawn[0]["learning_rate"] == 0.01
+    assert {p.name for p in spec.space if p.kind != "fixed"} & set(drawn[1]) >= {
+        "learning_rate",
+        "weight_decay",
+    }
