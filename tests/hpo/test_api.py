@@ -68,7 +68,7 @@ print("best", hpo.best(study)["value"])
 """
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_script_without_a_main_guard(tmp_path, workers):
     spec = write_spec(tmp_path / "tiny.toml", trials=2, epochs=1)
     script = tmp_path / "tune.py"

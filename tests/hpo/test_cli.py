@@ -53,6 +53,7 @@ def test_run_prints_the_top_configurations_and_the_storage(tiny_spec, db_url, ca
     assert f"storage: {db_url}" in out
 
 
+@pytest.mark.slow
 def test_run_as_a_subprocess_with_two_workers(tiny_spec, db_url):
     done = hpo(
         "run",

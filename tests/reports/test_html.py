@@ -185,7 +185,7 @@ SCENARIOS = {
 }
 # The 5,000-trial study takes seconds to draw: CI runs it with the slow tests.
 SCENARIO_PARAMS = [
-    pytest.param(name, marks=pytest.mark.slow) if name == "5000 trials" else name
+    pytest.param(name, marks=pytest.mark.slow) if name in ("5000 trials", "still running") else name
     for name in SCENARIOS
 ]
 EVERY_FIGURE = [
@@ -313,6 +313,7 @@ def test_5000_trial_page_is_under_10_mb(pages):
     assert len(pages("5000 trials").encode("utf-8")) < 10 * 10**6
 
 
+@pytest.mark.slow
 def test_page_says_why_importance_is_missing(studies):
     note = "Importance needs at least two completed trials."
     study = dataclasses.replace(studies["one trial"], importance_note=note)
@@ -421,6 +422,7 @@ def two_trials(**fields):
     )
 
 
+@pytest.mark.slow
 def test_an_unconfirmed_ranking_says_so_and_gives_the_command():
     page = html.render(two_trials(description="Digits, <b>three</b> layers."))
     assert "<strong>Best in the search: trial #0</strong>" in page
