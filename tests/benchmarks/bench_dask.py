@@ -112,22 +112,6 @@ def run_with_scheduler_cpu(spec: str, *, trials: int, options, tmp: Path):
     return run, self_cpu() - before
 
 
-def tens_of_seconds_spec(tmp: Path) -> Path:
-    """The default study with three 1,000-wide hidden layers and no pruner: trials of tens of
-    seconds, as on Fashion-MNIST (the ``long`` part)."""
-    text = (REPO_ROOT / "studies" / "default.toml").read_text(encoding="utf-8")
-    for old, new in (
-        ("hidden = [100, 100, 100]", f"hidden = {TENS_OF_SECONDS_HIDDEN}"),
-        ('pruner = "median"', 'pruner = "none"'),
-    ):
-        if text.count(old) != 1:
-            raise SystemExit(f"studies/default.toml: expected one {old!r} to replace")
-        text = text.replace(old, new)
-    path = tmp / "default-long.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def part_throughput(tmp: Path, repeats: int, cluster: distributed.LocalCluster) -> None:
     specs = {
         "default": ("default", SHORT, LONG),
@@ -139,7 +123,7 @@ def part_throughput(tmp: Path, repeats: int, cluster: distributed.LocalCluster) 
 def part_long(tmp: Path, repeats: int, cluster: distributed.LocalCluster) -> None:
     specs = {
         f"trials of tens of seconds ({TENS_OF_SECONDS_HIDDEN})": (
-            str(tens_of_seconds_spec(tmp)),
+            str(long_trial_spec(tmp, TENS_OF_SECONDS_HIDDEN, "default-long")),
             *TENS_OF_SECONDS_TRIALS,
         )
     }

@@ -431,17 +431,18 @@ def judge(figure: str, value: str, target: str, ok: bool) -> str:
 # 1. Overhead
 
 
-def long_trial_spec(tmp: Path) -> Path:
-    """The default study with three 300-wide hidden layers and no pruner: ~1 s per trial."""
+def long_trial_spec(tmp: Path, hidden: str = LONG_TRIAL_HIDDEN, name: str = "default-1s") -> Path:
+    """The default study with ``hidden`` layers (three 300-wide: ~1 s per trial) and no
+    pruner, written to ``tmp/NAME.toml``."""
     text = (REPO_ROOT / "studies" / "default.toml").read_text(encoding="utf-8")
     for old, new in (
-        ("hidden = [100, 100, 100]", f"hidden = {LONG_TRIAL_HIDDEN}"),
+        ("hidden = [100, 100, 100]", f"hidden = {hidden}"),
         ('pruner = "median"', 'pruner = "none"'),
     ):
         if text.count(old) != 1:
             raise BenchmarkError(f"studies/default.toml: expected one {old!r} to replace")
         text = text.replace(old, new)
-    path = tmp / "default-1s.toml"
+    path = tmp / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
